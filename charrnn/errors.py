@@ -1,0 +1,21 @@
+"""The project's exceptions. Library code raises these; only the CLI turns them into exit codes."""
+
+
+class CharRNNError(Exception):
+    """Base of every error a user can cause and fix (bad input, not a bug)."""
+
+
+class ConfigError(CharRNNError):
+    """A config file, flag or option value is unknown, of the wrong type or out of range."""
+
+
+class CorpusError(CharRNNError):
+    """A corpus cannot be read, is not UTF-8, or is too short for the requested shape."""
+
+
+class CheckpointError(CharRNNError):
+    """A checkpoint is missing, corrupt, foreign, unsafe or of an unsupported version."""
+
+
+class TrainingError(CharRNNError):
+    """Training cannot go on (for example the loss became NaN)."""

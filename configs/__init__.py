@@ -1,0 +1,1 @@
+"""Bundled TOML configs (installed as package data: charrnn.configs)."""

@@ -1,0 +1,1 @@
+"""Bundled corpora (installed as package data: charrnn.corpora)."""
