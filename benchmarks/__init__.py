@@ -1,0 +1,1 @@
+"""Timing scripts, run from the repository root: python -m benchmarks.<name>."""
