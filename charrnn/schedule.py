@@ -1,0 +1,70 @@
+"""The learning-rate schedule: linear warm-up, then a decay over the run's budget.
+
+The decay follows the *progress* of the run, a number from 0 to 1: the larger of steps done /
+``max_steps`` (or the steps of ``max_epochs``) and training seconds / the time budget. So a run
+bounded by ``--max-time`` decays over its wall-clock budget, which is what a CPU user on a
+budget wants. A run with no budget at all keeps the peak rate after warm-up.
+
+Resuming with a larger (or smaller) budget stretches the rest of the schedule from that point:
+the learning rate continues from where it was and decays to its floor over the new remaining
+budget. That is an *anchor* ``(p0, f0)``: progress ``p0`` was reached when the budget fraction
+under the new budget was ``f0``, and progress then grows linearly from ``p0`` to 1 as that
+fraction goes from ``f0`` to 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run may train, in total (earlier invocations included). None = unbounded."""
+
+    max_steps: int | None
+    max_seconds: float | None
+
+    def fraction(self, step: int, seconds: float) -> float:
+        parts = [0.0]
+        if self.max_steps:
+            parts.append(step / self.max_steps)
+        if self.max_seconds:
+            parts.append(seconds / self.max_seconds)
+        return min(1.0, max(parts))
+
+    def spent(self, step: int, seconds: float) -> bool:
+        return (self.max_steps is not None and step >= self.max_steps) or (
+            self.max_seconds is not None and seconds >= self.max_seconds
+        )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    progress: float = 0.0  # p0
+    fraction: float = 0.0  # f0
+
+    def progress_at(self, fraction: float) -> float:
+        if self.fraction >= 1.0:
+            return 1.0
+        share = (fraction - self.fraction) / (1.0 - self.fraction)
+        return min(1.0, self.progress + (1.0 - self.progress) * max(0.0, share))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    peak: float
+    kind: str  # cosine | linear | constant
+    min_fraction: float
+    warmup_steps: int
+
+    def learning_rate(self, step: int, progress: float) -> float:
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.kind == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        elif self.kind == "linear":
+            decay = 1.0 - progress
+        else:
+            decay = 1.0
+        floor = self.min_fraction
+        return self.peak * warm * (floor + (1.0 - floor) * decay)

@@ -1,0 +1,527 @@
+"""Training: truncated back-propagation through time over the lesson's cyclic batches.
+
+Each step feeds every row the next ``seq_length`` characters, starting from the hidden state
+the previous step ended with (detached, so gradients stop at the batch boundary: truncated
+BPTT). A new epoch starts from a zero state, since with a shifted start the rows no longer
+continue the previous epoch's rows.
+
+Everything that decides what is learned is saved in the checkpoint (weights, optimiser,
+schedule anchor, step, hidden state, RNG state), so a run stopped at any checkpoint and resumed
+ends with the very same weights as one left alone (on the CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from charrnn import checkpoint as ckpt
+from charrnn import config as config_module
+from charrnn.batching import CyclicBatches, epoch_offset, evaluation_chunks
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.corpus import Vocabulary, read_text, resolve_corpus, split_train_val
+from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
+from charrnn.model import CharModel, State, count_parameters, detach_state, select_rows
+from charrnn.schedule import Anchor, Budget, Schedule
+
+LN2 = math.log(2)
+
+
+def bits_per_char(nats: float) -> float:
+    return nats / LN2
+
+
+def pick_device(name: str) -> torch.device:
+    """auto = cuda, else mps, else cpu. Asking for an absent accelerator is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use cpu")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("device mps was asked for but is not available; use cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX (or AVX512-BF16) CPUs run bf16 matrix products 2-3x faster than fp32."""
+    cpu = torch.cpu
+    amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)
+    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)
+    return bool(amx() or avx512_bf16())
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    auto: bf16 on GPUs that have it and on CPUs with AMX / AVX512-BF16 (the recurrent matrix
+    products run 2-3x faster there; weights, optimiser and loss stay fp32), fp32 elsewhere.
+    """
+    if precision == "fp32" or device.type == "mps":
+        return None
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise ConfigError("fp16 autocast is for CUDA GPUs; use bf16 or fp32 on the CPU")
+        if precision == "bf16" or cpu_has_fast_bf16():
+            return torch.bfloat16
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+@dataclass
+class Data:
+    vocab: Vocabulary
+    train: torch.Tensor
+    val: torch.Tensor
+    corpus_path: Path
+
+
+def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None) -> Data:
+    """Read, encode and split a corpus. With `vocab` (a resumed run), the text must fit it."""
+    path = resolve_corpus(corpus)
+    text = read_text(str(path))
+    own = Vocabulary.from_text(text)
+    if vocab is not None and own != vocab:
+        raise CorpusError(
+            f"corpus {corpus!r} has a different vocabulary ({len(own)} characters) from the "
+            f"run's ({len(vocab)}); resume with the corpus the run was trained on"
+        )
+    vocab = vocab or own
+    ids = vocab.encode(text)
+    train, val = split_train_val(ids, val_fraction)
+    return Data(vocab, train, val, path.resolve())
+
+
+@torch.inference_mode()
+def evaluate(
+    model: CharModel,
+    ids: torch.Tensor,
+    batch_size: int,
+    seq_length: int,
+    device: torch.device | None = None,
+    amp: torch.dtype | None = None,
+) -> tuple[float, int]:
+    """Mean loss in nats over every character of `ids` after the first, stateful.
+
+    Returns (loss, characters scored). The model is put back in the mode it was in.
+    """
+    device = device or model.head.weight.device
+    was_training = model.training
+    model.eval()
+    chunks = evaluation_chunks(ids, batch_size, seq_length)
+    state: State = model.init_state(chunks[0].inputs.shape[0])
+    total, count = 0.0, 0
+    for chunk in chunks:
+        if chunk.continues_row is not None:
+            state = select_rows(state, [chunk.continues_row])
+        inputs, targets = chunk.inputs.to(device), chunk.targets.to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits, state = model(inputs, state)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+        total += loss.item()
+        count += targets.numel()
+    model.train(was_training)
+    return total / count, count
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved in every checkpoint."""
+
+    step: int = 0
+    seconds: float = 0.0  # training time over all invocations
+    best_val_loss: float | None = None
+    last_val_loss: float | None = None
+    anchor: Anchor = field(default_factory=Anchor)
+    budget_steps: int | None = None  # the budget the anchor was made for
+    budget_seconds: float | None = None
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    step: int
+    epoch: float
+    seconds: float
+    best_val_loss: float | None
+    final_val_loss: float | None
+    stopped_by: str  # budget | signal
+    signal: int | None = None
+    parameters: int = 0
+    checkpoint_warnings: list[str] = field(default_factory=list)
+
+
+class StopRequest:
+    """Set from a signal handler; the loop finishes its step, saves and returns."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def request(self, signum: int) -> None:
+        self.signal = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+def default_run_dir(corpus: str, cell: str, root: Path = Path("checkpoints")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = Path(corpus).stem if corpus.endswith(".txt") or "/" in corpus else corpus
+    return root / f"{name}-{cell}-{stamp}"
+
+
+class Trainer:
+    """One training run: set up from configs (or a checkpoint), then `run()`."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        run_dir: Path,
+        *,
+        resume: dict[str, Any] | None = None,
+        log: Callable[[str], None] = lambda line: None,
+        stop: StopRequest | None = None,
+        progress_bar: bool | None = None,
+    ):
+        self.model_config = model_config
+        self.config = train_config
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.stop = stop or StopRequest()
+        self.progress_bar = progress_bar
+        cfg = train_config
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        self.amp = autocast_dtype(self.device, cfg.precision)
+
+        vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
+        corpus = resume.get("corpus_path", cfg.corpus) if resume else cfg.corpus
+        if resume and not Path(corpus).is_file():
+            corpus = cfg.corpus  # moved since: fall back to the name the user gave
+        self.data = load_data(corpus, cfg.val_fraction, vocab)
+        self.vocab = self.data.vocab
+        # Validate the shape now, so a too-short text is refused before anything is written.
+        self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
+        if len(self.data.val) < 2:
+            raise CorpusError(
+                f"the validation split has {len(self.data.val)} characters; raise val_fraction "
+                "or use a longer text"
+            )
+
+        torch.manual_seed(cfg.seed)
+        self.model = CharModel(model_config, len(self.vocab)).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.schedule = Schedule(
+            cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.state: State | None = None
+        self._epoch, self._epoch_loader = -1, None
+        self.progress = Progress()
+        if resume:
+            self._restore(resume)
+        self.budget = self._budget()
+        self._anchor_budget()
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        extra = {"fused": True} if self.device.type == "cuda" else {}
+        return kind(
+            self.model.parameters(),
+            lr=cfg.learning_rate,
+            weight_decay=cfg.weight_decay,
+            **extra,
+        )
+
+    def _budget(self) -> Budget:
+        cfg = self.config
+        limits = []
+        if cfg.max_steps:
+            limits.append(cfg.max_steps)
+        if cfg.max_epochs:
+            limits.append(max(1, round(cfg.max_epochs * self.n_batches)))
+        # --max-time counts this invocation's time: add what earlier invocations trained.
+        seconds = self.progress.seconds + cfg.max_time if cfg.max_time else None
+        return Budget(min(limits) if limits else None, seconds)
+
+    def _anchor_budget(self) -> None:
+        """On resume with a different budget, stretch the rest of the schedule (see schedule)."""
+        p = self.progress
+        if (p.budget_steps, p.budget_seconds) == (self.budget.max_steps, self.budget.max_seconds):
+            return
+        if p.step > 0:
+            old = Budget(p.budget_steps, p.budget_seconds)
+            reached = p.anchor.progress_at(old.fraction(p.step, p.seconds))
+            p.anchor = Anchor(reached, self.budget.fraction(p.step, p.seconds))
+        p.budget_steps, p.budget_seconds = self.budget.max_steps, self.budget.max_seconds
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            saved = checkpoint["progress"]
+            self.progress = Progress(
+                step=int(saved["step"]),
+                seconds=float(saved["seconds"]),
+                best_val_loss=saved["best_val_loss"],
+                last_val_loss=saved["last_val_loss"],
+                anchor=Anchor(*saved["anchor"]),
+                budget_steps=saved["budget_steps"],
+                budget_seconds=saved["budget_seconds"],
+            )
+            hidden = checkpoint["hidden_state"]
+            if hidden is not None:
+                hidden = [h.to(self.device) for h in hidden]
+                self.state = tuple(hidden) if self.model.is_lstm else hidden[0]
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise CheckpointError(f"cannot resume from this checkpoint: {first[:200]}") from None
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint(self) -> dict[str, Any]:
+        p = self.progress
+        hidden = None
+        if self.state is not None:
+            parts = self.state if isinstance(self.state, tuple) else (self.state,)
+            hidden = [h.detach().cpu() for h in parts]
+        return {
+            **ckpt.header(),
+            "model_config": config_module.to_dict(self.model_config),
+            "train_config": config_module.to_dict(self.config),
+            "vocab": self.vocab.to_list(),
+            "corpus_path": str(self.data.corpus_path),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "progress": {
+                "step": p.step,
+                "epoch": p.step / self.n_batches,
+                "seconds": p.seconds,
+                "best_val_loss": p.best_val_loss,
+                "last_val_loss": p.last_val_loss,
+                "anchor": [p.anchor.progress, p.anchor.fraction],
+                "budget_steps": p.budget_steps,
+                "budget_seconds": p.budget_seconds,
+            },
+            "hidden_state": hidden,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            },
+            "parameters": count_parameters(self.model),
+        }
+
+    def _save(self, name: str, warnings: list[str]) -> None:
+        try:
+            ckpt.save(self._checkpoint(), self.run_dir / name)
+        except CheckpointError as error:
+            # A failed periodic save (disk full, say) keeps the old file and the run goes on:
+            # losing a checkpoint interval beats losing the run. The final save is retried below.
+            warnings.append(str(error))
+            self.log(f"warning: {error}")
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loader(self, epoch: int) -> CyclicBatches:
+        cfg = self.config
+        offset = epoch_offset(epoch, cfg.seq_length, cfg.seed) if cfg.shift_epochs else 0
+        return CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length, offset)
+
+    def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            logits, state = self.model(inputs, self.state)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} at step {self.progress.step + 1}; stopped without "
+                f"saving it (last.pt holds the last good checkpoint); lower --learning-rate "
+                "or --grad-clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state = detach_state(state)
+        return value
+
+    def _evaluate(self, whole: bool) -> float:
+        cfg = self.config
+        val = self.data.val
+        if not whole and cfg.eval_chars:
+            val = val[: cfg.eval_chars + 1]
+        loss, _ = evaluate(self.model, val, cfg.batch_size, cfg.seq_length, self.device, self.amp)
+        return loss
+
+    def run(self) -> Result:
+        cfg, p = self.config, self.progress
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.toml").write_text(
+            config_module.to_toml(self.model_config, self.config), encoding="utf-8"
+        )
+        metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        warnings: list[str] = []
+        chars_per_step = cfg.batch_size * cfg.seq_length
+        start = time.perf_counter()
+        start_seconds = p.seconds
+        window_start, window_steps, train_loss = start, 0, float("nan")
+        bar = tqdm(
+            total=self.budget.max_steps,
+            initial=p.step,
+            desc="train",
+            unit="step",
+            file=sys.stderr,
+            disable=(not sys.stderr.isatty())
+            if self.progress_bar is None
+            else not self.progress_bar,
+            dynamic_ncols=True,
+        )
+        stopped_by = "budget"
+        self.model.train()
+        try:
+            while not self.budget.spent(p.step, p.seconds):
+                if self.stop.requested:
+                    stopped_by = "signal"
+                    break
+                epoch, index = divmod(p.step, self.n_batches)
+                if self._epoch != epoch:
+                    self._epoch_loader, self._epoch = self._loader(epoch), epoch
+                if index == 0:
+                    self.state = None  # rows do not continue across epochs
+                inputs, targets = self._epoch_loader[index]
+                inputs, targets = inputs.to(self.device), targets.to(self.device)
+
+                progress = p.anchor.progress_at(self.budget.fraction(p.step, p.seconds))
+                lr = self.schedule.learning_rate(p.step, progress)
+                train_loss = self._train_step(inputs, targets, lr)
+                p.step += 1
+                p.seconds = start_seconds + (time.perf_counter() - start)
+                window_steps += 1
+                bar.update(1)
+
+                final = self.budget.spent(p.step, p.seconds)
+                if (cfg.eval_every and p.step % cfg.eval_every == 0) or final:
+                    now = time.perf_counter()
+                    rate = window_steps * chars_per_step / max(now - window_start, 1e-9)
+                    self._record(metrics, train_loss, lr, rate, whole=final, warnings=warnings)
+                    window_start, window_steps = time.perf_counter(), 0
+                    p.seconds = start_seconds + (time.perf_counter() - start)
+                bar.set_postfix(
+                    epoch=f"{p.step / self.n_batches:.2f}",
+                    loss=f"{train_loss:.3f}",
+                    val=f"{p.last_val_loss:.3f}" if p.last_val_loss is not None else "-",
+                    refresh=False,
+                )
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and not final:
+                    self._save("last.pt", warnings)
+        finally:
+            bar.close()
+            metrics.close()
+        # The final save is not allowed to fail quietly: the CLI reports it (old file intact).
+        ckpt.save(self._checkpoint(), self.run_dir / "last.pt")
+        return Result(
+            run_dir=self.run_dir,
+            step=p.step,
+            epoch=p.step / self.n_batches,
+            seconds=p.seconds,
+            best_val_loss=p.best_val_loss,
+            final_val_loss=p.last_val_loss,
+            stopped_by=stopped_by,
+            signal=self.stop.signal,
+            parameters=count_parameters(self.model),
+            checkpoint_warnings=warnings,
+        )
+
+    def _record(self, metrics, train_loss, lr, rate, *, whole: bool, warnings) -> None:
+        p = self.progress
+        val_loss = self._evaluate(whole=whole)
+        p.last_val_loss = val_loss
+        improved = p.best_val_loss is None or val_loss < p.best_val_loss
+        if improved:
+            p.best_val_loss = val_loss
+        line = {
+            "step": p.step,
+            "epoch": round(p.step / self.n_batches, 4),
+            "time": round(p.seconds, 3),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_bpc": bits_per_char(val_loss),
+            "val_scope": "all" if whole or not self.config.eval_chars else "part",
+            "lr": lr,
+            "chars_per_sec": round(rate, 1),
+        }
+        metrics.write(json.dumps(line) + "\n")
+        metrics.flush()
+        self.log(
+            f"step {p.step:>6}  epoch {line['epoch']:.2f}  train {train_loss:.4f}  "
+            f"val {val_loss:.4f} ({line['val_bpc']:.3f} bpc)  lr {lr:.2e}  "
+            f"{rate:,.0f} chars/s{'  *best' if improved else ''}"
+        )
+        if improved:
+            self._save("best.pt", warnings)
+
+
+def resume_configs(
+    checkpoint: dict[str, Any], overrides: dict[str, Any]
+) -> tuple[ModelConfig, TrainConfig]:
+    """The run's saved configs with the run-control overrides applied; others are refused."""
+    try:
+        model_config = config_module.build(ModelConfig, checkpoint["model_config"])
+        saved_train = dict(checkpoint["train_config"])
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"checkpoint has invalid configs: {error}") from None
+    allowed = config_module.run_control_fields()
+    saved = {**config_module.to_dict(model_config), **saved_train}
+    refused = [k for k, v in overrides.items() if k not in allowed and saved.get(k) != v]
+    if refused:
+        raise ConfigError(
+            f"cannot change {', '.join(refused)} when resuming: it would change the model, the "
+            f"data or the optimiser; only {', '.join(sorted(allowed))} may change"
+        )
+    saved_train.update({k: v for k, v in overrides.items() if k in allowed})
+    return model_config, config_module.build(TrainConfig, saved_train)
+
+
+def describe(model_config: ModelConfig, train_config: TrainConfig) -> list[tuple[str, str]]:
+    """The resolved config as (key, value) rows, for the CLI's table."""
+    rows = []
+    for config in (model_config, train_config):
+        for f in dataclasses.fields(config):
+            rows.append((f.name, str(getattr(config, f.name))))
+    return rows

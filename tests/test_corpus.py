@@ -1,0 +1,91 @@
+"""Reading corpora and the character vocabulary."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn.corpus import Vocabulary, bundled_corpora, read_text, split_train_val
+from charrnn.errors import CorpusError
+from tests.conftest import TINY_SHAKESPEARE
+
+
+def test_round_trip_non_ascii():
+    text = "naïve — 東京 🙂\nnaïve"
+    vocab = Vocabulary.from_text(text)
+    assert vocab.chars == tuple(sorted(set(text)))
+    assert "🙂" in vocab and len(vocab) == len(set(text))
+    assert vocab.decode(vocab.encode(text)) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=200))
+def test_round_trip_any_unicode(text):
+    vocab = Vocabulary.from_text(text)
+    ids = vocab.encode(text)
+    assert ids.dim() == 1 and len(ids) == len(text)
+    assert vocab.decode(ids) == text
+    assert Vocabulary.from_list(vocab.to_list()) == vocab
+
+
+def test_compact_dtype():
+    assert Vocabulary.from_text("abc").encode("abc").dtype == torch.uint8
+    wide = "".join(chr(0x4E00 + i) for i in range(300))
+    assert Vocabulary.from_text(wide).encode(wide).dtype == torch.int32
+
+
+def test_unknown_characters_are_named():
+    vocab = Vocabulary.from_text("abc")
+    with pytest.raises(CorpusError, match="'z'"):
+        vocab.encode("abz")
+
+
+def test_from_list_refuses_malformed():
+    with pytest.raises(CorpusError):
+        Vocabulary.from_list(["b", "a"])
+    with pytest.raises(CorpusError):
+        Vocabulary.from_list(["ab"])
+
+
+def test_split_is_contiguous():
+    ids = torch.arange(100)
+    train, val = split_train_val(ids, 0.1)
+    assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
+
+
+def test_tiny_shakespeare_reads_and_encodes_fast():
+    start = time.perf_counter()
+    text = read_text(str(TINY_SHAKESPEARE))
+    ids = Vocabulary.from_text(text).encode(text)
+    elapsed = time.perf_counter() - start
+    assert len(ids) == 1_115_394 and ids.dtype == torch.uint8
+    # Not a benchmark: a guard against a per-character Python loop creeping back in (~50x).
+    assert elapsed < 5
+
+
+def test_bundled_default_exists_and_is_real_text():
+    corpora = bundled_corpora()
+    assert "shakespeare" in corpora
+    size = corpora["shakespeare"].stat().st_size
+    assert 1_000_000 <= size <= 5_000_000
+    text = read_text("shakespeare")
+    assert "ROMEO" in text or "Romeo" in text
+
+
+def test_bad_corpora(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    with pytest.raises(CorpusError, match="empty"):
+        read_text(str(empty))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"hello \xff world")
+    with pytest.raises(CorpusError, match="byte 6"):
+        read_text(str(bad))
+    with pytest.raises(CorpusError, match="directory"):
+        read_text(str(tmp_path))
+    with pytest.raises(CorpusError, match="bundled: .*shakespeare"):
+        read_text("no-such-corpus")

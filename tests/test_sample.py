@@ -1,0 +1,147 @@
+"""Sampling: exact, reproducible, fast path equal to the model, stdout holds only text."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charrnn import load_model
+from charrnn.config import CELLS, ModelConfig
+from charrnn.corpus import Vocabulary
+from charrnn.model import CharModel
+from charrnn.sample import SamplingOptions, Stepper, TextGenerator, filter_logits
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_run) -> TextGenerator:
+    return load_model(str(tiny_run), device="cpu")
+
+
+def test_same_seed_same_text_and_length(generator):
+    a = generator.generate("ROMEO:", 200, seed=3)
+    b = generator.generate("ROMEO:", 200, seed=3)
+    c = generator.generate("ROMEO:", 200, seed=4)
+    assert a == b != c
+    assert a.startswith("ROMEO:") and len(a) == len("ROMEO:") + 200
+
+
+def test_stream_equals_generate(generator):
+    streamed = "".join(generator.stream("KING", 150, seed=9, temperature=1.2))
+    assert "KING" + streamed == generator.generate("KING", 150, seed=9, temperature=1.2)
+
+
+def test_greedy_is_deterministic_and_top_k_1_equals_greedy(generator):
+    greedy = generator.generate("The ", 120, greedy=True)
+    assert greedy == generator.generate("The ", 120, greedy=True, seed=5)
+    assert greedy == generator.generate("The ", 120, top_k=1, seed=11)
+
+
+def test_batch_of_samples_are_independent_rows(generator):
+    texts = generator.generate("A", 80, num_samples=5, seed=2)
+    assert len(texts) == 5 and all(len(t) == 81 and t.startswith("A") for t in texts)
+    assert len(set(texts)) > 1
+
+
+def entropy(logits: torch.Tensor, options: SamplingOptions) -> float:
+    p = torch.softmax(filter_logits(logits, options), dim=-1)
+    return float(-(p * torch.log(p.clamp_min(1e-30))).sum())
+
+
+def test_temperature_moves_entropy_in_the_expected_direction():
+    logits = torch.randn(1, 50) * 2
+    cold, warm, hot = (entropy(logits, SamplingOptions(temperature=t)) for t in (0.5, 1.0, 2.0))
+    assert cold < warm < hot
+
+
+def test_top_k_and_top_p_filter():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, SamplingOptions(temperature=1.0, top_k=2)))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, SamplingOptions(temperature=1.0, top_p=0.7)))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, SamplingOptions(temperature=1.0, top_p=0.1)))
+    assert kept.tolist() == [[True, False, False, False]]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fast_stepper_equals_the_model(cell, layers):
+    torch.manual_seed(1)
+    model = CharModel(ModelConfig(cell=cell, hidden_size=12, num_layers=layers,
+                                  embedding_dim=5), 9).eval()  # fmt: skip
+    with torch.no_grad():
+        for module in model.modules():  # peephole weights start at zero: make them count
+            for name, p in module.named_parameters(recurse=False):
+                if "peep" in name:
+                    p.normal_()
+        ids = torch.randint(0, 9, (3, 6))
+        expected, expected_state = model(ids)
+        stepper, state = Stepper(model), model.init_state(3)
+        for t in range(6):
+            logits, state = stepper(ids[:, t], state)
+            torch.testing.assert_close(logits, expected[:, t])
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    expected_state if isinstance(expected_state, tuple) else (expected_state,),
+                    strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+
+
+def test_unknown_prime_is_refused_or_skipped(generator):
+    with pytest.raises(Exception, match="never saw: 'ü'"):
+        generator.generate("Brüder", 5)
+    text = generator.generate("Brüder", 5, skip_unknown=True, seed=0)
+    assert text.startswith("Brder")
+
+
+def test_cli_stdout_holds_only_the_text(tiny_run):
+    result = run_cli("sample", tiny_run, "--length", 100, "--seed", 7, "--prime", "LEAR:")
+    assert result.exit_code == 0, result.output
+    expected = load_model(str(tiny_run), device="cpu").generate("LEAR:", 100, seed=7)
+    assert result.stdout == expected + "\n"
+
+
+def test_cli_num_samples_to_out_dir(tiny_run, tmp_path):
+    result = run_cli("sample", tiny_run, "-n", 30, "-m", 3, "--seed", 1, "--out-dir", tmp_path)
+    assert result.exit_code == 0 and result.stdout == ""
+    files = sorted(tmp_path.glob("sample-*.txt"))
+    assert len(files) == 3 and all(len(f.read_text()) == 31 for f in files)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--temperature", "0"), "temperature must be greater than 0"),
+        (("--top-k", "-1"), "top-k must be 0"),
+        (("--top-p", "1.5"), "top-p must be in"),
+        (("--top-p", "0"), "top-p must be in"),
+        (("--length", "-3"), "--length must be 0 or more"),
+        (("--prime", "Grüße"), "never saw: 'ü', 'ß'"),
+        (("--device", "tpu"), "device must be one of"),
+    ],
+)
+def test_cli_refusals(tiny_run, args, message):
+    result = run_cli("sample", tiny_run, *args)
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.output
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_refuses_missing_and_foreign_files(tmp_path):
+    missing = run_cli("sample", tmp_path / "nope.pt")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"hello": torch.zeros(2)}, foreign)
+    result = run_cli("sample", foreign)
+    assert result.exit_code == 1 and "not a charrnn checkpoint" in result.stderr
+    newer = tmp_path / "newer.pt"
+    torch.save({"format_version": 99, "model_config": {}, "train_config": {}, "vocab": [],
+                "model": {}}, newer)  # fmt: skip
+    result = run_cli("sample", newer)
+    assert result.exit_code == 1 and "newer than this charrnn reads" in result.stderr
+
+
+def test_vocabulary_round_trip_through_checkpoint(generator, tiny_run):
+    saved = torch.load(tiny_run / "best.pt", weights_only=True)
+    assert Vocabulary.from_list(saved["vocab"]) == generator.vocab

@@ -1,0 +1,197 @@
+"""The trainer: a tiny run end to end, exact resume, atomic checkpoints, NaN stop, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from charrnn import checkpoint as ckpt
+from charrnn import config
+from charrnn.errors import CheckpointError, TrainingError
+from charrnn.train import StopRequest, Trainer, evaluate, resume_configs
+from tests.conftest import TINY_FLAGS, run_cli
+
+
+def tiny_configs(corpus, **train_overrides):
+    overrides = dict(corpus=str(corpus), hidden_size=32, batch_size=4, seq_length=16, threads=1)
+    overrides.update(train_overrides)
+    return config.resolve("tiny", overrides)
+
+
+class StopAfter(StopRequest):
+    """Asks the loop to stop after `steps` steps, as a Ctrl-C would."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps, self.checks = steps, 0
+
+    @property
+    def requested(self) -> bool:
+        self.checks += 1
+        if self.checks > self.steps:
+            self.signal = signal.SIGINT
+        return self.signal is not None
+
+
+def test_tiny_run_end_to_end(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus_file, "--out", run,
+                     "--max-steps", 60, "--eval-every", 20)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("last.pt", "best.pt", "config.toml", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [20, 40, 60]
+    assert lines[-1]["val_loss"] < lines[0]["val_loss"]
+    assert {"epoch", "time", "train_loss", "val_bpc", "lr", "chars_per_sec"} <= set(lines[0])
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["progress"]["step"] == 60
+    assert saved["vocab"] == sorted(set(corpus_file.read_text()))
+    # The saved config reruns the same run.
+    assert config.resolve(str(run / "config.toml"), {}) == resume_configs(saved, {})
+    assert "charrnn sample" in result.stderr
+
+
+def test_resume_is_bit_identical(tmp_path, corpus_file):
+    model_config, train_config = tiny_configs(corpus_file, max_steps=30, checkpoint_every=0,
+                                              eval_every=10, dropout=0.0)  # fmt: skip
+    # Dropout draws random numbers, so the RNG state must survive the resume too.
+    model_config = config.build(config.ModelConfig, {**config.to_dict(model_config),
+                                                     "dropout": 0.3, "num_layers": 2})  # fmt: skip
+    whole = Trainer(model_config, train_config, tmp_path / "whole").run()
+    interrupted = Trainer(model_config, train_config, tmp_path / "split", stop=StopAfter(13))
+    assert interrupted.run().stopped_by == "signal"
+    saved = ckpt.load(tmp_path / "split", prefer=("last.pt",))
+    assert saved["progress"]["step"] == 13
+    resumed = Trainer(*resume_configs(saved, {}), tmp_path / "split", resume=saved).run()
+    assert resumed.step == whole.step == 30
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_with_longer_budget_stretches_schedule(tmp_path, corpus_file):
+    model_config, train_config = tiny_configs(corpus_file, max_steps=20)
+    Trainer(model_config, train_config, tmp_path / "run").run()
+    saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
+    trainer = Trainer(*resume_configs(saved, {"max_steps": 40}), tmp_path / "run", resume=saved)
+    # The schedule continues from where it ended (the floor), not from the top again.
+    assert trainer.progress.anchor.progress == pytest.approx(1.0)
+    trainer.run()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 40
+
+
+def test_resume_refuses_changing_model_or_data(tmp_path, tiny_run):
+    result = run_cli("train", "--resume", tiny_run, "--hidden-size", 64)
+    assert result.exit_code == 1
+    assert "cannot change hidden_size when resuming" in result.stderr
+    result = run_cli("train", "--resume", tiny_run, "--config", "tiny")
+    assert result.exit_code == 1 and "--config cannot be combined" in result.stderr
+
+
+def test_resume_refuses_a_corpus_with_another_vocabulary(tmp_path, corpus_file):
+    model_config, train_config = tiny_configs(corpus_file, max_steps=5)
+    Trainer(model_config, train_config, tmp_path / "run").run()
+    corpus_file.write_text(corpus_file.read_text() + "ü")
+    saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
+    with pytest.raises(Exception, match="different vocabulary"):
+        Trainer(*resume_configs(saved, {}), tmp_path / "run", resume=saved)
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, tiny_run):
+    before = (tiny_run / "last.pt").read_bytes()
+    result = run_cli("train", *TINY_FLAGS, "--out", tiny_run)
+    assert result.exit_code == 1 and "--resume" in result.stderr
+    assert (tiny_run / "last.pt").read_bytes() == before
+
+
+def test_atomic_save_survives_a_failure_mid_write(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save({**ckpt.header(), "payload": torch.arange(5)}, path)
+
+    def broken_save(obj, file):
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous one is intact"):
+        ckpt.save({**ckpt.header(), "payload": torch.arange(9)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["payload"].tolist() == list(range(5))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus_file, monkeypatch):
+    model_config, train_config = tiny_configs(corpus_file, max_steps=40, checkpoint_every=10)
+    trainer = Trainer(model_config, train_config, tmp_path / "run")
+    real_step = trainer._train_step
+    steps = {"n": 0}
+
+    def poisoned(inputs, targets, lr):
+        steps["n"] += 1
+        if steps["n"] == 25:
+            trainer.model.head.bias.data.fill_(float("nan"))
+        return real_step(inputs, targets, lr)
+
+    monkeypatch.setattr(trainer, "_train_step", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at step 25"):
+        trainer.run()
+    saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
+    assert saved["progress"]["step"] == 20
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_small_validation_split_is_still_evaluated(tmp_path):
+    text = ("To be, or not to be, that is the question. " * 60)[:2400]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text)
+    # 1% validation = 24 characters: shorter than one training batch of 4 x 16.
+    model_config, train_config = tiny_configs(corpus, max_steps=4, val_fraction=0.01)
+    result = Trainer(model_config, train_config, tmp_path / "run").run()
+    assert result.final_val_loss is not None and result.final_val_loss > 0
+
+
+def test_evaluate_matches_a_direct_computation(tiny_run):
+    from charrnn.checkpoint import restore_model
+
+    model, vocab = restore_model(ckpt.load(tiny_run))
+    ids = vocab.encode("First Citizen:\nBefore we proceed any further, hear me speak.")
+    loss, count = evaluate(model, ids, batch_size=3, seq_length=5)
+    assert count == len(ids) - 1
+    with torch.no_grad():
+        logits, _ = model.eval()(ids[:-1].long().unsqueeze(0))
+        direct = torch.nn.functional.cross_entropy(logits[0], ids[1:].long()).item()
+    # Rows restart from a zero state, so the two differ, but only a little.
+    assert abs(loss - direct) < 0.5
+    whole_loss, _ = evaluate(model, ids, batch_size=1, seq_length=1000)
+    assert whole_loss == pytest.approx(direct, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_130(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "charrnn", "train", *TINY_FLAGS, "--corpus",
+               str(corpus_file), "--out", str(run), "--max-steps", "1000000",
+               "--checkpoint-every", "0", "--eval-every", "0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "charrnn train --resume" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    saved = ckpt.load(run, prefer=("last.pt",))
+    assert saved["progress"]["step"] > 0
