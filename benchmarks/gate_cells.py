@@ -17,24 +17,13 @@ import time
 import torch
 from torch import nn
 
+from benchmarks.machine import cpu_model
 from charrnn.cells import GateGRU, GateLSTM
 
 INPUT_SIZE = 64
 HIDDEN_SIZE = 512
 BATCH_SIZE = 32
 SEQ_LENGTH = 100
-
-
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo, or what platform knows where that is missing."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def training_step(model: nn.Module, x: torch.Tensor) -> float:

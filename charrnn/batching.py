@@ -107,7 +107,7 @@ def epoch_offset(epoch: int, seq_length: int, seed: int) -> int:
 
 @dataclass(frozen=True)
 class EvalChunk:
-    """Part of a text to score: inputs and targets of shape (rows, length).
+    """Part of a text to score: inputs and targets of shape (rows, length), in the text's dtype.
 
     ``continues_row`` is None for the main block (rows continue from the previous chunk's
     state, row for row), or the row of the main block whose final state this tail continues.
@@ -133,15 +133,16 @@ def evaluation_chunks(data: torch.Tensor, batch_size: int, seq_length: int) -> l
         raise CorpusError("a text needs at least 2 characters to be scored")
     rows = min(batch_size, pairs)
     row_length = pairs // rows
-    inputs = data[: rows * row_length].long().view(rows, row_length)
-    targets = data[1 : rows * row_length + 1].long().view(rows, row_length)
+    # Views of the (compact) ids; the consumer widens one chunk at a time.
+    inputs = data[: rows * row_length].view(rows, row_length)
+    targets = data[1 : rows * row_length + 1].view(rows, row_length)
     chunks = [
         EvalChunk(inputs[:, t : t + seq_length], targets[:, t : t + seq_length])
         for t in range(0, row_length, seq_length)
     ]
     tail_start = rows * row_length
     if tail_start < pairs:
-        tail_inputs = data[tail_start:pairs].long().unsqueeze(0)
-        tail_targets = data[tail_start + 1 :].long().unsqueeze(0)
+        tail_inputs = data[tail_start:pairs].unsqueeze(0)
+        tail_targets = data[tail_start + 1 :].unsqueeze(0)
         chunks.append(EvalChunk(tail_inputs, tail_targets, continues_row=rows - 1))
     return chunks

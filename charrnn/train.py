@@ -135,7 +135,7 @@ def evaluate(
     for chunk in chunks:
         if chunk.continues_row is not None:
             state = select_rows(state, [chunk.continues_row])
-        inputs, targets = chunk.inputs.to(device), chunk.targets.to(device)
+        inputs, targets = chunk.inputs.to(device).long(), chunk.targets.to(device).long()
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             logits, state = model(inputs, state)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")

@@ -89,3 +89,17 @@ def test_bad_corpora(tmp_path):
         read_text(str(tmp_path))
     with pytest.raises(CorpusError, match="bundled: .*shakespeare"):
         read_text("no-such-corpus")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(min_size=1, max_size=60))
+def test_round_trip_across_encode_chunks(text):
+    import charrnn.corpus as corpus
+
+    before = corpus.ENCODE_CHUNK
+    corpus.ENCODE_CHUNK = 4  # ASCII and non-ASCII chunks side by side
+    try:
+        vocab = Vocabulary.from_text(text + "abc")
+        assert vocab.decode(vocab.encode(text)) == text
+    finally:
+        corpus.ENCODE_CHUNK = before

@@ -1,0 +1,105 @@
+"""Sampling speed: charrnn's sampler against bare per-character loops, in one run.
+
+    python -m benchmarks.sampling [--config default] [--length 2000] [--repeats 5]
+
+Speed does not depend on what the weights learned, so a freshly initialised model of the
+config's shape is used. Baselines: calling nn.LSTM (or nn.GRU) once per character on a
+(1, 1) input, and nn.LSTMCell once per character, each with the same embedding, head and
+multinomial sampling; one thread (the fastest setting for them at batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import string
+import time
+
+import torch
+from torch import nn
+
+from charrnn import config as config_module
+from charrnn.corpus import Vocabulary
+from charrnn.model import CharModel
+from charrnn.sample import TextGenerator
+
+VOCAB = Vocabulary.from_text(string.printable[:65])
+
+
+def rate(fn, chars: int, repeats: int) -> tuple[float, list[float]]:
+    fn()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        rates.append(chars / (time.perf_counter() - start))
+    return statistics.median(rates), [min(rates), max(rates)]
+
+
+@torch.inference_mode()
+def bare_loop(model: CharModel, length: int, use_cell: bool) -> None:
+    """The straightforward loop a user would write: one module call per character."""
+    core = model.core
+    cell = None
+    if use_cell:
+        cell = nn.LSTMCell(core.input_size, core.hidden_size)
+        cell.weight_ih.copy_(core.weight_ih_l0)
+        cell.weight_hh.copy_(core.weight_hh_l0)
+        cell.bias_ih.copy_(core.bias_ih_l0)
+        cell.bias_hh.copy_(core.bias_hh_l0)
+    x = torch.zeros(1, 1, dtype=torch.long)
+    state = model.init_state(1)
+    if cell is not None:
+        state = (state[0][0], state[1][0])
+    for _ in range(length):
+        embedded = model.embedding(x)  # (1, 1, E)
+        if cell is not None:
+            state = cell(embedded[:, 0], state)
+            out = state[0]
+        else:
+            out, state = core(embedded, state)
+            out = out[:, 0]
+        probabilities = torch.softmax(model.head(out) / 0.8, dim=-1)
+        x = torch.multinomial(probabilities, 1)
+
+
+def measure(name: str = "default", length: int = 2000, repeats: int = 5) -> dict:
+    model_config, _ = config_module.resolve(name, {})
+    torch.manual_seed(0)
+    model = CharModel(model_config, len(VOCAB)).eval()
+    generator = TextGenerator(model, VOCAB, torch.device("cpu"))
+    results = {"model": config_module.to_dict(model_config), "length": length}
+    results["charrnn_batch1"] = rate(lambda: generator.generate("\n", length, seed=1),
+                                     length, repeats)  # fmt: skip
+    batch_length = max(1, length // 4)
+    results["charrnn_batch64"] = rate(
+        lambda: generator.generate("\n", batch_length, num_samples=64, seed=1),
+        64 * batch_length, repeats,
+    )  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    short = max(1, length // 4)  # the bare loops are slow: fewer characters, same rate
+    if model_config.num_layers == 1 and model_config.cell == "lstm":
+        results["bare_nn_lstm_per_char"] = rate(lambda: bare_loop(model, short, False),
+                                                short, repeats)  # fmt: skip
+        results["bare_lstmcell_per_char"] = rate(lambda: bare_loop(model, short, True),
+                                                 short, repeats)  # fmt: skip
+    elif model_config.cell == "lstm":
+        results["bare_nn_lstm_per_char"] = rate(lambda: bare_loop(model, short, False),
+                                                short, repeats)  # fmt: skip
+    torch.set_num_threads(before)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--length", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.config, args.length, args.repeats), indent=2))
+
+
+if __name__ == "__main__":
+    main()
