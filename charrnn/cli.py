@@ -447,3 +447,149 @@ def sample(
             f"[dim]{num_samples} x {length} characters in {seconds:.2f} s "
             f"({num_samples * length / max(seconds, 1e-9):,.0f} chars/s) from {checkpoint}[/dim]"
         )
+
+
+# --------------------------------------------------------------------------- see inside
+# inspect and runs: the computations live in charrnn.insight (runs and checkpoints); this
+# section only draws.
+
+CURVE_MARKERS = {"train": "•", "val": "◆"}
+CURVE_STYLES = {"•": "cyan", "◆": "magenta"}
+
+
+def _print_json(payload: Any) -> None:
+    out.out(json.dumps(payload, ensure_ascii=False), highlight=False)
+
+
+def _loss_text(nats: float | None) -> str:
+    from charrnn.train import bits_per_char
+
+    if nats is None:
+        return "not evaluated yet"
+    return f"{nats:.4f} nats/char ({bits_per_char(nats):.3f} bpc)"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _model_text(model_config: dict[str, Any]) -> str:
+    embedding = model_config.get("embedding_dim")
+    return (
+        f"{model_config.get('cell')}, {model_config.get('num_layers')} layer(s) of "
+        f"{model_config.get('hidden_size')} units, "
+        f"{f'embedding {embedding}' if embedding else 'one-hot input'}, "
+        f"dropout {model_config.get('dropout')}"
+    )
+
+
+@app.command("inspect")
+@guarded
+def inspect_checkpoint(
+    path: Annotated[
+        str, typer.Argument(help="A .pt file, a run directory (its last.pt) or a folder of runs.")
+    ],
+    as_json: Annotated[bool, Opt("--json", help="The same facts as JSON.")] = False,
+) -> None:
+    """Describe a checkpoint: corpus, vocabulary, model, training and its loss curves."""
+    from charrnn import insight
+
+    if insight.holds_runs(Path(path)):
+        _show_runs(insight.list_runs(path), as_json)
+        return
+    summary = insight.summarize(path)
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    train_config = summary.train_config
+    parts = ", ".join(f"{name} {count:,}" for name, count in summary.parameters_by_part.items())
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="cyan")
+    facts.add_column()
+    facts.add_row("checkpoint", Text(f"{summary.path} (written {summary.written:%Y-%m-%d %H:%M})"))
+    facts.add_row("corpus", Text(summary.corpus))
+    facts.add_row("vocabulary", f"{len(summary.vocab)} characters")
+    facts.add_row("", Text("".join(visible(c) for c in summary.vocab)))
+    facts.add_row("model", Text(_model_text(summary.model_config)))
+    facts.add_row("parameters", f"{summary.parameters:,} ({parts})")
+    facts.add_row(
+        "training",
+        f"{summary.step:,} steps, {summary.epoch:.2f} epochs, {_duration(summary.seconds)}; "
+        f"batches of {train_config.get('batch_size')} x {train_config.get('seq_length')} "
+        f"characters, learning rate {train_config.get('learning_rate')}",
+    )
+    facts.add_row("best val loss", _loss_text(summary.best_val_loss))
+    facts.add_row("last val loss", _loss_text(summary.last_val_loss))
+    out.print(facts)
+    out.print("whitespace shown as ␣ (space), ↵ (newline), ⇥ (tab)", style="dim")
+
+    from charrnn.textplot import line_chart
+
+    lines = line_chart(insight.loss_curves(summary.metrics), CURVE_MARKERS)
+    if not lines:
+        out.print("no loss curves: the run has no metrics.jsonl next to the checkpoint")
+        return
+    legend = Text("\nloss (nats/char) against step:  ")
+    for name, marker in CURVE_MARKERS.items():
+        legend.append(f"{marker} {name}  ", style=CURVE_STYLES[marker])
+    out.print(legend)
+    for line in lines:
+        out.print(Text.assemble(*((char, CURVE_STYLES.get(char, "")) for char in line)))
+
+
+@app.command()
+@guarded
+def runs(
+    folder: Annotated[
+        Path, typer.Argument(help="A folder of run directories.", show_default=True)
+    ] = Path("checkpoints"),
+    as_json: Annotated[bool, Opt("--json", help="The runs as JSON.")] = False,
+) -> None:
+    """List the runs in a folder side by side, newest first."""
+    from charrnn import insight
+
+    _show_runs(insight.list_runs(folder), as_json)
+
+
+def _show_runs(listing, as_json: bool) -> None:
+    from charrnn.train import bits_per_char
+
+    for name, reason in listing.unreadable.items():
+        err.print(Text(f"skipped {name}: {reason}", style="yellow"))
+    if as_json:
+        _print_json({"runs": [run.to_json() for run in listing.runs],
+                     "unreadable": listing.unreadable})  # fmt: skip
+        return
+    table = Table(box=None)
+    # The run's name folds onto more lines when the terminal is narrow; the numbers never do.
+    table.add_column("run", overflow="fold")
+    table.add_column("cell", no_wrap=True)
+    for column in ("size", "params", "steps", "epochs", "best val", "bpc", "written"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for run in listing.runs:
+        model = run.model_config
+        best = run.best_val_loss
+        table.add_row(
+            Text(run.run_name),
+            Text(str(model.get("cell"))),
+            f"{model.get('num_layers')}x{model.get('hidden_size')}",
+            _compact(run.parameters),
+            f"{run.step:,}",
+            f"{run.epoch:.2f}",
+            "-" if best is None else f"{best:.4f}",
+            "-" if best is None else f"{bits_per_char(best):.3f}",
+            f"{run.written:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+def _compact(count: int) -> str:
+    """9291 -> 9.3k, 3400000 -> 3.4M: parameter counts at a glance."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(count)
