@@ -450,11 +450,13 @@ def sample(
 
 
 # --------------------------------------------------------------------------- see inside
-# inspect and runs: the computations live in charrnn.insight (runs and checkpoints); this
-# section only draws.
+# inspect, runs, eval and explain: the computations live in charrnn.insight (runs and
+# checkpoints) and charrnn.explain (what a model makes of a text); this section only draws.
 
 CURVE_MARKERS = {"train": "•", "val": "◆"}
 CURVE_STYLES = {"•": "cyan", "◆": "magenta"}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _print_json(payload: Any) -> None:
@@ -593,3 +595,177 @@ def _compact(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f}{unit}"
     return str(count)
+
+
+def _load_for_reading(checkpoint: str):
+    """The checkpoint's file, its saved dict, and its model and vocabulary (a run: best.pt)."""
+    from charrnn import checkpoint as ckpt
+
+    path = ckpt.resolve(checkpoint)
+    saved = ckpt.load(path)
+    model, vocab = ckpt.restore_model(saved)
+    return path, saved, model, vocab
+
+
+@app.command("eval")
+@guarded
+def eval_command(
+    checkpoint: Annotated[str, typer.Argument(help="A .pt file or a run directory (its best.pt).")],
+    corpus: Annotated[str, Opt("--corpus", "-c", help="Bundled corpus name or path to a text.")],
+    split: Annotated[
+        str, Opt(help="all (the whole text), or the train / val part training would use.")
+    ] = "all",
+    val_fraction: Annotated[
+        float | None, Opt(help="Held-out fraction for --split [default: the run's].")
+    ] = None,
+    batch_size: Annotated[
+        int | None, Opt("--batch-size", "-b", help="Rows scored at once [default: the run's].")
+    ] = None,
+    seq_length: Annotated[
+        int | None, Opt("--seq-length", "-s", help="Characters per chunk [default: the run's].")
+    ] = None,
+    skip_unknown: Annotated[
+        bool, Opt("--skip-unknown", help="Leave out characters the model never saw.")
+    ] = False,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[
+        str, Opt(help="fp32, or auto / bf16 / fp16 autocast (auto is what training used).")
+    ] = "fp32",
+    as_json: Annotated[bool, Opt("--json", help="The result as JSON.")] = False,
+) -> None:
+    """A model's loss on a whole text, in nats and bits per character (stateful)."""
+    from charrnn.corpus import read_text, resolve_corpus
+    from charrnn.errors import ConfigError
+    from charrnn.explain import score
+    from charrnn.train import autocast_dtype, pick_device
+
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    path, saved, model, vocab = _load_for_reading(checkpoint)
+    run = saved["train_config"]
+    where = pick_device(device)
+    result = score(
+        model,
+        vocab,
+        read_text(corpus),
+        batch_size=batch_size if batch_size is not None else run.get("batch_size", 32),
+        seq_length=seq_length if seq_length is not None else run.get("seq_length", 100),
+        split=split,
+        val_fraction=val_fraction if val_fraction is not None else run.get("val_fraction", 0.1),
+        skip_unknown=skip_unknown,
+        device=where,
+        amp=autocast_dtype(where, precision),
+    )
+    if as_json:
+        _print_json({"checkpoint": str(path), "corpus": str(resolve_corpus(corpus)),
+                     "precision": precision, **result.to_json()})  # fmt: skip
+        return
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="cyan")
+    facts.add_column()
+    facts.add_row("text", Text(f"{resolve_corpus(corpus)} ({result.split})"))
+    skipped = f"; {result.skipped:,} unknown left out" if result.skipped else ""
+    facts.add_row("characters", f"{result.characters:,} scored{skipped}")
+    facts.add_row("loss", _loss_text(result.loss))
+    out.print(facts)
+
+
+@app.command()
+@guarded
+def explain(
+    checkpoint: Annotated[str, typer.Argument(help="A .pt file or a run directory (its best.pt).")],
+    text: Annotated[str | None, Opt("--text", help="The text to read.")] = None,
+    file: Annotated[Path | None, Opt("--file", help="Read the text from this file.")] = None,
+    show: Annotated[
+        str, Opt(help="surprise (the loss on each character) or gate (one unit's gate).")
+    ] = "surprise",
+    layer: Annotated[int, Opt(help="Layer of the unit for --show gate (0 = the first).")] = 0,
+    unit: Annotated[int, Opt(help="Unit within the layer for --show gate (0 = the first).")] = 0,
+    gate: Annotated[
+        str,
+        Opt(help="learn (its ignore factor i), forget, use, cell (state) or hidden (state)."),
+    ] = "cell",
+    find: Annotated[
+        str | None,
+        Opt(help="List the units that follow quotes, newline or line-position; show the best."),
+    ] = None,
+    top_units: Annotated[
+        int | None, Opt(help="Units to list per pattern (every pattern unless --find) [5].")
+    ] = None,
+    skip_unknown: Annotated[
+        bool, Opt("--skip-unknown", help="Show characters the model never saw, unscored.")
+    ] = False,
+    html_file: Annotated[
+        Path | None, Opt("--html", help="Also write the view as a self-contained HTML page.")
+    ] = None,
+    as_json: Annotated[bool, Opt("--json", help="The values as JSON.")] = False,
+) -> None:
+    """Colour a text by what the model saw: its surprise at each character, or one unit's gate."""
+    from charrnn import explain as explaining
+    from charrnn.corpus import read_text
+    from charrnn.errors import ConfigError
+
+    if (text is None) == (file is None):
+        raise ConfigError("give the text to read with exactly one of --text or --file")
+    if show not in ("surprise", "gate"):
+        raise ConfigError(f"--show must be surprise or gate; got {show!r}")
+    path, _, model, vocab = _load_for_reading(checkpoint)
+    reading = explaining.read(vocab, text if text is not None else read_text(str(file)),
+                              skip_unknown)  # fmt: skip
+
+    matches = None
+    if find is not None or top_units is not None:
+        patterns = (find,) if find is not None else explaining.PATTERNS
+        matches = explaining.top_units(model, reading, patterns, gate, top_units or 5)
+        best = max((m[0] for m in matches.values()), key=lambda m: abs(m.correlation))
+        view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
+    elif show == "surprise":
+        view = explaining.surprise(model, vocab, reading)
+    else:
+        view = explaining.unit_trace(model, reading, gate, layer, unit)
+
+    if html_file is not None:
+        html_file.write_text(explaining.to_html(view, f"read by {path}"), encoding="utf-8")
+        err.print(Text(f"wrote {html_file}"))
+    if as_json:
+        payload = view.to_json()
+        if matches is not None:
+            payload["units"] = [m.to_json() for found in matches.values() for m in found]
+        _print_json(payload)
+        return
+    if matches is not None:
+        table = Table(title=f"units whose {gate} follows a pattern of the text", box=None)
+        for column in ("pattern", "layer", "unit", "correlation"):
+            table.add_column(column, justify="left" if column == "pattern" else "right")
+        for found in matches.values():
+            for m in found:
+                table.add_row(m.pattern, str(m.layer), str(m.unit), f"{m.correlation:+.3f}")
+        out.print(table)
+    out.print(_coloured(view))
+    _legend(view)
+
+
+def _coloured(view) -> Text:
+    """The text with each character's value as its background colour; whitespace made visible."""
+    coloured = Text()
+    for char, value in zip(view.text, view.values, strict=True):
+        shown = visible(char) + ("\n" if char == "\n" else "") if not char.isprintable() else char
+        style = "" if value is None else "black on rgb({},{},{})".format(*view.scale.rgb(value))
+        coloured.append(shown, style=style)
+    return coloured
+
+
+def _legend(view) -> None:
+    scale = view.scale
+    low = Text(f" {scale.low:.3g} ", style="black on rgb({},{},{})".format(*scale.rgb(scale.low)))
+    high = Text(
+        f" {scale.high:.3g} ", style="black on rgb({},{},{})".format(*scale.rgb(scale.high))
+    )
+    scored = [v for v in view.values if v is not None]
+    mean = (
+        f"; mean {sum(scored) / len(scored):.3f} over {len(scored):,} characters" if scored else ""
+    )
+    err.print(Text.assemble(f"{view.title}: ", low, " to ", high,
+                            f" (uncoloured: not scored){mean}"))  # fmt: skip
