@@ -447,3 +447,325 @@ def sample(
             f"[dim]{num_samples} x {length} characters in {seconds:.2f} s "
             f"({num_samples * length / max(seconds, 1e-9):,.0f} chars/s) from {checkpoint}[/dim]"
         )
+
+
+# --------------------------------------------------------------------------- see inside
+# inspect, runs, eval and explain: the computations live in charrnn.insight (runs and
+# checkpoints) and charrnn.explain (what a model makes of a text); this section only draws.
+
+CURVE_MARKERS = {"train": "•", "val": "◆"}
+CURVE_STYLES = {"•": "cyan", "◆": "magenta"}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _print_json(payload: Any) -> None:
+    out.out(json.dumps(payload, ensure_ascii=False), highlight=False)
+
+
+def _loss_text(nats: float | None) -> str:
+    from charrnn.train import bits_per_char
+
+    if nats is None:
+        return "not evaluated yet"
+    return f"{nats:.4f} nats/char ({bits_per_char(nats):.3f} bpc)"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _model_text(model_config: dict[str, Any]) -> str:
+    embedding = model_config.get("embedding_dim")
+    return (
+        f"{model_config.get('cell')}, {model_config.get('num_layers')} layer(s) of "
+        f"{model_config.get('hidden_size')} units, "
+        f"{f'embedding {embedding}' if embedding else 'one-hot input'}, "
+        f"dropout {model_config.get('dropout')}"
+    )
+
+
+@app.command("inspect")
+@guarded
+def inspect_checkpoint(
+    path: Annotated[
+        str, typer.Argument(help="A .pt file, a run directory (its last.pt) or a folder of runs.")
+    ],
+    as_json: Annotated[bool, Opt("--json", help="The same facts as JSON.")] = False,
+) -> None:
+    """Describe a checkpoint: corpus, vocabulary, model, training and its loss curves."""
+    from charrnn import insight
+
+    if insight.holds_runs(Path(path)):
+        _show_runs(insight.list_runs(path), as_json)
+        return
+    summary = insight.summarize(path)
+    if as_json:
+        _print_json(summary.to_json())
+        return
+    train_config = summary.train_config
+    parts = ", ".join(f"{name} {count:,}" for name, count in summary.parameters_by_part.items())
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="cyan")
+    facts.add_column()
+    facts.add_row("checkpoint", Text(f"{summary.path} (written {summary.written:%Y-%m-%d %H:%M})"))
+    facts.add_row("corpus", Text(summary.corpus))
+    facts.add_row("vocabulary", f"{len(summary.vocab)} characters")
+    facts.add_row("", Text("".join(visible(c) for c in summary.vocab)))
+    facts.add_row("model", Text(_model_text(summary.model_config)))
+    facts.add_row("parameters", f"{summary.parameters:,} ({parts})")
+    facts.add_row(
+        "training",
+        f"{summary.step:,} steps, {summary.epoch:.2f} epochs, {_duration(summary.seconds)}; "
+        f"batches of {train_config.get('batch_size')} x {train_config.get('seq_length')} "
+        f"characters, learning rate {train_config.get('learning_rate')}",
+    )
+    facts.add_row("best val loss", _loss_text(summary.best_val_loss))
+    facts.add_row("last val loss", _loss_text(summary.last_val_loss))
+    out.print(facts)
+    out.print("whitespace shown as ␣ (space), ↵ (newline), ⇥ (tab)", style="dim")
+
+    from charrnn.textplot import line_chart
+
+    lines = line_chart(insight.loss_curves(summary.metrics), CURVE_MARKERS)
+    if not lines:
+        out.print("no loss curves: the run has no metrics.jsonl next to the checkpoint")
+        return
+    legend = Text("\nloss (nats/char) against step:  ")
+    for name, marker in CURVE_MARKERS.items():
+        legend.append(f"{marker} {name}  ", style=CURVE_STYLES[marker])
+    out.print(legend)
+    for line in lines:
+        out.print(Text.assemble(*((char, CURVE_STYLES.get(char, "")) for char in line)))
+
+
+@app.command()
+@guarded
+def runs(
+    folder: Annotated[
+        Path, typer.Argument(help="A folder of run directories.", show_default=True)
+    ] = Path("checkpoints"),
+    as_json: Annotated[bool, Opt("--json", help="The runs as JSON.")] = False,
+) -> None:
+    """List the runs in a folder side by side, newest first."""
+    from charrnn import insight
+
+    _show_runs(insight.list_runs(folder), as_json)
+
+
+def _show_runs(listing, as_json: bool) -> None:
+    from charrnn.train import bits_per_char
+
+    for name, reason in listing.unreadable.items():
+        err.print(Text(f"skipped {name}: {reason}", style="yellow"))
+    if as_json:
+        _print_json({"runs": [run.to_json() for run in listing.runs],
+                     "unreadable": listing.unreadable})  # fmt: skip
+        return
+    table = Table(box=None)
+    # The run's name folds onto more lines when the terminal is narrow; the numbers never do.
+    table.add_column("run", overflow="fold")
+    table.add_column("cell", no_wrap=True)
+    for column in ("size", "params", "steps", "epochs", "best val", "bpc", "written"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for run in listing.runs:
+        model = run.model_config
+        best = run.best_val_loss
+        table.add_row(
+            Text(run.run_name),
+            Text(str(model.get("cell"))),
+            f"{model.get('num_layers')}x{model.get('hidden_size')}",
+            _compact(run.parameters),
+            f"{run.step:,}",
+            f"{run.epoch:.2f}",
+            "-" if best is None else f"{best:.4f}",
+            "-" if best is None else f"{bits_per_char(best):.3f}",
+            f"{run.written:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+def _compact(count: int) -> str:
+    """9291 -> 9.3k, 3400000 -> 3.4M: parameter counts at a glance."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(count)
+
+
+def _load_for_reading(checkpoint: str):
+    """The checkpoint's file, its saved dict, and its model and vocabulary (a run: best.pt)."""
+    from charrnn import checkpoint as ckpt
+
+    path = ckpt.resolve(checkpoint)
+    saved = ckpt.load(path)
+    model, vocab = ckpt.restore_model(saved)
+    return path, saved, model, vocab
+
+
+@app.command("eval")
+@guarded
+def eval_command(
+    checkpoint: Annotated[str, typer.Argument(help="A .pt file or a run directory (its best.pt).")],
+    corpus: Annotated[str, Opt("--corpus", "-c", help="Bundled corpus name or path to a text.")],
+    split: Annotated[
+        str, Opt(help="all (the whole text), or the train / val part training would use.")
+    ] = "all",
+    val_fraction: Annotated[
+        float | None, Opt(help="Held-out fraction for --split [default: the run's].")
+    ] = None,
+    batch_size: Annotated[
+        int | None, Opt("--batch-size", "-b", help="Rows scored at once [default: the run's].")
+    ] = None,
+    seq_length: Annotated[
+        int | None, Opt("--seq-length", "-s", help="Characters per chunk [default: the run's].")
+    ] = None,
+    skip_unknown: Annotated[
+        bool, Opt("--skip-unknown", help="Leave out characters the model never saw.")
+    ] = False,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps.")] = "auto",
+    precision: Annotated[
+        str, Opt(help="fp32, or auto / bf16 / fp16 autocast (auto is what training used).")
+    ] = "fp32",
+    as_json: Annotated[bool, Opt("--json", help="The result as JSON.")] = False,
+) -> None:
+    """A model's loss on a whole text, in nats and bits per character (stateful)."""
+    from charrnn.corpus import read_text, resolve_corpus
+    from charrnn.errors import ConfigError
+    from charrnn.explain import score
+    from charrnn.train import autocast_dtype, pick_device
+
+    if device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    path, saved, model, vocab = _load_for_reading(checkpoint)
+    run = saved["train_config"]
+    where = pick_device(device)
+    result = score(
+        model,
+        vocab,
+        read_text(corpus),
+        batch_size=batch_size if batch_size is not None else run.get("batch_size", 32),
+        seq_length=seq_length if seq_length is not None else run.get("seq_length", 100),
+        split=split,
+        val_fraction=val_fraction if val_fraction is not None else run.get("val_fraction", 0.1),
+        skip_unknown=skip_unknown,
+        device=where,
+        amp=autocast_dtype(where, precision),
+    )
+    if as_json:
+        _print_json({"checkpoint": str(path), "corpus": str(resolve_corpus(corpus)),
+                     "precision": precision, **result.to_json()})  # fmt: skip
+        return
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="cyan")
+    facts.add_column()
+    facts.add_row("text", Text(f"{resolve_corpus(corpus)} ({result.split})"))
+    skipped = f"; {result.skipped:,} unknown left out" if result.skipped else ""
+    facts.add_row("characters", f"{result.characters:,} scored{skipped}")
+    facts.add_row("loss", _loss_text(result.loss))
+    out.print(facts)
+
+
+@app.command()
+@guarded
+def explain(
+    checkpoint: Annotated[str, typer.Argument(help="A .pt file or a run directory (its best.pt).")],
+    text: Annotated[str | None, Opt("--text", help="The text to read.")] = None,
+    file: Annotated[Path | None, Opt("--file", help="Read the text from this file.")] = None,
+    show: Annotated[
+        str, Opt(help="surprise (the loss on each character) or gate (one unit's gate).")
+    ] = "surprise",
+    layer: Annotated[int, Opt(help="Layer of the unit for --show gate (0 = the first).")] = 0,
+    unit: Annotated[int, Opt(help="Unit within the layer for --show gate (0 = the first).")] = 0,
+    gate: Annotated[
+        str,
+        Opt(help="learn (its ignore factor i), forget, use, cell (state) or hidden (state)."),
+    ] = "cell",
+    find: Annotated[
+        str | None,
+        Opt(help="List the units that follow quotes, newline or line-position; show the best."),
+    ] = None,
+    top_units: Annotated[
+        int | None, Opt(help="Units to list per pattern (every pattern unless --find) [5].")
+    ] = None,
+    skip_unknown: Annotated[
+        bool, Opt("--skip-unknown", help="Show characters the model never saw, unscored.")
+    ] = False,
+    html_file: Annotated[
+        Path | None, Opt("--html", help="Also write the view as a self-contained HTML page.")
+    ] = None,
+    as_json: Annotated[bool, Opt("--json", help="The values as JSON.")] = False,
+) -> None:
+    """Colour a text by what the model saw: its surprise at each character, or one unit's gate."""
+    from charrnn import explain as explaining
+    from charrnn.corpus import read_text
+    from charrnn.errors import ConfigError
+
+    if (text is None) == (file is None):
+        raise ConfigError("give the text to read with exactly one of --text or --file")
+    if show not in ("surprise", "gate"):
+        raise ConfigError(f"--show must be surprise or gate; got {show!r}")
+    path, _, model, vocab = _load_for_reading(checkpoint)
+    reading = explaining.read(vocab, text if text is not None else read_text(str(file)),
+                              skip_unknown)  # fmt: skip
+
+    matches = None
+    if find is not None or top_units is not None:
+        patterns = (find,) if find is not None else explaining.PATTERNS
+        matches = explaining.top_units(model, reading, patterns, gate, top_units or 5)
+        best = max((m[0] for m in matches.values()), key=lambda m: abs(m.correlation))
+        view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
+    elif show == "surprise":
+        view = explaining.surprise(model, vocab, reading)
+    else:
+        view = explaining.unit_trace(model, reading, gate, layer, unit)
+
+    if html_file is not None:
+        html_file.write_text(explaining.to_html(view, f"read by {path}"), encoding="utf-8")
+        err.print(Text(f"wrote {html_file}"))
+    if as_json:
+        payload = view.to_json()
+        if matches is not None:
+            payload["units"] = [m.to_json() for found in matches.values() for m in found]
+        _print_json(payload)
+        return
+    if matches is not None:
+        table = Table(title=f"units whose {gate} follows a pattern of the text", box=None)
+        for column in ("pattern", "layer", "unit", "correlation"):
+            table.add_column(column, justify="left" if column == "pattern" else "right")
+        for found in matches.values():
+            for m in found:
+                table.add_row(m.pattern, str(m.layer), str(m.unit), f"{m.correlation:+.3f}")
+        out.print(table)
+    out.print(_coloured(view))
+    _legend(view)
+
+
+def _coloured(view) -> Text:
+    """The text with each character's value as its background colour; whitespace made visible."""
+    coloured = Text()
+    for char, value in zip(view.text, view.values, strict=True):
+        shown = visible(char) + ("\n" if char == "\n" else "") if not char.isprintable() else char
+        style = "" if value is None else "black on rgb({},{},{})".format(*view.scale.rgb(value))
+        coloured.append(shown, style=style)
+    return coloured
+
+
+def _legend(view) -> None:
+    scale = view.scale
+    low = Text(f" {scale.low:.3g} ", style="black on rgb({},{},{})".format(*scale.rgb(scale.low)))
+    high = Text(
+        f" {scale.high:.3g} ", style="black on rgb({},{},{})".format(*scale.rgb(scale.high))
+    )
+    scored = [v for v in view.values if v is not None]
+    mean = (
+        f"; mean {sum(scored) / len(scored):.3f} over {len(scored):,} characters" if scored else ""
+    )
+    err.print(Text.assemble(f"{view.title}: ", low, " to ", high,
+                            f" (uncoloured: not scored){mean}"))  # fmt: skip

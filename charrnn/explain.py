@@ -1,0 +1,440 @@
+"""What a model makes of a text: its loss over the whole text, its surprise at each character,
+one LSTM unit's gates along the way, and the units that follow a simple pattern of the text.
+
+A text is read from a zero state, left to right, one character after another. Characters the
+model never saw cannot be fed to it: they are refused by name, or (``skip_unknown``) left out of
+what the model reads, so the characters after them are predicted as if they were not there;
+they are still shown, unscored.
+
+Gates come from ``GateLSTM.forward_with_gates``; a model trained with torch's nn.LSTM core has
+its weights loaded into a GateLSTM (same names, shapes and gate order), which computes the same
+numbers gate by gate. The names a user picks map onto the lesson's gates (see cells.py)::
+
+    learn   -> "ignore"   i, the learn gate's ignore factor in [0, 1]: how much of the new
+                          candidate N gets into the long-term memory (the gate's output is N * i;
+                          i is shown because it is the learn gate's decision, in [0, 1] like f, o)
+    forget  -> "forget"   f in [0, 1]: how much of the long-term memory is kept
+    use     -> "use"      o in [0, 1]: how much of the long-term memory becomes the output
+    cell    -> "cell"     c_t, the long-term memory itself (unbounded)
+    hidden  -> "hidden"   h_t = o * tanh(c_t) in [-1, 1], the short-term memory and output
+
+Interpretable units (Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
+Networks", 2015): a unit "follows" a pattern when its activity after each character correlates
+with a simple property of the text there (inside quotes, just read a newline, position in the
+line). The ranking uses Pearson's correlation, so a unit that is low inside quotes counts too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from charrnn.cells import GateLSTM
+from charrnn.corpus import Vocabulary, describe_char, split_train_val
+from charrnn.errors import ConfigError, CorpusError
+from charrnn.model import CharModel
+from charrnn.train import bits_per_char, evaluate
+
+GATES = {"learn": "ignore", "forget": "forget", "use": "use", "cell": "cell", "hidden": "hidden"}
+PATTERNS = ("quotes", "newline", "line-position")
+SPLITS = ("all", "train", "val")
+QUOTE_MARKS = {'"': None, "\u201c": True, "\u201d": False}  # None: opens or closes (toggles)
+
+
+# --------------------------------------------------------------------------- reading a text
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A text as the model reads it: the ids of its known characters and where they stand."""
+
+    text: str
+    ids: torch.Tensor  # (N,) the known characters' ids, in order
+    positions: torch.Tensor  # (N,) int64: the index in `text` of each id
+
+    @property
+    def skipped(self) -> int:
+        """Characters of the text the model did not read (not in its vocabulary)."""
+        return len(self.text) - len(self.positions)
+
+
+def read(vocab: Vocabulary, text: str, skip_unknown: bool = False) -> Reading:
+    """Encode `text`; unknown characters are refused by name, or left out with `skip_unknown`."""
+    missing = vocab.unknown(text)
+    if missing and not skip_unknown:
+        shown = ", ".join(describe_char(c) for c in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise CorpusError(
+            f"the text has characters the model never saw: {shown}{more}; remove them or pass "
+            "--skip-unknown (they are then shown but not scored)"
+        )
+    if not missing:
+        return Reading(text, vocab.encode(text), torch.arange(len(text)))
+    known = torch.tensor([c in vocab for c in text], dtype=torch.bool)
+    if not known.any():
+        raise CorpusError("no character of the text is in the model's vocabulary")
+    kept = "".join(c for c in text if c in vocab)
+    return Reading(text, vocab.encode(kept), known.nonzero().squeeze(1))
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: CharModel) -> Iterator[None]:
+    """No dropout and no autograd while reading; the model's mode is put back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- the whole text
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's loss on a text, in nats per character, and what it was measured over."""
+
+    loss: float
+    characters: int  # characters scored (every character read, after the first of each row)
+    skipped: int  # characters left out as unknown
+    split: str
+    batch_size: int
+    seq_length: int
+
+    @property
+    def bpc(self) -> float:
+        return bits_per_char(self.loss)
+
+    def to_json(self) -> dict:
+        return {
+            "loss": self.loss,
+            "bpc": self.bpc,
+            "characters": self.characters,
+            "skipped": self.skipped,
+            "split": self.split,
+            "batch_size": self.batch_size,
+            "seq_length": self.seq_length,
+        }
+
+
+def score(
+    model: CharModel,
+    vocab: Vocabulary,
+    text: str,
+    *,
+    batch_size: int,
+    seq_length: int,
+    split: str = "all",
+    val_fraction: float = 0.1,
+    skip_unknown: bool = False,
+    device: torch.device | None = None,
+    amp: torch.dtype | None = None,
+) -> Score:
+    """The model's mean loss over `text` (or its train / val split), stateful, as training
+    evaluates: the same layout of rows and chunks, so the training corpus's val split gives
+    exactly the val loss the run logged (at the same precision)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val fraction must be between 0 and 1, got {val_fraction}")
+    reading = read(vocab, text, skip_unknown)
+    ids = reading.ids
+    if split != "all":
+        train_ids, val_ids = split_train_val(ids, val_fraction)
+        ids = train_ids if split == "train" else val_ids
+    if len(ids) < 2:
+        raise CorpusError(f"the {split} text has {len(ids)} character(s); at least 2 are needed")
+    if device is not None:
+        model = model.to(device)
+    loss, count = evaluate(model, ids, batch_size, seq_length, device, amp)
+    return Score(loss, count, reading.skipped, split, batch_size, seq_length)
+
+
+# --------------------------------------------------------------------------- one value per char
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a value becomes a colour: white at `low` to red at `high`, or (diverging) blue at
+    `low`, white in the middle, red at `high`. Values outside are clipped."""
+
+    low: float
+    high: float
+    diverging: bool = False
+
+    def rgb(self, value: float) -> tuple[int, int, int]:
+        share = (value - self.low) / (self.high - self.low) if self.high > self.low else 0.5
+        share = min(max(share, 0.0), 1.0)
+        if self.diverging:
+            strength, colour = abs(2 * share - 1), RED if share >= 0.5 else BLUE
+        else:
+            strength, colour = share, RED
+        return tuple(round(255 + (c - 255) * strength) for c in colour)  # type: ignore[return-value]
+
+
+RED, BLUE = (214, 39, 40), (31, 119, 180)
+
+
+@dataclass(frozen=True)
+class CharValues:
+    """One value per character of the text (None: not scored), a note on each, and a scale."""
+
+    text: str
+    values: list[float | None]
+    notes: list[str]
+    scale: Scale
+    title: str  # what the values are, e.g. "surprise (nats)" or "layer 0 unit 3: forget gate"
+
+    def to_json(self) -> dict:
+        return {
+            "title": self.title,
+            "text": self.text,
+            "chars": list(self.text),
+            "values": self.values,
+            "notes": self.notes,
+            "scale": {"low": self.scale.low, "high": self.scale.high},
+        }
+
+
+def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValues:
+    """The model's loss on each character given the ones before it (nats). The first character
+    read has nothing before it, so it is not scored; nor are skipped unknown characters."""
+    ids = reading.ids.long().unsqueeze(0)  # (1, N)
+    with evaluation_mode(model):
+        logits, _ = model(ids)  # (1, N, V): position t predicts character t + 1
+        log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # (N - 1, V)
+        losses = -log_probs.gather(1, ids[0, 1:, None]).squeeze(1)  # (N - 1,)
+        best_log_prob, best = log_probs.max(dim=-1)
+    values: list[float | None] = [None] * len(reading.text)
+    notes = ["not in the model's vocabulary: not read, not scored"] * len(reading.text)
+    positions = reading.positions.tolist()
+    notes[positions[0]] = "first character: nothing before it to predict it"
+    for k, position in enumerate(positions[1:]):
+        loss = float(losses[k])
+        values[position] = loss
+        expected = vocab.chars[int(best[k])]
+        notes[position] = (
+            f"{describe_char(reading.text[position])}: {loss:.2f} nats "
+            f"({bits_per_char(loss):.2f} bits, p={math.exp(-loss):.2f}); most expected "
+            f"{describe_char(expected)} (p={math.exp(float(best_log_prob[k])):.2f})"
+        )
+    # Full red at the loss of a uniform guess over the vocabulary: anything that surprising
+    # means the model learnt nothing that helps here.
+    return CharValues(reading.text, values, notes, Scale(0.0, math.log(len(vocab))),
+                      "surprise (nats per character)")  # fmt: skip
+
+
+def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]:
+    """Every gate of every unit after each character read: key -> (num_layers, N, hidden_size).
+
+    Keys as in cells.LSTM_GATE_KEYS. For LSTM models only.
+    """
+    if not model.is_lstm:
+        raise ConfigError(
+            f"gates can be shown for LSTM models (lstm, gate-lstm, peephole-lstm); this model's "
+            f"core is {model.config.cell}"
+        )
+    core = model.core
+    if not isinstance(core, GateLSTM):
+        # torch's fused nn.LSTM does not expose its gates; the gate-level twin takes its weights.
+        twin = GateLSTM(core.input_size, core.hidden_size, core.num_layers, core.bias,
+                        batch_first=True)  # fmt: skip
+        twin.load_state_dict(core.state_dict())
+        core = twin.to(model.head.weight.device)
+    with evaluation_mode(model):
+        core.eval()
+        inputs = model.encode_input(reading.ids.long().unsqueeze(0))  # (1, N, E)
+        _, _, gates = core.forward_with_gates(inputs)  # each (L, 1, N, H)
+    return {key: value[:, 0] for key, value in gates.items()}
+
+
+def gate_name(gate: str) -> str:
+    """The gates.py key for a user's gate name (learn, forget, use, cell, hidden)."""
+    if gate not in GATES:
+        raise ConfigError(f"gate must be one of {', '.join(GATES)}; got {gate!r}")
+    return GATES[gate]
+
+
+def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: int) -> CharValues:
+    """One unit's gate value (or cell / hidden state) after each character it read."""
+    key = gate_name(gate)
+    layers, units = model.config.num_layers, model.config.hidden_size
+    if not 0 <= layer < layers:
+        raise ConfigError(f"layer must be 0 to {layers - 1} (the model has {layers}), got {layer}")
+    if not 0 <= unit < units:
+        raise ConfigError(f"unit must be 0 to {units - 1} (a layer has {units}), got {unit}")
+    trace = gate_activity(model, reading)[key][layer, :, unit]  # (N,)
+    named = gate if gate == key else f"{gate} gate ({key} factor)"
+    return _values_at(reading, trace.tolist(), f"layer {layer} unit {unit}: {named}", key)
+
+
+def _values_at(reading: Reading, trace: list[float], title: str, key: str) -> CharValues:
+    values: list[float | None] = [None] * len(reading.text)
+    notes = ["not in the model's vocabulary: not read"] * len(reading.text)
+    for position, value in zip(reading.positions.tolist(), trace, strict=True):
+        values[position] = value
+        notes[position] = f"{describe_char(reading.text[position])}: {value:.3f}"
+    if key == "cell":  # unbounded: a symmetric scale wide enough for this text
+        reach = max((abs(v) for v in trace), default=1.0) or 1.0
+        scale = Scale(-reach, reach, diverging=True)
+    elif key == "hidden":
+        scale = Scale(-1.0, 1.0, diverging=True)
+    else:  # the gates' sigmoid factors
+        scale = Scale(0.0, 1.0)
+    return CharValues(reading.text, values, notes, scale, title)
+
+
+# --------------------------------------------------------------------------- interpretable units
+
+
+def pattern_values(text: str, pattern: str) -> list[float]:
+    """A simple property of the text after each character, as a number.
+
+    quotes: 1 from an opening double quote up to (not including) its closing one, else 0;
+    newline: 1 on a newline, else 0; line-position: characters since the last newline.
+    """
+    if pattern == "quotes":
+        inside, values = False, []
+        for char in text:
+            if char in QUOTE_MARKS:
+                opens = QUOTE_MARKS[char]
+                inside = (not inside) if opens is None else opens
+            values.append(1.0 if inside else 0.0)
+        return values
+    if pattern == "newline":
+        return [1.0 if char == "\n" else 0.0 for char in text]
+    if pattern == "line-position":
+        position, values = 0, []
+        for char in text:
+            position = 0 if char == "\n" else position + 1
+            values.append(float(position))
+        return values
+    raise ConfigError(f"pattern must be one of {', '.join(PATTERNS)}; got {pattern!r}")
+
+
+@dataclass(frozen=True)
+class UnitMatch:
+    """A unit whose activity follows a pattern, and how closely (Pearson's r, -1 to 1)."""
+
+    pattern: str
+    gate: str
+    layer: int
+    unit: int
+    correlation: float
+
+    def to_json(self) -> dict:
+        return {"pattern": self.pattern, "gate": self.gate, "layer": self.layer,
+                "unit": self.unit, "correlation": self.correlation}  # fmt: skip
+
+
+def correlations(activity: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
+    """Pearson's r of each column of `activity` (N, U) with `pattern` (N,); 0 where a unit
+    never changes."""
+    a = activity.double() - activity.double().mean(dim=0)
+    p = pattern.double() - pattern.double().mean()
+    spread = a.norm(dim=0) * p.norm()
+    return torch.where(spread > 0, (a * p[:, None]).sum(dim=0) / spread.clamp_min(1e-300), 0.0)
+
+
+def top_units(
+    model: CharModel,
+    reading: Reading,
+    patterns: tuple[str, ...] = PATTERNS,
+    gate: str = "cell",
+    count: int = 5,
+) -> dict[str, list[UnitMatch]]:
+    """For each pattern, the `count` units whose `gate` activity follows it most closely.
+
+    A pattern that does not vary over the text (no quotes in it, say) cannot be followed: it is
+    left out, and refused when it was the only one asked for.
+    """
+    if count < 1:
+        raise ConfigError(f"the number of units to list must be at least 1, got {count}")
+    unknown = [pattern for pattern in patterns if pattern not in PATTERNS]
+    if unknown:
+        raise ConfigError(f"pattern must be one of {', '.join(PATTERNS)}; got {unknown[0]!r}")
+    key = gate_name(gate)
+    activity = gate_activity(model, reading)[key]  # (L, N, H)
+    layers, steps, units = activity.shape
+    per_unit = activity.permute(1, 0, 2).reshape(steps, layers * units)  # (N, L*H)
+    matches: dict[str, list[UnitMatch]] = {}
+    for pattern in patterns:
+        values = torch.tensor(pattern_values(reading.text, pattern))[reading.positions]
+        if len(values) < 2 or bool((values == values[0]).all()):
+            continue
+        r = correlations(per_unit, values)
+        best = r.abs().argsort(descending=True)[:count].tolist()
+        matches[pattern] = [
+            UnitMatch(pattern, gate, index // units, index % units, float(r[index]))
+            for index in best
+        ]
+    if not matches:
+        raise CorpusError(
+            f"the text does not vary in {' or '.join(patterns)} (no quotes or no newlines in it?),"
+            " so no unit can follow it; give a longer or more varied text"
+        )
+    return matches
+
+
+# --------------------------------------------------------------------------- sharing as HTML
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+pre {{ font-family: ui-monospace, monospace; font-size: 15px; line-height: 1.5;
+       white-space: pre-wrap; word-wrap: break-word; }}
+pre span {{ color: #000; }}
+.legend {{ display: inline-block; width: 16em; height: 1em; vertical-align: middle;
+           background: linear-gradient(to right, {low_colour}, {mid_colour}, {high_colour}); }}
+.key {{ margin: 1em 0; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p>{subtitle}</p>
+<div class="key">{low} <div class="legend"></div> {high}; characters without colour are not
+scored. Hover over a character for its value.</div>
+<pre>{body}</pre>
+</body>
+</html>
+"""
+
+
+def to_html(view: CharValues, subtitle: str = "") -> str:
+    """A self-contained page: one <span> per character, its value as the background colour and
+    a tooltip (title), and the exact value in data-value."""
+    spans = []
+    for char, value, note in zip(view.text, view.values, view.notes, strict=True):
+        # A newline gets a visible mark before the line break, so its colour can be seen.
+        shown = html.escape("\u21b5\n" if char == "\n" else char)
+        if value is None:
+            spans.append(f'<span title="{html.escape(note)}">{shown}</span>')
+        else:
+            red, green, blue = view.scale.rgb(value)
+            spans.append(
+                f'<span style="background: rgb({red}, {green}, {blue})" data-value="{value:.6g}" '
+                f'title="{html.escape(note)}">{shown}</span>'
+            )
+    scale = view.scale
+    middle = (scale.low + scale.high) / 2
+    return PAGE.format(
+        title=html.escape(view.title),
+        subtitle=html.escape(subtitle),
+        low=f"{scale.low:.3g}",
+        high=f"{scale.high:.3g}",
+        low_colour="rgb({}, {}, {})".format(*scale.rgb(scale.low)),
+        mid_colour="rgb({}, {}, {})".format(*scale.rgb(middle)),
+        high_colour="rgb({}, {}, {})".format(*scale.rgb(scale.high)),
+        body="".join(spans),
+    )

@@ -1,0 +1,198 @@
+"""What a run is: a checkpoint's facts (corpus, vocabulary, model, training progress), the run's
+loss curves from ``metrics.jsonl``, and a side-by-side list of the runs in a folder.
+
+Everything here is read from files a run wrote; nothing is trained or evaluated. The CLI draws
+these facts (``charrnn inspect``, ``charrnn runs``); ``to_json`` gives them to scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from charrnn import checkpoint as ckpt
+from charrnn.errors import CharRNNError, CheckpointError
+from charrnn.model import count_parameters
+from charrnn.train import bits_per_char
+
+# A run directory holds last.pt (the whole run so far) and best.pt (its best moment); inspecting
+# a run describes the whole run, so last.pt comes first here (sampling prefers best.pt).
+RUN_CHECKPOINTS = ("last.pt", "best.pt")
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """The facts of one checkpoint and of the run it belongs to."""
+
+    path: Path
+    corpus: str
+    vocab: list[str]
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    parameters: int
+    parameters_by_part: dict[str, int]
+    step: int
+    epoch: float
+    seconds: float
+    best_val_loss: float | None
+    last_val_loss: float | None
+    written: datetime
+    charrnn_version: str | None
+    metrics: list[dict[str, Any]]
+
+    @property
+    def run_name(self) -> str:
+        return self.path.parent.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.path),
+            "run": self.run_name,
+            "corpus": self.corpus,
+            "vocab_size": len(self.vocab),
+            "vocab": self.vocab,
+            "cell": self.model_config.get("cell"),
+            "hidden_size": self.model_config.get("hidden_size"),
+            "num_layers": self.model_config.get("num_layers"),
+            "parameters": self.parameters,
+            "parameters_by_part": self.parameters_by_part,
+            "step": self.step,
+            "epoch": self.epoch,
+            "seconds": self.seconds,
+            "best_val_loss": self.best_val_loss,
+            "best_val_bpc": _bpc(self.best_val_loss),
+            "last_val_loss": self.last_val_loss,
+            "last_val_bpc": _bpc(self.last_val_loss),
+            "written": self.written.isoformat(timespec="seconds"),
+            "charrnn_version": self.charrnn_version,
+            "model_config": self.model_config,
+            "train_config": self.train_config,
+            "metrics": self.metrics,
+        }
+
+
+def _bpc(nats: float | None) -> float | None:
+    return None if nats is None else bits_per_char(nats)
+
+
+def summarize(path: str | Path) -> CheckpointSummary:
+    """Read a .pt file or a run directory (its last.pt, else best.pt). Raises CheckpointError."""
+    file = ckpt.resolve(path, prefer=RUN_CHECKPOINTS)
+    checkpoint = ckpt.load(file)
+    # Building the model checks that the weights fit the description, and counts what is there.
+    model, vocab = ckpt.restore_model(checkpoint)
+    progress = checkpoint.get("progress") or {}
+    try:
+        step = int(progress.get("step", 0))
+        epoch = float(progress.get("epoch", 0.0))
+        seconds = float(progress.get("seconds", 0.0))
+        best, last = progress.get("best_val_loss"), progress.get("last_val_loss")
+        best = None if best is None else float(best)
+        last = None if last is None else float(last)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{str(file)!r} has malformed progress: {error}") from None
+    return CheckpointSummary(
+        path=file,
+        corpus=str(checkpoint.get("corpus_path") or checkpoint["train_config"].get("corpus", "?")),
+        vocab=vocab.to_list(),
+        model_config=dict(checkpoint["model_config"]),
+        train_config=dict(checkpoint["train_config"]),
+        parameters=count_parameters(model),
+        parameters_by_part={
+            name: count_parameters(part)
+            for name, part in model.named_children()
+            if count_parameters(part)
+        },  # fmt: skip
+        step=step,
+        epoch=epoch,
+        seconds=seconds,
+        best_val_loss=best,
+        last_val_loss=last,
+        written=datetime.fromtimestamp(file.stat().st_mtime),
+        charrnn_version=checkpoint.get("charrnn_version"),
+        metrics=read_metrics(file.parent),
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The evaluations a run logged, in order; [] when the run has no metrics.jsonl.
+
+    A line that is not a JSON object is skipped: a run killed mid-write can leave half a line at
+    the end, and the curve before it is still worth seeing.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"cannot read {str(path)!r}: {error}") from None
+    metrics = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
+            metrics.append(entry)
+    return metrics
+
+
+def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """(step, loss) points of the train and val curves, leaving out missing or non-finite ones."""
+    curves: dict[str, list[tuple[float, float]]] = {"train": [], "val": []}
+    for entry in metrics:
+        for name in curves:
+            value = entry.get(f"{name}_loss")
+            if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+                curves[name].append((float(entry["step"]), float(value)))
+    return curves
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """The folders directly under `root` that hold a checkpoint, by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        folder
+        for folder in root.iterdir()
+        if folder.is_dir() and any((folder / name).is_file() for name in RUN_CHECKPOINTS)
+    )
+
+
+def holds_runs(path: Path) -> bool:
+    """True for a folder of runs (like ./checkpoints), not itself a run."""
+    path = Path(path)
+    is_run = any((path / name).is_file() for name in RUN_CHECKPOINTS)
+    return path.is_dir() and not is_run and bool(run_dirs(path))
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """The runs of a folder, newest first, and the ones that could not be read (and why)."""
+
+    runs: list[CheckpointSummary]
+    unreadable: dict[str, str]
+
+
+def list_runs(root: str | Path) -> RunListing:
+    """Summaries of every run under `root`. Raises CheckpointError when there is none at all."""
+    root = Path(root).expanduser()
+    folders = run_dirs(root)
+    if not folders:
+        raise CheckpointError(
+            f"no runs in {str(root)!r}; train one with `charrnn train` or name a folder of runs"
+        )
+    runs, unreadable = [], {}
+    for folder in folders:
+        try:
+            runs.append(summarize(folder))
+        except CharRNNError as error:
+            # One broken run should not hide the others: list it with its reason.
+            unreadable[folder.name] = str(error)
+    runs.sort(key=lambda run: run.written, reverse=True)
+    return RunListing(runs, unreadable)

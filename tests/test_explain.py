@@ -1,0 +1,285 @@
+"""`charrnn eval` and `charrnn explain`: losses, per-character surprise, gates, units, HTML."""
+
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+
+import pytest
+import torch
+
+from charrnn import checkpoint as ckpt
+from charrnn import explain
+from charrnn.config import ModelConfig
+from charrnn.errors import ConfigError, CorpusError
+from charrnn.model import CharModel
+from charrnn.train import evaluate
+from tests.conftest import run_cli
+
+SCENE = "ROMEO:\nWhat light through yonder window breaks?\n\nJULIET:\nAy me!\n"
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return ckpt.restore_model(ckpt.load(tiny_run / "last.pt"))
+
+
+def json_of(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def test_eval_on_the_val_split_matches_the_runs_own_evaluation(tiny_run):
+    corpus = tiny_run.parent / "corpus.txt"
+    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    # At the precision training used (auto), the final evaluation is reproduced exactly.
+    same = json_of(run_cli("eval", tiny_run / "last.pt", "--corpus", corpus, "--split", "val",
+                           "--precision", "auto", "--json"))  # fmt: skip
+    assert same["loss"] == pytest.approx(metrics[-1]["val_loss"], rel=1e-9)
+    assert same["characters"] == int(len(corpus.read_text()) * 0.1) - 1
+    assert (same["batch_size"], same["seq_length"]) == (4, 16)  # the run's, by default
+    # best.pt (the run directory's default) scores the run's best val loss.
+    best = json_of(run_cli("eval", tiny_run, "--corpus", corpus, "--split", "val",
+                           "--precision", "auto", "--json"))  # fmt: skip
+    assert best["loss"] == pytest.approx(min(line["val_loss"] for line in metrics), rel=1e-9)
+    assert best["checkpoint"] == str(tiny_run / "best.pt")
+
+
+def test_eval_json_agrees_with_evaluate_on_the_checkpoint(tiny_run, loaded):
+    model, vocab = loaded
+    text = SCENE * 20
+    path = tiny_run.parent / "scene.txt"
+    path.write_text(text, encoding="utf-8")
+    result = json_of(run_cli("eval", tiny_run / "last.pt", "--corpus", path, "--json",
+                             "--batch-size", 3, "--seq-length", 7))  # fmt: skip
+    loss, count = evaluate(model, vocab.encode(text), 3, 7)
+    assert result["loss"] == pytest.approx(loss, rel=1e-9)
+    assert result["characters"] == count == len(text) - 1
+    assert result["bpc"] == pytest.approx(loss / math.log(2))
+    assert result["split"] == "all" and result["skipped"] == 0
+    human = run_cli("eval", tiny_run / "last.pt", "--corpus", path, "-b", 3, "-s", 7)
+    assert f"{loss:.4f} nats/char" in human.stdout
+
+
+def test_eval_refuses_unknown_characters_unless_skipped(tiny_run, loaded):
+    model, vocab = loaded
+    path = tiny_run.parent / "accented.txt"
+    path.write_text("ROMEO: café, naïve\n", encoding="utf-8")
+    refused = run_cli("eval", tiny_run, "--corpus", path)
+    assert refused.exit_code == 1
+    assert "'é', 'ï'" in refused.stderr and "--skip-unknown" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+
+    skipped = json_of(run_cli("eval", tiny_run / "last.pt", "--corpus", path, "--skip-unknown",
+                              "--json", "-b", 1))  # fmt: skip
+    assert skipped["skipped"] == 2
+    loss, count = evaluate(model, vocab.encode("ROMEO: caf, nave\n"), 1, 16)
+    assert skipped["characters"] == count and skipped["loss"] == pytest.approx(loss, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- surprise
+
+
+def test_surprise_is_one_value_per_character_and_sums_to_the_loss(tiny_run, loaded):
+    model, vocab = loaded
+    view = json_of(run_cli("explain", tiny_run / "last.pt", "--text", SCENE, "--json"))
+    assert view["chars"] == list(SCENE) and len(view["values"]) == len(SCENE)
+    assert view["values"][0] is None  # nothing before the first character predicts it
+    scored = view["values"][1:]
+    assert all(value > 0 for value in scored)
+    # Read as one row from a zero state, the mean surprise is the stateful loss of the text.
+    loss, count = evaluate(model, vocab.encode(SCENE), 1, len(SCENE))
+    assert count == len(scored)
+    assert sum(scored) / count == pytest.approx(loss, rel=1e-5)
+
+
+def test_surprise_shows_unknown_characters_unscored(tiny_run, loaded):
+    model, vocab = loaded
+    refused = run_cli("explain", tiny_run, "--text", "Ay mé!")
+    assert refused.exit_code == 1 and "'é'" in refused.stderr
+    view = json_of(run_cli("explain", tiny_run / "last.pt", "--text", "Ay mé!",
+                           "--skip-unknown", "--json"))  # fmt: skip
+    assert view["chars"] == list("Ay mé!") and view["values"][4] is None
+    # The characters after it are read as if it were not there.
+    plain = explain.surprise(model, vocab, explain.read(vocab, "Ay m!"))
+    assert view["values"][5] == pytest.approx(plain.values[4], rel=1e-6)
+    assert view["values"][0] is plain.values[0] is None
+    assert view["values"][1:4] == pytest.approx(plain.values[1:4], rel=1e-6)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def test_gate_values_are_in_0_1_and_cell_states_follow_the_forward_pass(loaded):
+    model, vocab = loaded
+    reading = explain.read(vocab, SCENE)
+    gates = explain.gate_activity(model, reading)
+    for key in ("ignore", "forget", "use"):
+        assert gates[key].shape == (1, len(SCENE), 32)
+        assert gates[key].min() >= 0 and gates[key].max() <= 1, key
+    model.eval()
+    with torch.no_grad():
+        logits, (h_n, c_n) = model(reading.ids.long().unsqueeze(0))
+        # The gate-level twin's memories are nn.LSTM's: the final states and every output.
+        torch.testing.assert_close(gates["cell"][:, -1], c_n[:, 0])
+        torch.testing.assert_close(gates["hidden"][:, -1], h_n[:, 0])
+        torch.testing.assert_close(model.head(gates["hidden"][-1]), logits[0])
+    # And obey the lesson's equations.
+    before = torch.cat([torch.zeros(1, 1, 32), gates["cell"][:, :-1]], dim=1)
+    remember = before * gates["forget"] + gates["combine"] * gates["ignore"]
+    torch.testing.assert_close(gates["cell"], remember)
+
+
+@pytest.mark.parametrize("gate", ["learn", "forget", "use"])
+def test_explain_gate_gives_one_value_in_0_1_per_character(tiny_run, loaded, gate):
+    model, vocab = loaded
+    view = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--show", "gate", "--gate", gate,
+                           "--layer", 0, "--unit", 5, "--json"))  # fmt: skip
+    assert len(view["values"]) == len(SCENE)
+    assert all(0 <= value <= 1 for value in view["values"])
+    key = explain.GATES[gate]
+    expected = explain.gate_activity(model, explain.read(vocab, SCENE))[key][0, :, 5]
+    assert view["values"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():
+    vocab_size, text_ids = 7, torch.tensor([1, 4, 2, 6, 0, 3])
+    reading = explain.Reading("abcdef", text_ids, torch.arange(6))
+    peephole = CharModel(ModelConfig(cell="peephole-lstm", hidden_size=8, embedding_dim=4,
+                                     num_layers=2), vocab_size)  # fmt: skip
+    with torch.no_grad():
+        peephole.core.weight_peep_l1.uniform_(-0.5, 0.5)
+        _, (_, c_n) = peephole.eval()(text_ids.unsqueeze(0))
+    gates = explain.gate_activity(peephole, reading)
+    assert gates["cell"].shape == (2, 6, 8)
+    torch.testing.assert_close(gates["cell"][:, -1], c_n[:, 0])
+
+    gru = CharModel(ModelConfig(cell="gru", hidden_size=8, embedding_dim=4), vocab_size)
+    with pytest.raises(ConfigError, match="LSTM models"):
+        explain.gate_activity(gru, reading)
+
+
+def test_explain_refuses_bad_requests_with_one_line(tiny_run):
+    for args, message in [
+        (("--text", "Ay", "--file", "x.txt"), "exactly one of --text or --file"),
+        (("--text", "Ay", "--show", "colour"), "--show must be surprise or gate"),
+        (("--text", "Ay", "--show", "gate", "--layer", 1), "layer must be 0 to 0"),
+        (("--text", "Ay", "--show", "gate", "--unit", 32), "unit must be 0 to 31"),
+        (("--text", "Ay", "--show", "gate", "--gate", "remember"), "gate must be one of"),
+        (("--text", "Ay\nme", "--find", "quotes"), "does not vary in quotes"),
+        (("--text", "Ay\nme", "--find", "vowels"), "pattern must be one of"),
+    ]:
+        result = run_cli("explain", tiny_run, *args)
+        assert result.exit_code == 1, args
+        assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# --------------------------------------------------------------------------- interpretable units
+
+
+def test_patterns_of_the_text():
+    text = 'a "b c"\nde\n“f”'
+    assert explain.pattern_values(text, "quotes") == [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0]
+    assert explain.pattern_values(text, "newline") == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0]
+    assert explain.pattern_values(text, "line-position")[:10] == [1, 2, 3, 4, 5, 6, 7, 0, 1, 2]
+
+
+def test_correlations_find_a_planted_unit():
+    pattern = torch.tensor([0.0, 1, 2, 0, 1, 2, 3])
+    activity = torch.stack([torch.ones(7), -3 * pattern + 1, torch.tensor([1.0, 0, 1, 0, 1, 0, 1])],
+                           dim=1)  # fmt: skip
+    r = explain.correlations(activity, pattern)
+    assert r[0] == 0  # a unit that never changes follows nothing
+    assert r[1] == pytest.approx(-1.0)
+    assert abs(r[2]) < 0.5
+
+
+def test_top_units_are_ranked_by_how_closely_they_follow(tiny_run, loaded):
+    model, vocab = loaded
+    text = (tiny_run.parent / "corpus.txt").read_text()[:1500]
+    excerpt = tiny_run.parent / "excerpt.txt"
+    excerpt.write_text(text, encoding="utf-8")
+    result = json_of(run_cli("explain", tiny_run, "--file", excerpt, "--find", "line-position",
+                             "--top-units", 4, "--json"))  # fmt: skip
+    units = result["units"]
+    assert len(units) == 4 and {u["pattern"] for u in units} == {"line-position"}
+    strengths = [abs(u["correlation"]) for u in units]
+    assert strengths == sorted(strengths, reverse=True)
+    # Each correlation is Pearson's r of that unit's cell state with the line position.
+    cells = explain.gate_activity(model, explain.read(vocab, text))["cell"][0]
+    position = explain.pattern_values(text, "line-position")
+    for u in units:
+        trace = cells[:, u["unit"]].double()
+        r = torch.corrcoef(torch.stack([trace, torch.tensor(position, dtype=torch.float64)]))
+        assert u["correlation"] == pytest.approx(float(r[0, 1]), abs=1e-6)
+    # The view shown is the best unit's cell state.
+    assert result["title"] == f"layer 0 unit {units[0]['unit']}: cell"
+    everything = json_of(run_cli("explain", tiny_run, "--text", text, "--top-units", 2, "--json"))
+    assert {u["pattern"] for u in everything["units"]} == {"newline", "line-position"}
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+class SpanReader(HTMLParser):
+    """The spans inside <pre>: their text and attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_pre, self.current, self.spans = False, None, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "pre":
+            self.in_pre = True
+        elif tag == "span" and self.in_pre:
+            self.current = {"attrs": dict(attrs), "text": ""}
+
+    def handle_endtag(self, tag):
+        if tag == "pre":
+            self.in_pre = False
+        elif tag == "span" and self.current is not None:
+            self.spans.append(self.current)
+            self.current = None
+
+    def handle_data(self, data):
+        if self.current is not None:
+            self.current["text"] += data
+
+
+def test_html_view_has_one_span_per_character(tmp_path, tiny_run):
+    text = SCENE + 'é & <b>"'
+    page = tmp_path / "view.html"
+    result = run_cli("explain", tiny_run, "--text", text, "--skip-unknown", "--html", page,
+                     "--json")  # fmt: skip
+    view = json_of(result)
+    reader = SpanReader()
+    reader.feed(page.read_text(encoding="utf-8"))
+    reader.close()
+    assert len(reader.spans) == len(text)
+    for char, span, value in zip(text, reader.spans, view["values"], strict=True):
+        assert span["text"] == ("↵\n" if char == "\n" else char)
+        assert span["attrs"]["title"]
+        if value is None:
+            assert "style" not in span["attrs"]
+        else:
+            assert float(span["attrs"]["data-value"]) == pytest.approx(value, rel=1e-5)
+            assert span["attrs"]["style"].startswith("background: rgb(")
+    assert reader.spans[0]["attrs"]["title"].startswith("first character")
+
+
+def test_scales_run_from_white_to_colour():
+    sequential = explain.Scale(0.0, 2.0)
+    assert sequential.rgb(0.0) == (255, 255, 255) and sequential.rgb(5.0) == explain.RED
+    diverging = explain.Scale(-1.0, 1.0, diverging=True)
+    assert diverging.rgb(0.0) == (255, 255, 255)
+    assert diverging.rgb(-1.0) == explain.BLUE and diverging.rgb(1.0) == explain.RED
+
+
+def test_reading_refuses_a_text_the_model_cannot_read_at_all(loaded):
+    _, vocab = loaded
+    with pytest.raises(CorpusError, match="no character"):
+        explain.read(vocab, "ééé", skip_unknown=True)

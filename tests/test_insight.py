@@ -1,0 +1,96 @@
+"""`charrnn inspect` and `charrnn runs`: the facts agree with the checkpoint and metrics file."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import torch
+
+from charrnn.textplot import line_chart
+from tests.conftest import run_cli
+
+
+def test_inspect_json_agrees_with_the_checkpoint_and_metrics(tiny_run):
+    result = run_cli("inspect", tiny_run, "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+
+    saved = torch.load(tiny_run / "last.pt", weights_only=True)
+    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert facts["checkpoint"] == str(tiny_run / "last.pt")
+    assert facts["vocab"] == saved["vocab"]
+    assert facts["vocab_size"] == len(saved["vocab"])
+    assert facts["parameters"] == sum(tensor.numel() for tensor in saved["model"].values())
+    assert sum(facts["parameters_by_part"].values()) == facts["parameters"]
+    assert facts["step"] == saved["progress"]["step"] == metrics[-1]["step"]
+    assert facts["best_val_loss"] == saved["progress"]["best_val_loss"]
+    assert facts["best_val_loss"] == min(line["val_loss"] for line in metrics)
+    assert math.isclose(facts["best_val_bpc"], facts["best_val_loss"] / math.log(2))
+    assert facts["last_val_loss"] == metrics[-1]["val_loss"]
+    assert facts["metrics"] == metrics
+    assert facts["cell"] == saved["model_config"]["cell"] == "lstm"
+    assert facts["hidden_size"] == 32
+    assert facts["corpus"] == saved["corpus_path"]
+
+
+def test_inspect_draws_the_facts_and_the_curves(tiny_run):
+    result = run_cli("inspect", tiny_run / "best.pt")
+    assert result.exit_code == 0, result.output
+    saved = torch.load(tiny_run / "best.pt", weights_only=True)
+    text = result.stdout
+    assert f"{len(saved['vocab'])} characters" in text
+    assert "↵␣" in text  # newline and space, made visible, first in the sorted vocabulary
+    assert f"{saved['progress']['best_val_loss']:.4f} nats/char" in text
+    assert "• train" in text and "◆ val" in text
+    chart = text[text.index("against step") :]
+    assert chart.count("◆") > 10 and chart.count("•") > 10  # curves, not single points
+
+
+def test_runs_lists_runs_side_by_side_and_names_broken_ones(tmp_path, tiny_run):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(tiny_run, folder / "first")
+    shutil.copytree(tiny_run, folder / "second")
+    (folder / "broken").mkdir()
+    (folder / "broken" / "last.pt").write_bytes(b"not a checkpoint")
+    (folder / "not-a-run").mkdir()
+
+    result = run_cli("runs", folder, "--json")
+    assert result.exit_code == 0, result.output
+    listing = json.loads(result.stdout)
+    assert sorted(run["run"] for run in listing["runs"]) == ["first", "second"]
+    assert list(listing["unreadable"]) == ["broken"]
+    assert "skipped broken" in result.stderr
+
+    table = run_cli("runs", folder)
+    assert table.exit_code == 0, table.output
+    saved = torch.load(tiny_run / "last.pt", weights_only=True)
+    thousands = sum(tensor.numel() for tensor in saved["model"].values()) / 1000
+    for word in (
+        "first",
+        "second",
+        "lstm",
+        "1x32",
+        f"{thousands:.1f}k",
+        str(saved["progress"]["step"]),
+    ):
+        assert word in table.stdout
+    # `inspect` on a folder of runs lists them too.
+    assert "second" in run_cli("inspect", folder).stdout
+
+
+def test_runs_in_an_empty_folder_is_one_clean_error(tmp_path):
+    result = run_cli("runs", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no runs in") and len(result.stderr.splitlines()) == 1
+
+
+def test_line_chart_places_points_on_their_rows_and_columns():
+    lines = line_chart({"loss": [(0.0, 4.0), (10.0, 2.0)]}, {"loss": "*"}, width=11, height=5)
+    plot = [line.split("│", 1)[1] for line in lines[:5]]
+    assert plot[0][0] == "*" and plot[4][10] == "*"  # top left to bottom right
+    assert plot[2][5] == "*"  # halfway along, halfway down
+    assert lines[0].startswith("4.00") and lines[4].startswith("2.00")
+    assert lines[-1].split() == ["0", "10"]
+    assert line_chart({"loss": []}, {"loss": "*"}) == []
