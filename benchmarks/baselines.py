@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ def validation_loss(net: Net, val: torch.Tensor, rows: int = 32, seq: int = 1000
 def train(recipe: str, corpus: str, seconds: float, eval_every: float) -> dict:
     r = RECIPES[recipe]
     torch.manual_seed(1337)
-    text = open(corpus, encoding="utf-8").read()
+    text = Path(corpus).read_text(encoding="utf-8")
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
     data = torch.tensor([index[c] for c in text], dtype=torch.long)

@@ -33,8 +33,9 @@ def main() -> None:
         sys.exit("benchmarks.gpu needs a CUDA GPU; it has not been run on this machine")
     args.out.mkdir(parents=True, exist_ok=True)
     run_dir = args.out / "gpu-run"
-    command = [sys.executable, "-m", "charrnn", "train", "--config", "gpu", "--corpus",
-               str(args.corpus), "--max-time", str(args.seconds), "--out", str(run_dir)]  # fmt: skip
+    command = [sys.executable, "-m", "charrnn", "train", "--config", "gpu",
+               "--corpus", str(args.corpus), "--max-time", str(args.seconds),
+               "--out", str(run_dir)]  # fmt: skip
     _, wall, _ = run_child(command)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     reached = {
