@@ -152,7 +152,8 @@ def report(r: dict) -> str:
         "",
         "| model | budget | final val loss | best val loss | train loss | steps | time to 1.88 |",
         "|---|---|---|---|---|---|---|",
-        f"| charrnn `{o['config']}` | {o['budget_seconds']:.0f} s | **{o['final_val_loss']:.4f}** | "
+        f"| charrnn `{o['config']}` | {o['budget_seconds']:.0f} s | "
+        f"**{o['final_val_loss']:.4f}** | "
         f"{o['best_val_loss']:.4f} | {o['final_train_loss']:.3f} | {o['steps']:,} "
         f"({o['epochs']:.1f} epochs) | "
         f"{_seconds(o['seconds_to_target'])} |",
