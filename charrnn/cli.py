@@ -241,6 +241,9 @@ def train(
     dropout: Annotated[
         float | None, Opt(help="Dropout between layers and before the head.")
     ] = None,
+    weight_drop: Annotated[
+        float | None, Opt(help="DropConnect on the recurrent weights (AWD-LSTM).")
+    ] = None,
     bias: Annotated[bool | None, Opt("--bias/--no-bias", help="Bias terms in the core.")] = None,
     nonlinearity: Annotated[str | None, Opt(help="tanh or relu (rnn cell).")] = None,
     bidirectional: Annotated[
@@ -269,7 +272,7 @@ def train(
         threads=threads, precision=precision, seed=seed, corpus=corpus,
         val_fraction=val_fraction, batch_size=batch_size, seq_length=seq_length,
         shift_epochs=shift_epochs, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-        embedding_dim=embedding_dim, dropout=dropout, bias=bias, nonlinearity=nonlinearity,
+        embedding_dim=embedding_dim, dropout=dropout, weight_drop=weight_drop, bias=bias, nonlinearity=nonlinearity,
         bidirectional=bidirectional, optimizer=optimizer, learning_rate=learning_rate,
         lr_schedule=lr_schedule, min_lr_fraction=min_lr_fraction, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip,

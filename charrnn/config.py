@@ -35,6 +35,14 @@ class ModelConfig:
     dropout: float = _opt(
         0.0, "dropout between layers and before the head", min=0.0, max=1.0, max_open=True
     )
+    weight_drop: float = _opt(
+        0.0,
+        "DropConnect on the recurrent weights (AWD-LSTM's weight drop): the strongest "
+        "regulariser for a small corpus",
+        min=0.0,
+        max=1.0,
+        max_open=True,
+    )
     bias: bool = _opt(True, "learn bias terms in the recurrent core")
     nonlinearity: str = _opt("tanh", "activation of the plain rnn cell", choices=("tanh", "relu"))
     bidirectional: bool = _opt(False, "refused: a generator reads left to right")

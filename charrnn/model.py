@@ -86,9 +86,23 @@ class CharModel(nn.Module):
         if state is None:
             state = self.init_state(ids.shape[0])
         x = self.encode_input(ids)  # (B, T, E)
-        out, state = self.core(x, state)  # (B, T, H)
+        if self.training and self.config.weight_drop > 0:
+            out, state = self._core_with_dropped_weights(x, state)
+        else:
+            out, state = self.core(x, state)  # (B, T, H)
         logits = self.head(self.dropout(out))  # (B, T, V)
         return logits, state
+
+    def _core_with_dropped_weights(self, x: torch.Tensor, state: State):
+        """Weight drop (Merity et al., 2017): one dropout mask on the hidden-to-hidden weights
+        per step, shared by every time step, so the recurrence itself is regularised without
+        breaking the fast fused kernels (the core runs with the dropped weights swapped in)."""
+        dropped = {
+            name: F.dropout(weight, self.config.weight_drop, training=True)
+            for name, weight in self.core.named_parameters()
+            if name.startswith("weight_hh")
+        }
+        return torch.func.functional_call(self.core, dropped, (x, state))
 
     def init_state(self, batch_size: int) -> State:
         """Zeros for a batch, on the parameters' device and dtype."""

@@ -84,3 +84,23 @@ def test_refusals():
         build(ModelConfig, {"bidirectional": True})
     with pytest.raises(ConfigError, match="one of"):
         build(ModelConfig, {"cell": "transformer"})
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weight_drop_masks_recurrent_weights_in_training_only(cell):
+    torch.manual_seed(0)
+    model = make(cell, weight_drop=0.5)
+    plain = make(cell)
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(0, VOCAB, (2, 6))
+    # Evaluation uses the full weights: the same as a model without weight drop.
+    torch.testing.assert_close(model.eval()(ids)[0], plain.eval()(ids)[0])
+    model.train()
+    first, _ = model(ids)
+    second, _ = model(ids)
+    assert not torch.equal(first, second)  # a new mask every forward pass
+    first.sum().backward()
+    grad = model.core.weight_hh_l0.grad
+    # Dropped weights get no gradient; about half of them here.
+    assert 0.3 < (grad == 0).float().mean().item() < 0.7
+    assert model.core.weight_ih_l0.grad.ne(0).float().mean().item() > 0.9
