@@ -273,7 +273,8 @@ def train(
         val_fraction=val_fraction, batch_size=batch_size, seq_length=seq_length,
         shift_epochs=shift_epochs, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
         embedding_dim=embedding_dim, dropout=dropout, weight_drop=weight_drop, bias=bias,
-        nonlinearity=nonlinearity, bidirectional=bidirectional, optimizer=optimizer, learning_rate=learning_rate,
+        nonlinearity=nonlinearity, bidirectional=bidirectional, optimizer=optimizer,
+        learning_rate=learning_rate,
         lr_schedule=lr_schedule, min_lr_fraction=min_lr_fraction, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip,
     )  # fmt: skip
