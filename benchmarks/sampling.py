@@ -24,7 +24,7 @@ from charrnn.corpus import Vocabulary
 from charrnn.model import CharModel
 from charrnn.sample import TextGenerator
 
-VOCAB = Vocabulary.from_text(string.printable[:65])
+VOCAB = Vocabulary.from_text(string.printable[:62] + " \n.")  # 65 characters, like Tiny Shakespeare
 
 
 def rate(fn, chars: int, repeats: int) -> tuple[float, list[float]]:
