@@ -98,10 +98,13 @@ def main() -> None:
 
     if args.tiny:
         config, budget, lesson, repeats, length, megabytes = "tiny", 3.0, False, 2, 100, 1
+        quality_chars = 300
     elif args.quick:
         config, budget, lesson, repeats, length, megabytes = "default", 40.0, False, 3, 500, 20
+        quality_chars = 3000
     else:
         config, budget, lesson, repeats, length, megabytes = "default", 600.0, True, 5, 2000, 100
+        quality_chars = 20000
     out = args.out or (HERE if args.full else HERE / "_work")
     workdir = HERE / "_work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,12 +119,15 @@ def main() -> None:
     step = lambda name: print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)  # noqa: E731
     step("training throughput")
     results["throughput"] = throughput.measure(config, repeats=max(3, repeats))
-    step("sampling speed")
-    results["sampling"] = sampling.measure(config, length=length, repeats=repeats)
     step(f"data scale ({megabytes} MB)")
     results["data_scale"] = data_scale.measure(megabytes)
     step(f"quality: charrnn {config}, {budget:.0f} s")
     results["ours"] = ours(config, args.corpus, budget, workdir)
+    step("sampling speed (with the weights just trained)")
+    held_out = args.corpus.read_text(encoding="utf-8")[-quality_chars:]
+    results["sampling"] = sampling.measure(config, length=length, repeats=repeats,
+                                           checkpoint=str(workdir / f"ours-{config}"),
+                                           text=held_out)  # fmt: skip
     step(f"quality: plain LSTM baseline, {budget:.0f} s")
     results["plain"] = baseline("plain", args.corpus, budget)
     if lesson:
@@ -195,6 +201,7 @@ def report(r: dict) -> str:
     ]
     names = {
         "charrnn_batch1": "charrnn, batch 1",
+        "charrnn_int8_batch1": "charrnn --int8, batch 1",
         "charrnn_batch64": "charrnn, --num-samples 64 (total)",
         "bare_nn_lstm_per_char": "bare loop: nn.LSTM called per character (1 thread)",
         "bare_lstmcell_per_char": "bare loop: nn.LSTMCell per character (1 thread)",
@@ -206,6 +213,15 @@ def report(r: dict) -> str:
     if "bare_nn_lstm_per_char" in s:
         speedup = s["charrnn_batch1"][0] / s["bare_nn_lstm_per_char"][0]
         lines += ["", f"charrnn at batch 1 is {speedup:.1f}x the bare nn.LSTM loop."]
+    if "int8_quality" in s:
+        q = s["int8_quality"]
+        lines += [
+            "",
+            f"Cost of --int8, measured on the trained weights over the last "
+            f"{q['characters']:,} characters of the corpus, one step at a time: loss "
+            f"{q['int8_loss']:.4f} vs {q['exact_loss']:.4f} exact "
+            f"({q['int8_loss'] - q['exact_loss']:+.4f} nats/char).",
+        ]
     lines += [
         "",
         "## 4. Scale of data",

@@ -17,12 +17,14 @@ import string
 import time
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.corpus import Vocabulary
 from charrnn.model import CharModel
-from charrnn.sample import TextGenerator
+from charrnn.sample import Stepper, TextGenerator, threads_for_batch
 
 VOCAB = Vocabulary.from_text(string.printable[:62] + " \n.")  # 65 characters, like Tiny Shakespeare
 
@@ -64,14 +66,48 @@ def bare_loop(model: CharModel, length: int, use_cell: bool) -> None:
         x = torch.multinomial(probabilities, 1)
 
 
-def measure(name: str = "default", length: int = 2000, repeats: int = 5) -> dict:
+@torch.inference_mode()
+def stepper_loss(stepper: Stepper, model: CharModel, ids: torch.Tensor) -> float:
+    """Mean cross-entropy of next-character predictions made one step at a time (batch 1)."""
+    state, total = model.init_state(1), 0.0
+    for t in range(len(ids) - 1):
+        logits, state = stepper(ids[t : t + 1], state)
+        total += F.cross_entropy(logits.float(), ids[t + 1 : t + 2]).item()
+    return total / (len(ids) - 1)
+
+
+def measure(
+    name: str = "default",
+    length: int = 2000,
+    repeats: int = 5,
+    checkpoint: str | None = None,
+    text: str | None = None,
+) -> dict:
+    """Speeds for a config's shape; with a trained `checkpoint` and held-out `text`, also the
+    loss that int8 weights cost (teacher-forced, one step at a time, as sampling runs)."""
     model_config, _ = config_module.resolve(name, {})
     torch.manual_seed(0)
-    model = CharModel(model_config, len(VOCAB)).eval()
-    generator = TextGenerator(model, VOCAB, torch.device("cpu"))
-    results = {"model": config_module.to_dict(model_config), "length": length}
+    if checkpoint:
+        model, vocab = ckpt.restore_model(ckpt.load(checkpoint))
+        model_config = model.config
+    else:
+        model, vocab = CharModel(model_config, len(VOCAB)), VOCAB
+    model.eval()
+    generator = TextGenerator(model, vocab, torch.device("cpu"))
+    fast = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
+    results = {"model": config_module.to_dict(model_config), "length": length,
+               "trained_weights": bool(checkpoint)}  # fmt: skip
     results["charrnn_batch1"] = rate(lambda: generator.generate("\n", length, seed=1),
                                      length, repeats)  # fmt: skip
+    results["charrnn_int8_batch1"] = rate(lambda: fast.generate("\n", length, seed=1),
+                                          length, repeats)  # fmt: skip
+    if checkpoint and text:
+        ids = vocab.encode(text).long()
+        with threads_for_batch(1, torch.device("cpu")):
+            exact = stepper_loss(generator.stepper, model, ids)
+            quantised = stepper_loss(fast.stepper, model, ids)
+        results["int8_quality"] = {"characters": len(ids) - 1, "exact_loss": exact,
+                                   "int8_loss": quantised}  # fmt: skip
     batch_length = max(1, length // 4)
     results["charrnn_batch64"] = rate(
         lambda: generator.generate("\n", batch_length, num_samples=64, seed=1),

@@ -398,6 +398,9 @@ def sample(
         bool, Opt("--skip-unknown", help="Drop prime characters the model never saw.")
     ] = False,
     device: Annotated[str, Opt(help="auto, cpu, cuda or mps.")] = "auto",
+    int8: Annotated[
+        bool, Opt("--int8", help="int8 weights: ~2x faster at batch 1, slightly less exact.")
+    ] = False,
     verbose: Annotated[
         bool, Opt("--verbose", "-v", help="Say what was loaded, on stderr.")
     ] = False,
@@ -418,7 +421,7 @@ def sample(
         from charrnn.checkpoint import latest_run
 
         checkpoint = str(latest_run())
-    generator = load_model(checkpoint, device)
+    generator = load_model(checkpoint, device, int8=int8)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, seed=seed,
                    skip_unknown=skip_unknown)  # fmt: skip
     chatty = verbose or sys.stderr.isatty()

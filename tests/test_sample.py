@@ -145,3 +145,26 @@ def test_cli_refuses_missing_and_foreign_files(tmp_path):
 def test_vocabulary_round_trip_through_checkpoint(generator, tiny_run):
     saved = torch.load(tiny_run / "best.pt", weights_only=True)
     assert Vocabulary.from_list(saved["vocab"]) == generator.vocab
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_int8_stepper_is_close_to_the_exact_one(cell):
+    torch.manual_seed(2)
+    model = CharModel(ModelConfig(cell=cell, hidden_size=32, num_layers=2, embedding_dim=8),
+                      20).eval()  # fmt: skip
+    exact, fast = Stepper(model), Stepper(model, int8=True)
+    ids = torch.randint(0, 20, (4,))
+    state_a = state_b = model.init_state(4)
+    with torch.no_grad():
+        for _ in range(5):
+            a, state_a = exact(ids, state_a)
+            b, state_b = fast(ids, state_b)
+            p, q = torch.softmax(a, -1), torch.softmax(b, -1)
+            # Quantisation error, not a different model: distributions agree closely.
+            assert (p - q).abs().sum(-1).max() < 0.05
+            ids = a.argmax(-1)
+
+
+def test_cli_int8_sampling(tiny_run):
+    result = run_cli("sample", tiny_run, "--int8", "--length", 50, "--seed", 3)
+    assert result.exit_code == 0 and len(result.stdout) == 1 + 50 + 1  # prime, text, newline
