@@ -92,6 +92,8 @@ def main() -> None:
         action="store_true",
         help="the tiny config and a few seconds: proves the harness works",
     )
+    parser.add_argument("--skip-lesson", action="store_true",
+                        help="--full without the 10-minute lesson-style baseline")  # fmt: skip
     parser.add_argument("--corpus", type=Path, default=TINY_SHAKESPEARE)
     parser.add_argument("--out", type=Path, help="folder for RESULTS.md and results.json")
     args = parser.parse_args()  # fmt: skip
@@ -130,7 +132,7 @@ def main() -> None:
                                            text=held_out)  # fmt: skip
     step(f"quality: plain LSTM baseline, {budget:.0f} s")
     results["plain"] = baseline("plain", args.corpus, budget)
-    if lesson:
+    if lesson and not args.skip_lesson:
         step(f"quality: lesson-style LSTM baseline, {budget:.0f} s")
         results["lesson"] = baseline("lesson", args.corpus, budget)
         step("gate-level cells")

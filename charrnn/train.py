@@ -442,7 +442,9 @@ class Trainer:
                     self._record(metrics, train_loss, lr, rate, whole=final, warnings=warnings)
                     window_start, window_steps = time.perf_counter(), 0
                     p.seconds = start_seconds + (time.perf_counter() - start)
+                steps_per_second = bar.format_dict.get("rate") or 0.0  # tqdm's smoothed rate
                 bar.set_postfix(
+                    chars_s=f"{steps_per_second * chars_per_step:,.0f}",
                     epoch=f"{p.step / self.n_batches:.2f}",
                     loss=f"{train_loss:.3f}",
                     val=f"{p.last_val_loss:.3f}" if p.last_val_loss is not None else "-",
