@@ -24,7 +24,7 @@ from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.corpus import Vocabulary
 from charrnn.model import CharModel
-from charrnn.sample import Stepper, TextGenerator, threads_for_batch
+from charrnn.sample import Stepper, TextGenerator, sampling_threads
 
 VOCAB = Vocabulary.from_text(string.printable[:62] + " \n.")  # 65 characters, like Tiny Shakespeare
 
@@ -93,7 +93,7 @@ def measure(
     else:
         model, vocab = CharModel(model_config, len(VOCAB)), VOCAB
     model.eval()
-    generator = TextGenerator(model, vocab, torch.device("cpu"))
+    generator = TextGenerator(model, vocab, torch.device("cpu"), int8=False)
     fast = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
     results = {"model": config_module.to_dict(model_config), "length": length,
                "trained_weights": bool(checkpoint)}  # fmt: skip
@@ -103,7 +103,7 @@ def measure(
                                           length, repeats)  # fmt: skip
     if checkpoint and text:
         ids = vocab.encode(text).long()
-        with threads_for_batch(1, torch.device("cpu")):
+        with sampling_threads(1):
             exact = stepper_loss(generator.stepper, model, ids)
             quantised = stepper_loss(fast.stepper, model, ids)
         results["int8_quality"] = {"characters": len(ids) - 1, "exact_loss": exact,

@@ -399,8 +399,17 @@ def sample(
     ] = False,
     device: Annotated[str, Opt(help="auto, cpu, cuda or mps.")] = "auto",
     int8: Annotated[
-        bool, Opt("--int8", help="int8 weights: ~2x faster at batch 1, slightly less exact.")
-    ] = False,
+        bool | None,
+        Opt(
+            "--int8/--exact",
+            help="int8 weights (~2x faster at batch 1) or exact fp32 "
+            "[default: int8 on a CPU for models of 256+ units]",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads [default: by batch and model size].", min=1)
+    ] = None,
     verbose: Annotated[
         bool, Opt("--verbose", "-v", help="Say what was loaded, on stderr.")
     ] = False,
@@ -421,7 +430,7 @@ def sample(
         from charrnn.checkpoint import latest_run
 
         checkpoint = str(latest_run())
-    generator = load_model(checkpoint, device, int8=int8)
+    generator = load_model(checkpoint, device, int8=int8, threads=threads)
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, seed=seed,
                    skip_unknown=skip_unknown)  # fmt: skip
     chatty = verbose or sys.stderr.isatty()
