@@ -9,13 +9,13 @@ it accepts.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charrnn.bundled import bundled_files
 from charrnn.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn", "gate-lstm", "peephole-lstm", "gate-gru")
@@ -115,12 +115,7 @@ def all_field_names() -> dict[str, str]:
 
 
 def bundled_configs() -> dict[str, Path]:
-    folder = importlib.resources.files("charrnn.configs")
-    return {
-        Path(entry.name).stem: Path(str(entry))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".toml")
-    }
+    return bundled_files("charrnn.configs", ".toml")
 
 
 def resolve_config(name_or_path: str) -> Path:

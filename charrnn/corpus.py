@@ -9,7 +9,6 @@ a 100 MB corpus must fit in memory next to the model.
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn.bundled import bundled_files
 from charrnn.errors import CorpusError
 
 DEFAULT_CORPUS = "shakespeare"
@@ -25,12 +25,7 @@ ENCODE_CHUNK = 1 << 20  # characters encoded at a time
 
 def bundled_corpora() -> dict[str, Path]:
     """Names of the corpora that ship with charrnn, mapped to their files."""
-    folder = importlib.resources.files("charrnn.corpora")
-    return {
-        Path(entry.name).stem: Path(str(entry))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".txt")
-    }
+    return bundled_files("charrnn.corpora", ".txt")
 
 
 def resolve_corpus(name_or_path: str) -> Path:
