@@ -49,6 +49,12 @@ def guarded(command):
             return command(*args, **kwargs)
         except CharRNNError as error:
             raise fail(str(error)) from None
+        except RuntimeError as error:
+            from charrnn.distributed import lost_contact  # a multi-process run lost a process
+
+            if (lost := lost_contact(error)) is None:
+                raise
+            raise fail(str(lost)) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
@@ -195,6 +201,7 @@ def _typed(**values: Any) -> dict[str, Any]:
 @app.command()
 @guarded
 def train(
+    context: typer.Context,
     config: Annotated[
         str | None,
         Opt("--config", help="TOML config: a bundled name (default, tiny, gpu) or a path."),
@@ -220,6 +227,9 @@ def train(
     threads: Annotated[int | None, Opt(help="CPU threads (0 = all cores).")] = None,
     precision: Annotated[str | None, Opt(help="GPU autocast: auto, fp32, bf16, fp16.")] = None,
     seed: Annotated[int | None, Opt(help="Random seed.")] = None,
+    nproc: Annotated[
+        int | None, Opt(help="Train on N processes of this machine (starts torchrun).", min=1)
+    ] = None,
     # Data.
     corpus: Annotated[str | None, Opt("--corpus", "-c", help="Corpus name or path.")] = None,
     val_fraction: Annotated[float | None, Opt(help="Held-out fraction of the text.")] = None,
@@ -263,6 +273,7 @@ def train(
     """Train a model; Ctrl-C saves and tells you how to resume."""
     from charrnn import checkpoint as ckpt
     from charrnn import config as config_module
+    from charrnn import distributed
     from charrnn.errors import ConfigError
     from charrnn.train import StopRequest, Trainer, default_run_dir, describe, resume_configs
 
@@ -278,6 +289,11 @@ def train(
         lr_schedule=lr_schedule, min_lr_fraction=min_lr_fraction, warmup_steps=warmup_steps,
         weight_decay=weight_decay, grad_clip=grad_clip,
     )  # fmt: skip
+
+    world = distributed.join()  # torchrun's processes find each other; a lone process is alone
+    context.call_on_close(distributed.leave)
+    if world.local_rank:
+        err.quiet = True  # the ranks agree on errors: one process per machine reports them
 
     checkpoint = None
     if resume is not None:
@@ -297,6 +313,15 @@ def train(
                 "or choose another --out"
             )
 
+    if nproc is not None and nproc > 1:
+        if world.size > 1:
+            raise ConfigError("--nproc starts torchrun itself; leave it out under torchrun")
+        distributed.check_batch_split(train_config.batch_size, nproc)
+        where = ["--resume", str(resume)] if resume else ["--out", str(run_dir)]
+        config_file = ["--config", config] if config else []
+        arguments = ["train", *where, *config_file, *(["--verbose"] if verbose else [])]
+        raise typer.Exit(code=distributed.launch(nproc, arguments + _as_flags(overrides)))
+
     table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
     table.add_column("setting", style="cyan")
     table.add_column("value")
@@ -313,6 +338,7 @@ def train(
         log=lambda line: _above_bar(line),
         stop=stop,
         progress_bar=True if verbose else None,
+        world=world,
     )
     err.print(
         f"{trainer.data.corpus_path.name}: {len(trainer.data.train):,} training and "
@@ -331,6 +357,18 @@ def train(
     if result.stopped_by == "signal":
         err.print(f"stopped by signal; resume with: charrnn train --resume {result.run_dir}")
         raise typer.Exit(code=EXIT_INTERRUPTED if result.signal == signal.SIGINT else 143)
+
+
+def _as_flags(values: dict[str, Any]) -> list[str]:
+    """Settings as the flags that set them (`hidden_size=64` is `--hidden-size 64`)."""
+    flags = []
+    for key, value in values.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            flags += [f"--{name}", str(value)]
+    return flags
 
 
 def _parameters(model) -> int:

@@ -19,3 +19,7 @@ class CheckpointError(CharRNNError):
 
 class TrainingError(CharRNNError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class DistributedError(CharRNNError):
+    """The processes of a multi-process run disagree (another text, say) or lost each other."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from charrnn import config as config_module
 from charrnn.batching import CyclicBatches, epoch_offset, evaluation_chunks
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Vocabulary, read_text, resolve_corpus, split_train_val
+from charrnn.distributed import World, fingerprint
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
 from charrnn.model import CharModel, State, count_parameters, detach_state, select_rows
 from charrnn.schedule import Anchor, Budget, Schedule
@@ -205,18 +207,20 @@ class Trainer:
         log: Callable[[str], None] = lambda line: None,
         stop: StopRequest | None = None,
         progress_bar: bool | None = None,
+        world: World | None = None,
     ):
         self.model_config = model_config
         self.config = train_config
         self.run_dir = Path(run_dir)
-        self.log = log
+        self.world = world or World()
+        self.log = log if self.world.is_main else lambda line: None  # rank 0 speaks for all
         self.stop = stop or StopRequest()
         self.progress_bar = progress_bar
         cfg = train_config
 
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = pick_device(cfg.device)
+        if cfg.threads or self.world.size > 1:
+            torch.set_num_threads(cfg.threads or self.world.threads())
+        self.device = self.world.place(pick_device(cfg.device))
         self.amp = autocast_dtype(self.device, cfg.precision)
 
         vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
@@ -227,6 +231,7 @@ class Trainer:
         self.vocab = self.data.vocab
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
+        self.rows = self.world.rows(cfg.batch_size)  # this rank's rows of every batch
         if len(self.data.val) < 2:
             raise CorpusError(
                 f"the validation split has {len(self.data.val)} characters; raise val_fraction "
@@ -245,6 +250,12 @@ class Trainer:
         self.progress = Progress()
         if resume:
             self._restore(resume)
+        self.world.check_agreement(
+            fingerprint(self.vocab.to_list(), self.data.train, self.data.val),
+            self.progress.step,
+            {**config_module.to_dict(model_config), **config_module.to_dict(cfg)},
+        )
+        self.network = self.world.wrap(self.model)
         self.budget = self._budget()
         self._anchor_budget()
 
@@ -299,7 +310,7 @@ class Trainer:
             )
             hidden = checkpoint["hidden_state"]
             if hidden is not None:
-                hidden = [h.to(self.device) for h in hidden]
+                hidden = [h[:, self.rows].to(self.device) for h in hidden]
                 self.state = tuple(hidden) if self.model.is_lstm else hidden[0]
             torch.set_rng_state(checkpoint["rng"]["torch"])
             if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
@@ -313,8 +324,9 @@ class Trainer:
     def _checkpoint(self) -> dict[str, Any]:
         p = self.progress
         hidden = None
-        if self.state is not None:
-            parts = self.state if isinstance(self.state, tuple) else (self.state,)
+        state = self.world.gather_rows(self.state)  # the whole batch's, so any N can resume
+        if state is not None:
+            parts = state if isinstance(state, tuple) else (state,)
             hidden = [h.detach().cpu() for h in parts]
         return {
             **ckpt.header(),
@@ -343,8 +355,11 @@ class Trainer:
         }
 
     def _save(self, name: str, warnings: list[str]) -> None:
+        checkpoint = self._checkpoint()
+        if not self.world.is_main:
+            return
         try:
-            ckpt.save(self._checkpoint(), self.run_dir / name)
+            ckpt.save(checkpoint, self.run_dir / name)
         except CheckpointError as error:
             # A failed periodic save (disk full, say) keeps the old file and the run goes on:
             # losing a checkpoint interval beats losing the run. The final save is retried below.
@@ -362,9 +377,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            logits, state = self.model(inputs, self.state)
+            logits, state = self.network(inputs, self.state)
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        value = loss.item()
+        value = self.world.average(loss.item())  # all ranks see a NaN, so all stop together
         if not math.isfinite(value):
             raise TrainingError(
                 f"the loss became {value} at step {self.progress.step + 1}; stopped without "
@@ -386,16 +401,25 @@ class Trainer:
         val = self.data.val
         if not whole and cfg.eval_chars:
             val = val[: cfg.eval_chars + 1]
-        loss, _ = evaluate(self.model, val, cfg.batch_size, cfg.seq_length, self.device, self.amp)
-        return loss
+
+        def score() -> float:
+            model, device, amp = self.model, self.device, self.amp
+            return evaluate(model, val, cfg.batch_size, cfg.seq_length, device, amp)[0]
+
+        # Rank 0 scores the plain model (not DDP's, whose forward would wait for the other
+        # ranks); they wait for its result instead.
+        return self.world.share(score)
 
     def run(self) -> Result:
-        cfg, p = self.config, self.progress
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.toml").write_text(
-            config_module.to_toml(self.model_config, self.config), encoding="utf-8"
-        )
-        metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        cfg, p, main = self.config, self.progress, self.world.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.toml").write_text(
+                config_module.to_toml(self.model_config, self.config), encoding="utf-8"
+            )
+        # Only rank 0 writes the metrics; the other ranks write theirs nowhere.
+        metrics_path = self.run_dir / "metrics.jsonl" if main else os.devnull
+        metrics = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115
         warnings: list[str] = []
         chars_per_step = cfg.batch_size * cfg.seq_length
         start = time.perf_counter()
@@ -407,16 +431,17 @@ class Trainer:
             desc="train",
             unit="step",
             file=sys.stderr,
-            disable=(not sys.stderr.isatty())
-            if self.progress_bar is None
-            else not self.progress_bar,
+            disable=not main
+            or ((not sys.stderr.isatty()) if self.progress_bar is None else not self.progress_bar),
             dynamic_ncols=True,
         )
         stopped_by = "budget"
+        # Every rank takes the same steps: the clock and stop requests are agreed after each.
+        _, stopping = self.world.agree(p.seconds, self.stop.requested)
         self.model.train()
         try:
             while not self.budget.spent(p.step, p.seconds):
-                if self.stop.requested:
+                if stopping:
                     stopped_by = "signal"
                     break
                 epoch, index = divmod(p.step, self.n_batches)
@@ -425,13 +450,17 @@ class Trainer:
                 if index == 0:
                     self.state = None  # rows do not continue across epochs
                 inputs, targets = self._epoch_loader[index]
+                inputs, targets = inputs[self.rows], targets[self.rows]  # this rank's rows
                 inputs, targets = inputs.to(self.device), targets.to(self.device)
 
                 progress = p.anchor.progress_at(self.budget.fraction(p.step, p.seconds))
                 lr = self.schedule.learning_rate(p.step, progress)
+                self.world.seed_step(cfg.seed, p.step)
                 train_loss = self._train_step(inputs, targets, lr)
                 p.step += 1
-                p.seconds = start_seconds + (time.perf_counter() - start)
+                p.seconds, stopping = self.world.agree(
+                    start_seconds + (time.perf_counter() - start), self.stop.requested
+                )
                 window_steps += 1
                 bar.update(1)
 
@@ -441,7 +470,9 @@ class Trainer:
                     rate = window_steps * chars_per_step / max(now - window_start, 1e-9)
                     self._record(metrics, train_loss, lr, rate, whole=final, warnings=warnings)
                     window_start, window_steps = time.perf_counter(), 0
-                    p.seconds = start_seconds + (time.perf_counter() - start)
+                    p.seconds, stopping = self.world.agree(
+                        start_seconds + (time.perf_counter() - start), stopping
+                    )
                 steps_per_second = bar.format_dict.get("rate") or 0.0  # tqdm's smoothed rate
                 bar.set_postfix(
                     chars_s=f"{steps_per_second * chars_per_step:,.0f}",
@@ -456,7 +487,9 @@ class Trainer:
             bar.close()
             metrics.close()
         # The final save is not allowed to fail quietly: the CLI reports it (old file intact).
-        ckpt.save(self._checkpoint(), self.run_dir / "last.pt")
+        checkpoint = self._checkpoint()
+        if main:
+            ckpt.save(checkpoint, self.run_dir / "last.pt")
         return Result(
             run_dir=self.run_dir,
             step=p.step,

@@ -1,0 +1,289 @@
+"""Data-parallel training on several processes or machines: DDP under torchrun.
+
+The lesson's loader splits naturally. The global batch is ``batch_size`` contiguous rows of the
+text; with N processes (ranks), rank r trains its own contiguous block of ``batch_size / N``
+rows and carries the hidden state of those rows from step to step::
+
+    global batch, batch_size = 4, N = 2          step k      step k+1
+    row 0  ─┐                                  ┌────────┬──────────┐
+    row 1  ─┴─ rank 0 (its state: rows 0-1)    │ ...    │ ...      │
+    row 2  ─┐                                  ├────────┼──────────┤
+    row 3  ─┴─ rank 1 (its state: rows 2-3)    │ ...    │ ...      │
+                                               └────────┴──────────┘
+
+Each rank's loss is the mean over its rows and DistributedDataParallel averages the gradients
+of the equal-sized blocks, which is the gradient of the mean over all rows: every step moves
+the weights as one process training the whole batch would, so with the same seed and global
+batch the run follows the same loss curve whatever N is (up to float rounding).
+
+What the ranks must agree on, and how:
+
+- the text and the settings: checked once, before DDP starts (`World.check_agreement`);
+- the clock and a stop request, after every step (`World.agree`), so all ranks take the same
+  number of steps whether they stop on ``--max-time``, at a budget or on a signal;
+- the reported train loss (`World.average`) and the validation loss, which rank 0 computes
+  with the plain model while the others wait for it (`World.share`);
+- checkpoints: rank 0 writes them, in the single-process format, holding the hidden state of
+  the whole batch gathered from every rank (`World.gather_rows`), so `charrnn sample` reads
+  them and a run resumes with any N;
+- random numbers: dropout must differ between ranks, so in a multi-process run each step's
+  random numbers are drawn from a seed made of (seed, rank, step) (`World.seed_step`), which
+  also makes a resume with the same N exact.
+
+A single process is the world of size 1: every method then returns at once, without
+torch.distributed, so the trainer has one code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from charrnn.errors import ConfigError, DistributedError
+
+# Per-machine settings that may differ between ranks: paths (the text itself is compared by its
+# digest) and thread counts.
+PER_MACHINE_SETTINGS = ("corpus", "threads")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads_per_process(processes_on_this_machine: int) -> int:
+    """Share the cores: more threads than cores in all would make every process wait."""
+    return max(1, available_cores() // processes_on_this_machine)
+
+
+def check_batch_split(batch_size: int, processes: int) -> None:
+    if batch_size % processes:
+        larger = math.ceil(batch_size / processes) * processes
+        raise ConfigError(
+            f"batch_size {batch_size} cannot be split evenly over {processes} processes: each "
+            f"trains batch_size / {processes} rows; choose a multiple of {processes} "
+            f"(such as {larger})"
+        )
+
+
+def fingerprint(*parts: torch.Tensor | list[str]) -> str:
+    """A digest of the encoded text and its vocabulary, to compare across ranks cheaply."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            digest.update(part.contiguous().numpy().tobytes())
+        else:
+            digest.update("\0".join(part).encode("utf-8"))
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands among the processes of a run (a lone process by default)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 evaluates and writes checkpoints, metrics and progress."""
+        return self.rank == 0
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's block of the global batch's rows."""
+        check_batch_split(batch_size, self.size)
+        share = batch_size // self.size
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+    def threads(self) -> int:
+        return threads_per_process(self.local_size)
+
+    def place(self, device: torch.device) -> torch.device:
+        """Each rank of a machine takes its own GPU (the one matching its local rank)."""
+        if self.size == 1:
+            return device
+        if device.type == "mps":
+            raise ConfigError("training on several processes needs CPUs or CUDA GPUs, not mps")
+        if device.type != "cuda":
+            return device
+        if self.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{self.local_size} processes on this machine but {torch.cuda.device_count()} "
+                "GPUs; start one process per GPU, or train with --device cpu"
+            )
+        torch.cuda.set_device(self.local_rank)
+        return torch.device("cuda", self.local_rank)
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """What the training step calls: DDP around the model, which averages the gradients."""
+        if self.size == 1:
+            return model
+        parameter = next(model.parameters())
+        devices = [parameter.device] if parameter.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=devices)
+
+    # -- agreement -------------------------------------------------------------------------
+
+    def check_agreement(self, corpus: str, step: int, settings: dict[str, Any]) -> None:
+        """Refuse to train unless every rank has the same text, settings and resume point.
+
+        A disagreement would not fail loudly later: ranks with other settings hang at
+        mismatched collectives, and ranks with another text train one model on two texts.
+        """
+        if self.size == 1:
+            return
+        shared = {k: v for k, v in settings.items() if k not in PER_MACHINE_SETTINGS}
+        facts = {"corpus": corpus, "step": step, **shared}
+        everyone: list[Any] = [None] * self.size
+        dist.all_gather_object(everyone, (socket.gethostname(), facts))
+        _, ours = everyone[0]
+        for rank, (host, theirs) in enumerate(everyone[1:], start=1):
+            differences = [
+                "the corpus (another text)"
+                if key == "corpus"
+                else f"{key} ({theirs.get(key)!r}; rank 0 has {value!r})"
+                for key, value in ours.items()
+                if theirs.get(key) != value
+            ]
+            if differences:
+                raise DistributedError(
+                    f"the processes of this run disagree: rank {rank} on {host} differs from "
+                    f"rank 0 in {', '.join(differences)}; every process must train on the same "
+                    "text with the same settings"
+                )
+
+    def agree(self, seconds: float, stop: bool) -> tuple[float, bool]:
+        """The latest clock of all ranks, and whether any rank was asked to stop."""
+        if self.size == 1:
+            return seconds, stop
+        values = torch.tensor([seconds, float(stop)], dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return values[0].item(), bool(values[1].item())
+
+    def average(self, value: float) -> float:
+        """The mean of a number over the ranks (a NaN on any rank makes it NaN on all)."""
+        if self.size == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(total)
+        return total.item() / self.size
+
+    def share(self, compute: Callable[[], float]) -> float:
+        """Rank 0 computes a number; every rank gets it."""
+        if self.size == 1:
+            return compute()
+        value = torch.tensor([compute() if self.is_main else 0.0], dtype=torch.float64)
+        dist.broadcast(value, src=0)
+        return value.item()
+
+    def gather_rows(self, state: Any) -> Any:
+        """The hidden state of the whole batch, from every rank's rows, in row order."""
+        if self.size == 1 or state is None:
+            return state
+        parts = state if isinstance(state, tuple) else (state,)
+        gathered = []
+        for part in parts:
+            blocks = [torch.empty_like(part) for _ in range(self.size)]
+            dist.all_gather(blocks, part.contiguous())
+            gathered.append(torch.cat(blocks, dim=1))  # (layers, batch, hidden)
+        return tuple(gathered) if isinstance(state, tuple) else gathered[0]
+
+    def seed_step(self, seed: int, step: int) -> None:
+        """Draw this step's random numbers (dropout) from (seed, rank, step) on every rank."""
+        if self.size == 1:
+            return  # a single process keeps its one stream, saved in the checkpoint
+        digest = hashlib.sha256(f"{seed}/{self.rank}/{step}".encode()).digest()
+        torch.manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+def join() -> World:
+    """This process's world: torchrun's (from the environment it sets), or a lone process."""
+    if "WORLD_SIZE" not in os.environ:
+        return World()
+    try:
+        world = World(
+            rank=int(os.environ["RANK"]),
+            size=int(os.environ["WORLD_SIZE"]),
+            local_rank=int(os.environ["LOCAL_RANK"]),
+            local_size=int(os.environ["LOCAL_WORLD_SIZE"]),
+        )
+    except (KeyError, ValueError) as error:
+        raise DistributedError(
+            f"incomplete torchrun environment ({error}); start charrnn with torchrun"
+        ) from None
+    if world.size > 1 and not dist.is_initialized():
+        # gloo for CPU tensors (also the small agreement messages of a GPU run), nccl for GPUs.
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        try:
+            dist.init_process_group(backend)
+        except (dist.DistError, RuntimeError, ValueError) as error:
+            raise DistributedError(f"could not reach the other processes: {error}") from None
+    return world
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def lost_contact(error: BaseException) -> DistributedError | None:
+    """A collective that failed because another rank died or hung, told as a user error.
+
+    None for anything else (a bug keeps its traceback). The rank that died says why itself
+    (or its launcher does, if it was killed); the others only need to say they stopped too.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    message = str(error)
+    if not (isinstance(error, dist.DistError) or "gloo" in message or "NCCL" in message):
+        return None
+    # "[.../gloo/transport/tcp/pair.cc:537] Read error ...: Connection reset by peer. This..."
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", message.strip().splitlines()[0]).split(". ")[0]
+    return DistributedError(
+        f"lost contact with the other processes of this run ({reason[:200]}); one of them "
+        "stopped or was killed, see its own message; the checkpoints written so far are intact"
+    )
+
+
+def launch(nproc: int, arguments: list[str]) -> int:
+    """Run ``python -m charrnn ARGUMENTS`` as `nproc` processes of this machine under torchrun.
+
+    torchrun runs in this process (as ``torchrun --standalone``), so that a failure of the
+    workers, which say what went wrong themselves, ends with their exit status rather than with
+    torchrun's traceback. Returns that status (128 + N for signal N).
+    """
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # torchrun would set one thread per process and warn; the workers choose their own.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(nproc)))
+    args = torchrun.parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "-m", "charrnn", *arguments]
+    )
+    elastic = logging.getLogger("torch.distributed.elastic")
+    elastic.addHandler(logging.NullHandler())
+    elastic.propagate = False  # its warnings repeat what the workers already said
+    try:
+        torchrun.run(args)
+    except ChildFailedError as failure:
+        _, first = failure.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 128 - first.exitcode
+    except SignalException as stop:
+        return 128 + int(stop.sigval)
+    return 0

@@ -1,0 +1,189 @@
+"""Data-parallel training: row sharding, torchrun runs that match one process, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from charrnn import checkpoint as ckpt
+from charrnn import config
+from charrnn.distributed import World, threads_per_process
+from charrnn.errors import ConfigError
+from charrnn.train import Trainer, resume_configs
+from tests.conftest import TINY_FLAGS, run_cli
+
+# Same global batch on one or two processes; fp32 and no dropout, so the curves can match.
+EXACT_FLAGS = (*TINY_FLAGS, "--precision", "fp32", "--dropout", "0", "--eval-every", "10")
+STEPS = 40
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TIMEOUT = 300  # seconds; a run takes a few, but a loaded CI machine can be slow to start torch
+
+
+def tiny_configs(corpus, **overrides):
+    values = dict(corpus=str(corpus), threads=1, hidden_size=32, batch_size=4, seq_length=16,
+                  precision="fp32", dropout=0.0, eval_every=10, max_steps=STEPS)  # fmt: skip
+    values.update(overrides)
+    return config.resolve("tiny", values)
+
+
+def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "charrnn", *map(str, args)]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_curve(ours: list[dict], theirs: list[dict]) -> None:
+    assert [m["step"] for m in ours] == [m["step"] for m in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-9)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5), a["step"]
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5), a["step"]
+
+
+def assert_same_weights(path_a, path_b) -> None:
+    a = torch.load(path_a, weights_only=True)
+    b = torch.load(path_b, weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+    for h_a, h_b in zip(a["hidden_state"], b["hidden_state"], strict=True):
+        torch.testing.assert_close(h_a, h_b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, shakespeare_text):
+    """A tiny run trained by torchrun on 2 gloo processes, and its corpus."""
+    folder = tmp_path_factory.mktemp("two-processes")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(shakespeare_text, encoding="utf-8")
+    run = folder / "run"
+    result = torchrun("train", *EXACT_FLAGS, "--corpus", corpus, "--out", run,
+                      "--max-steps", STEPS)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return run, corpus
+
+
+def test_rows_are_split_into_contiguous_disjoint_blocks():
+    blocks = [World(rank=r, size=4).rows(12) for r in range(4)]
+    assert [list(range(12))[b] for b in blocks] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    with pytest.raises(ConfigError, match="batch_size 10 cannot be split evenly over 4.*12"):
+        World(rank=0, size=4).rows(10)
+
+
+def test_processes_on_one_machine_share_its_cores():
+    cores = len(os.sched_getaffinity(0))
+    for processes in (1, 2, 3, cores, 2 * cores):
+        threads = threads_per_process(processes)
+        assert threads >= 1
+        assert threads * processes <= max(cores, processes)
+    assert threads_per_process(1) == cores
+
+
+def test_nproc_refuses_a_batch_that_does_not_split(tmp_path, corpus_file):
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus_file, "--out", tmp_path / "run",
+                     "--nproc", 3)  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: batch_size 4 cannot be split")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_single_process_curve(tmp_path, two_process_run):
+    run, corpus = two_process_run
+    Trainer(*tiny_configs(corpus), tmp_path / "one").run()
+    assert_same_curve(metrics(run), metrics(tmp_path / "one"))
+    # Same weights, and the hidden state of all 4 rows, gathered from both ranks in row order.
+    assert_same_weights(run / "last.pt", tmp_path / "one" / "last.pt")
+    saved = ckpt.load(run, prefer=("last.pt",))
+    assert saved["progress"]["step"] == STEPS
+    assert [h.shape for h in saved["hidden_state"]] == [(1, 4, 32), (1, 4, 32)]
+    sampled = run_cli("sample", run, "--length", 30, "--seed", 1)
+    assert sampled.exit_code == 0, sampled.output
+    assert len(sampled.stdout) > 30
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_on_one(tmp_path, two_process_run):
+    run, corpus = two_process_run
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    saved = ckpt.load(resumed, prefer=("last.pt",))
+    Trainer(*resume_configs(saved, {"max_steps": 60}), resumed, resume=saved).run()
+
+    reference = tmp_path / "one"
+    Trainer(*tiny_configs(corpus), reference).run()
+    saved = ckpt.load(reference, prefer=("last.pt",))
+    Trainer(*resume_configs(saved, {"max_steps": 60}), reference, resume=saved).run()
+
+    assert [m["step"] for m in metrics(resumed)][-2:] == [50, 60]
+    assert_same_curve(metrics(resumed), metrics(reference))
+    assert_same_weights(resumed / "last.pt", reference / "last.pt")
+
+
+@pytest.mark.slow
+def test_nproc_resumes_on_two_processes_and_they_stop_together(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    Trainer(*tiny_configs(corpus_file), run).run()
+    # --max-time: each process has its own clock, yet all must stop after the same step.
+    command = [sys.executable, "-m", "charrnn", "train", "--resume", str(run), "--nproc", "2",
+               "--max-steps", "0", "--max-time", "2", "--eval-every", "0"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    saved = ckpt.load(run, prefer=("last.pt",))
+    assert saved["progress"]["step"] > STEPS
+    assert metrics(run)[-1]["step"] == saved["progress"]["step"]
+    assert [h.shape for h in saved["hidden_state"]] == [(1, 4, 32), (1, 4, 32)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ranks_that_read_different_texts_stop_with_one_error_line(tmp_path, corpus_file):
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text().replace("the", "thy"))
+    # As torchrun starts its workers, but each with its own corpus, as on two machines.
+    world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
+             "LOCAL_WORLD_SIZE": "2"}  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "charrnn",
+                "train",
+                *TINY_FLAGS,
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(tmp_path / "run"),
+            ],
+            env={**ENV, **world, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank, corpus in enumerate((corpus_file, other))
+    ]
+    (_, rank0_err), (rank1_out, rank1_err) = (p.communicate(timeout=TIMEOUT) for p in processes)
+    assert [p.returncode for p in processes] == [1, 1]
+    errors = [line for line in rank0_err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, rank0_err
+    assert "rank 1" in errors[0] and "corpus" in errors[0]
+    assert "Traceback" not in rank0_err + rank1_err
+    assert rank1_out == rank1_err == ""  # rank 0 speaks for the machine
+    assert not (tmp_path / "run").exists()
