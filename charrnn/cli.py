@@ -293,13 +293,6 @@ def train(
                 "or choose another --out"
             )
 
-    table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
-    table.add_column("setting", style="cyan")
-    table.add_column("value")
-    for key, value in describe(model_config, train_config):
-        table.add_row(key, value)
-    err.print(table)
-
     stop = StopRequest()
     trainer = Trainer(
         model_config,
@@ -310,6 +303,13 @@ def train(
         stop=stop,
         progress_bar=True if verbose else None,
     )
+    # After the Trainer accepted corpus and model: a refusal stays one line on stderr.
+    table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
+    table.add_column("setting", style="cyan")
+    table.add_column("value")
+    for key, value in describe(model_config, train_config):
+        table.add_row(key, value)
+    err.print(table)
     err.print(
         f"{trainer.data.corpus_path.name}: {len(trainer.data.train):,} training and "
         f"{len(trainer.data.val):,} validation characters, vocabulary {len(trainer.vocab)}; "

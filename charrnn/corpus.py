@@ -119,8 +119,11 @@ class Vocabulary:
             raise CorpusError(f"characters not in the vocabulary: {shown}{more}")
         # Vectorised through numpy: code points -> ids with one lookup table, no per-character
         # Python objects beyond the decode itself (1 MB encodes in well under a second).
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        chars = np.frombuffer("".join(self.chars).encode("utf-32-le"), dtype=np.uint32)
+        # surrogatepass: a Python string may hold lone surrogates (from surrogateescape'd
+        # command-line arguments, say); they are code points like any other here.
+        codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        chars = "".join(self.chars).encode("utf-32-le", "surrogatepass")
+        chars = np.frombuffer(chars, dtype=np.uint32)
         positions = np.searchsorted(chars, codes)  # chars is sorted by code point
         np_dtype = np.uint8 if self.dtype == torch.uint8 else np.int32
         return torch.from_numpy(positions.astype(np_dtype))
