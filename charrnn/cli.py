@@ -322,13 +322,6 @@ def train(
         arguments = ["train", *where, *config_file, *(["--verbose"] if verbose else [])]
         raise typer.Exit(code=distributed.launch(nproc, arguments + _as_flags(overrides)))
 
-    table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
-    table.add_column("setting", style="cyan")
-    table.add_column("value")
-    for key, value in describe(model_config, train_config):
-        table.add_row(key, value)
-    err.print(table)
-
     stop = StopRequest()
     trainer = Trainer(
         model_config,
@@ -340,6 +333,13 @@ def train(
         progress_bar=True if verbose else None,
         world=world,
     )
+    # After the Trainer accepted corpus and model: a refusal stays one line on stderr.
+    table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
+    table.add_column("setting", style="cyan")
+    table.add_column("value")
+    for key, value in describe(model_config, train_config):
+        table.add_row(key, value)
+    err.print(table)
     err.print(
         f"{trainer.data.corpus_path.name}: {len(trainer.data.train):,} training and "
         f"{len(trainer.data.val):,} validation characters, vocabulary {len(trainer.vocab)}; "

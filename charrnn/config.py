@@ -89,7 +89,9 @@ class TrainConfig:
     checkpoint_every: int = _opt(
         500, "write last.pt every N steps; 0 = only at the end", min=0, run_control=True
     )
-    seed: int = _opt(1337, "random seed (weights, dropout, epoch shifts)", min=0)
+    # At most 2**32 - 1: epoch shifts seed a generator with seed * 1_000_003 + epoch, which
+    # must fit torch's 64 bits.
+    seed: int = _opt(1337, "random seed (weights, dropout, epoch shifts)", min=0, max=2**32 - 1)
     device: str = _opt(
         "auto", "where to train", choices=("auto", "cpu", "cuda", "mps"), run_control=True
     )
@@ -139,7 +141,7 @@ def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read config {str(path)!r}: {error}") from None
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer of over 4300 digits
         raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
     result: dict[str, dict[str, Any]] = {}
     for section, values in raw.items():
@@ -164,7 +166,10 @@ def check_value(cls: type, name: str, value: Any) -> Any:
     rules = f.metadata
     expected = type(f.default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ConfigError(f"{name} must be a finite number, got a huge integer") from None
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(
             f"{name} must be {expected.__name__}, got {type(value).__name__} {value!r}"

@@ -116,7 +116,10 @@ class Vocabulary:
         # Vectorised through numpy in chunks of code points: no Python object per character,
         # and the temporaries stay small, so a 100 MB corpus encodes in seconds without
         # needing several times its size in memory.
-        chars = np.frombuffer("".join(self.chars).encode("utf-32-le"), dtype=np.uint32)
+        # surrogatepass: a Python string may hold lone surrogates (from surrogateescape'd
+        # command-line arguments, say); they are code points like any other here.
+        chars = "".join(self.chars).encode("utf-32-le", "surrogatepass")
+        chars = np.frombuffer(chars, dtype=np.uint32)
         ascii_table = np.zeros(128, dtype=np.int64)
         ascii_chars = chars[chars < 128]
         ascii_table[ascii_chars] = np.searchsorted(chars, ascii_chars)
@@ -127,7 +130,7 @@ class Vocabulary:
                 codes = np.frombuffer(piece.encode("ascii"), dtype=np.uint8)
                 out[start : start + len(piece)] = ascii_table[codes]
             else:
-                codes = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+                codes = np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)
                 out[start : start + len(piece)] = np.searchsorted(chars, codes)  # chars sorted
         return torch.from_numpy(out)
 

@@ -12,6 +12,7 @@ ends with the very same weights as one left alone (on the CPU, same thread count
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -188,6 +189,11 @@ class StopRequest:
         return self.signal is not None
 
 
+def unwritable(run_dir: Path, error: OSError) -> TrainingError:
+    reason = error.strerror or str(error)
+    return TrainingError(f"cannot write to the run directory {str(run_dir)!r}: {reason}")
+
+
 def default_run_dir(corpus: str, cell: str, root: Path = Path("checkpoints")) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(corpus).stem if corpus.endswith(".txt") or "/" in corpus else corpus
@@ -223,6 +229,8 @@ class Trainer:
         self.device = self.world.place(pick_device(cfg.device))
         self.amp = autocast_dtype(self.device, cfg.precision)
 
+        if resume:
+            ckpt.check_resumable(resume, cfg.batch_size)
         vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
         corpus = resume.get("corpus_path", cfg.corpus) if resume else cfg.corpus
         if resume and not Path(corpus).is_file():
@@ -239,7 +247,11 @@ class Trainer:
             )
 
         torch.manual_seed(cfg.seed)
-        self.model = CharModel(model_config, len(self.vocab)).to(self.device)
+        try:
+            self.model = CharModel(model_config, len(self.vocab)).to(self.device)
+        except (RuntimeError, MemoryError) as error:  # torch's failed allocations are both
+            first = str(error).strip().splitlines()[0][:200]
+            raise TrainingError(f"cannot build the model (too large?): {first}") from None
         self.optimizer = self._make_optimizer()
         self.schedule = Schedule(
             cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
@@ -258,8 +270,23 @@ class Trainer:
         self.network = self.world.wrap(self.model)
         self.budget = self._budget()
         self._anchor_budget()
+        # The first write, after everything else was accepted: a refused run touches nothing,
+        # and an unwritable run directory is refused before training is announced. Only rank 0
+        # writes to the run directory.
+        if self.world.is_main:
+            self._prepare_run_dir()
 
     # -- setup -------------------------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if removed := ckpt.remove_stale_temporaries(self.run_dir):
+                self.log(f"removed {removed} unfinished checkpoint file(s) of a killed run")
+            text = config_module.to_toml(self.model_config, self.config).encode("utf-8")
+            ckpt.write_atomically(self.run_dir / "config.toml", lambda file: file.write(text))
+        except OSError as error:
+            raise unwritable(self.run_dir, error) from None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -278,7 +305,8 @@ class Trainer:
         if cfg.max_steps:
             limits.append(cfg.max_steps)
         if cfg.max_epochs:
-            limits.append(max(1, round(cfg.max_epochs * self.n_batches)))
+            # min(): a huge --max-epochs times the epoch length overflows to infinity.
+            limits.append(max(1, round(min(cfg.max_epochs * self.n_batches, 2**62))))
         # --max-time counts this invocation's time: add what earlier invocations trained.
         seconds = self.progress.seconds + cfg.max_time if cfg.max_time else None
         return Budget(min(limits) if limits else None, seconds)
@@ -297,7 +325,11 @@ class Trainer:
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(checkpoint["model"])
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            # Only the learned moments come from the file. How the optimiser runs (rate, betas,
+            # flags such as fused, which depend on the device) is this run's config and device.
+            groups = self.optimizer.state_dict()["param_groups"]
+            saved_state = checkpoint["optimizer"]["state"]
+            self.optimizer.load_state_dict({"state": saved_state, "param_groups": groups})
             saved = checkpoint["progress"]
             self.progress = Progress(
                 step=int(saved["step"]),
@@ -412,14 +444,14 @@ class Trainer:
 
     def run(self) -> Result:
         cfg, p, main = self.config, self.progress, self.world.is_main
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.toml").write_text(
-                config_module.to_toml(self.model_config, self.config), encoding="utf-8"
-            )
         # Only rank 0 writes the metrics; the other ranks write theirs nowhere.
         metrics_path = self.run_dir / "metrics.jsonl" if main else os.devnull
-        metrics = open(metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            # Unbuffered: a line that fails to be written (disk full) is dropped, not kept in
+            # a buffer that would fail again when the file is closed.
+            metrics = open(metrics_path, "ab", buffering=0)  # noqa: SIM115
+        except OSError as error:
+            raise unwritable(self.run_dir, error) from None
         warnings: list[str] = []
         chars_per_step = cfg.batch_size * cfg.seq_length
         start = time.perf_counter()
@@ -521,8 +553,7 @@ class Trainer:
             "lr": lr,
             "chars_per_sec": round(rate, 1),
         }
-        metrics.write(json.dumps(line) + "\n")
-        metrics.flush()
+        self._append(metrics, line, warnings)
         self.log(
             f"step {p.step:>6}  epoch {line['epoch']:.2f}  train {train_loss:.4f}  "
             f"val {val_loss:.4f} ({line['val_bpc']:.3f} bpc)  lr {lr:.2e}  "
@@ -530,6 +561,23 @@ class Trainer:
         )
         if improved:
             self._save("best.pt", warnings)
+
+    def _append(self, metrics, line: dict[str, Any], warnings: list[str]) -> None:
+        """One whole line, or (disk full) a warning and no line at all: never half a line."""
+        data = (json.dumps(line) + "\n").encode("utf-8")
+        end = metrics.tell()
+        try:
+            written = metrics.write(data)
+            reason = None if written == len(data) else "the disk took only part of the line"
+        except OSError as error:
+            reason = error.strerror or str(error)
+        if reason is None:
+            return
+        with contextlib.suppress(OSError):
+            metrics.truncate(end)
+        # Like a failed periodic checkpoint: a missing metrics line beats a lost run.
+        warnings.append(f"could not append to metrics.jsonl: {reason}")
+        self.log(f"warning: {warnings[-1]}")
 
 
 def resume_configs(

@@ -1,0 +1,302 @@
+"""Checkpoints from strangers: the code in them never runs; damaged ones are refused in one line.
+
+Every file goes through the real commands (`charrnn sample`, `charrnn train --resume`, given
+the file or its run directory) and the Python API. A refusal is exit 1, one line on stderr,
+nothing on stdout, no traceback, and nothing written next to the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import pickle
+import random
+import shlex
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn import checkpoint as ckpt
+from charrnn import load_model
+from charrnn.errors import CheckpointError
+from tests.conftest import run_cli
+
+
+class RunsCode:
+    """Unpickling this runs `touch MARKER`: what a malicious checkpoint would do instead."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def folder_state(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_refused(result, *fragments: str) -> str:
+    """Exit 1 with exactly one line on stderr (the error), nothing on stdout, no traceback."""
+    assert result.exit_code == 1, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def good(tiny_run) -> dict:
+    return torch.load(tiny_run / "last.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def good_bytes(tiny_run) -> bytes:
+    return (tiny_run / "last.pt").read_bytes()
+
+
+# --------------------------------------------------------------------------- code execution
+
+
+def raw_pickle(protocol: int):
+    def build(good: dict, marker: Path, path: Path) -> None:
+        path.write_bytes(pickle.dumps({**good, "vocab": RunsCode(marker)}, protocol=protocol))
+
+    return build
+
+
+def torch_archive(good: dict, marker: Path, path: Path) -> None:
+    """A genuine torch archive of a real checkpoint, one of whose values runs code."""
+    torch.save({**good, "model_config": RunsCode(marker)}, path)
+
+
+def legacy_torch_file(good: dict, marker: Path, path: Path) -> None:
+    torch.save({**good, "vocab": RunsCode(marker)}, path, _use_new_zipfile_serialization=False)
+
+
+def swapped_data_pkl(good: dict, marker: Path, path: Path) -> None:
+    """A real checkpoint archive whose data.pkl was replaced by a bare payload."""
+    torch.save(good, path.with_suffix(".orig"))
+    with zipfile.ZipFile(path.with_suffix(".orig")) as source, zipfile.ZipFile(path, "w") as out:
+        for record in source.infolist():
+            data = source.read(record.filename)
+            if record.filename.endswith("/data.pkl"):
+                data = pickle.dumps({"format_version": 1, "model": RunsCode(marker)}, protocol=2)
+            out.writestr(record, data)
+    path.with_suffix(".orig").unlink()
+
+
+def unsafe_load(path: Path) -> None:
+    """What a careless loader does: the control experiment that shows the payload is live."""
+    # The payload runs while unpickling; whatever torch makes of the result afterwards.
+    with contextlib.suppress(Exception):
+        torch.load(path, weights_only=False)
+
+
+HOSTILE = {
+    "raw pickle, protocol 0": raw_pickle(0),
+    "raw pickle, protocol 2": raw_pickle(2),
+    "raw pickle, protocol 5": raw_pickle(5),
+    "torch archive": torch_archive,
+    "legacy torch file": legacy_torch_file,
+    "swapped data.pkl": swapped_data_pkl,
+}
+COMMANDS = {
+    "sample FILE": lambda file: run_cli("sample", file, "--length", 5),
+    "sample RUN_DIR": lambda file: run_cli("sample", file.parent, "--length", 5),
+    "train --resume FILE": lambda file: run_cli("train", "--resume", file),
+    "train --resume RUN_DIR": lambda file: run_cli("train", "--resume", file.parent),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_the_payload_is_live(tmp_path, good, kind):
+    # Without this, "the marker was not created" below could pass for a payload that is inert.
+    marker, path = tmp_path / "PWNED", tmp_path / "last.pt"
+    HOSTILE[kind](good, marker, path)
+    unsafe_load(path)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_code_in_a_checkpoint_never_runs(tmp_path, good, kind, command):
+    marker, run = tmp_path / "PWNED", tmp_path / "run"
+    run.mkdir()
+    for name in ("last.pt", "best.pt"):  # whichever one the command picks
+        HOSTILE[kind](good, marker, run / name)
+    before = folder_state(run)
+    line = assert_refused(COMMANDS[command](run / "last.pt"), "nothing in it was run")
+    assert not marker.exists(), line
+    assert folder_state(run) == before
+    with pytest.raises(CheckpointError, match="nothing in it was run"):
+        load_model(str(run))
+    assert not marker.exists()
+
+
+def test_the_refusal_names_what_the_file_would_have_run(tmp_path, good):
+    torch_archive(good, tmp_path / "PWNED", tmp_path / "evil.pt")
+    line = assert_refused(run_cli("sample", tmp_path / "evil.pt"))
+    assert "system" in line and "could run code" in line
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def flip_a_weight_bit(good_bytes: bytes) -> bytes:
+    archive = zipfile.ZipFile(io.BytesIO(good_bytes))
+    record = next(r for r in archive.infolist() if "/data/" in r.filename)
+    # The data follows the local header: 30 bytes, then the name and the (padding) extra field.
+    name_length, extra_length = struct.unpack_from("<HH", good_bytes, record.header_offset + 26)
+    data_start = record.header_offset + 30 + name_length + extra_length
+    damaged = bytearray(good_bytes)
+    damaged[data_start + 3] ^= 0x10
+    return bytes(damaged)
+
+
+def compressed_copy(good_bytes: bytes) -> bytes:
+    source = zipfile.ZipFile(io.BytesIO(good_bytes))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
+        for record in source.infolist():
+            out.writestr(record.filename, source.read(record.filename))
+    return buffer.getvalue()
+
+
+def not_a_checkpoint_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        out.writestr("notes/readme.txt", "holiday photos")
+    return buffer.getvalue()
+
+
+def edited(good: dict, **changes) -> dict:
+    """A copy of the checkpoint with some top-level or model_config values changed."""
+    result = {**good, "model_config": {**good["model_config"]}, "model": {**good["model"]}}
+    for key, value in changes.items():
+        if key in good["model_config"]:
+            result["model_config"][key] = value
+        else:
+            result[key] = value
+    return result
+
+
+def first_weight(good: dict) -> str:
+    return next(iter(good["model"]))
+
+
+# (name, how to make the file from the good checkpoint, what the one line must say)
+DAMAGED = [
+    ("empty file", lambda g, b: b"", "not a readable checkpoint"),
+    ("cut in half", lambda g, b: b[: len(b) // 2], "not a readable checkpoint"),
+    ("first 100 bytes", lambda g, b: b[:100], "not a readable checkpoint"),
+    ("random bytes", lambda g, b: random.Random(1).randbytes(4096), "is not a"),
+    ("a zip that is not a checkpoint", lambda g, b: not_a_checkpoint_zip(), "not a readable"),
+    ("compressed records", lambda g, b: compressed_copy(b), "compressed records"),
+    ("a flipped bit in a weight", lambda g, b: flip_a_weight_bit(b), "checksum"),
+    ("a tensor, not a dict", lambda g, b: torch.ones(3), "not a dict"),
+    ("missing keys", lambda g, b: {"format_version": 1, "model": {}}, "missing model_config"),
+    ("newer format version", lambda g, b: edited(g, format_version=2), "newer than this"),
+    ("malformed version", lambda g, b: edited(g, format_version="1"), "malformed format_version"),
+    ("wrong weight shape",
+     lambda g, b: edited(g, model={**g["model"], first_weight(g): torch.zeros(3, 3)}),
+     "has shape [3, 3]"),
+    ("a weight missing",
+     lambda g, b: edited(g, model={k: v for k, v in g["model"].items() if k != first_weight(g)}),
+     "do not fit"),
+    ("NaN weights",
+     lambda g, b: edited(g, model={**g["model"], first_weight(g): g["model"][first_weight(g)]
+                                   * float("nan")}),
+     "NaN"),
+    ("integer weights",
+     lambda g, b: edited(g, model={**g["model"], first_weight(g): g["model"][first_weight(g)]
+                                   .long()}),
+     "not a finite float tensor"),
+    ("a terabyte model in a small file", lambda g, b: edited(g, hidden_size=10**7), "has shape"),
+    ("10**30 layers", lambda g, b: edited(g, num_layers=10**30), "layers but holds only"),
+    ("an unknown cell", lambda g, b: edited(g, cell="transformer"), "cell must be one of"),
+    ("a bidirectional model", lambda g, b: edited(g, bidirectional=True), "bidirectional"),
+    ("an unsorted vocabulary", lambda g, b: edited(g, vocab=g["vocab"][::-1]), "vocabulary"),
+]  # fmt: skip
+
+
+def write_damaged(path: Path, make, good: dict, good_bytes: bytes) -> None:
+    made = make(good, good_bytes)
+    if isinstance(made, bytes):
+        path.write_bytes(made)
+    else:
+        torch.save(made, path)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["sample", "train --resume"])
+@pytest.mark.parametrize(("name", "make", "message"), DAMAGED, ids=[d[0] for d in DAMAGED])
+def test_damaged_checkpoints_are_one_clear_line(tmp_path, good, good_bytes, name, make, message,
+                                                resume):  # fmt: skip
+    path = tmp_path / "last.pt"
+    write_damaged(path, make, good, good_bytes)
+    before = folder_state(tmp_path)
+    command = ("train", "--resume", path) if resume else ("sample", path, "--length", 5)
+    assert_refused(run_cli(*command), message)
+    assert folder_state(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing", "does not exist"),
+        ("empty dir", "holds no checkpoint"),
+        ("fifo", "not a regular file"),
+    ],  # fmt: skip
+)
+def test_paths_that_are_not_checkpoints(tmp_path, where, message):
+    path = tmp_path / where
+    if where == "empty dir":
+        path.mkdir()
+    elif where == "fifo":
+        os.mkfifo(path)  # opening it would block forever: it must be refused unopened
+    for command in (("sample", path), ("train", "--resume", path)):
+        assert_refused(run_cli(*command), message)
+
+
+def test_weights_only_checkpoint_samples_but_does_not_resume(tmp_path, good):
+    weights_only = {k: good[k] for k in ckpt.REQUIRED_KEYS}
+    torch.save(weights_only, tmp_path / "last.pt")
+    sampled = run_cli("sample", tmp_path / "last.pt", "--length", 20, "--seed", 1)
+    assert sampled.exit_code == 0 and len(sampled.stdout) > 20
+    assert_refused(run_cli("train", "--resume", tmp_path), "cannot be resumed", "optimizer")
+
+
+@pytest.mark.parametrize(
+    ("part", "value", "message"),
+    [
+        ("hidden_state", [torch.zeros(1, 3, 5), torch.zeros(1, 3, 5)], "hidden state"),
+        ("hidden_state", [torch.zeros(1)], "hidden state"),
+        ("progress", {"step": -7}, "progress"),
+        ("optimizer", {"state": {0: {"step": torch.tensor(1.0)}}}, "optimizer state"),
+        ("optimizer", {"state": {99: {}}}, "optimizer state"),
+        ("rng", torch.zeros(3), "random number generator"),
+        ("corpus_path", 3.5, "corpus_path"),
+    ],
+)
+def test_what_only_a_resume_reads_is_checked_before_use(tmp_path, good, part, value, message):
+    damaged = dict(good)
+    if part == "progress":
+        damaged[part] = {**good["progress"], **value}
+    else:
+        damaged[part] = value
+    torch.save(damaged, tmp_path / "last.pt")
+    before = folder_state(tmp_path)
+    assert_refused(run_cli("train", "--resume", tmp_path), "cannot be resumed", message)
+    assert folder_state(tmp_path) == before
