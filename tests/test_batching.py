@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from charrnn.batching import CyclicBatches, epoch_offset, evaluation_chunks
+from charrnn.corpus import Vocabulary
+from charrnn.errors import CorpusError
 
 
 def test_lesson_example_exactly():
@@ -92,3 +95,42 @@ def test_evaluation_scores_every_character_once_in_order(n, batch_size, seq_leng
         assert tail.inputs[0, 0].item() == rows[tail.continues_row, -1].item() + 1
         scored += tail.inputs.flatten().tolist()
     assert scored == list(range(n - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 200), st.integers(-2, 20), st.integers(-2, 20), st.integers(-(10**9), 10**9))
+def test_any_shape_is_a_layout_or_a_corpus_error(n, batch_size, seq_length, offset):
+    data = torch.arange(n)
+    if batch_size < 1 or seq_length < 1 or n // batch_size // seq_length < 1:
+        with pytest.raises(CorpusError):
+            CyclicBatches(data, batch_size, seq_length, offset)
+    else:
+        batches = CyclicBatches(data, batch_size, seq_length, offset)
+        assert len(batches) == n // batch_size // seq_length and 0 <= batches.offset < n
+        x, y = batches[len(batches) - 1]
+        assert x.shape == y.shape == (batch_size, seq_length)
+    if batch_size < 1 or seq_length < 1 or n < 2:
+        with pytest.raises(CorpusError):
+            evaluation_chunks(data, batch_size, seq_length)
+    else:
+        chunks = evaluation_chunks(data, batch_size, seq_length)
+        assert sum(c.targets.numel() for c in chunks) == n - 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.text(st.characters(exclude_categories=()), min_size=2, max_size=400),
+    st.integers(1, 6),
+    st.integers(1, 9),
+    st.integers(0, 1000),
+)
+def test_any_unicode_text_is_cut_into_its_own_cyclic_windows(text, batch_size, seq_length, offset):
+    assume(len(text) // batch_size // seq_length >= 1)
+    vocab = Vocabulary.from_text(text)
+    batches = CyclicBatches(vocab.encode(text), batch_size, seq_length, offset)
+    cycle = text * 3  # an offset and a window together wrap around the end at most once
+    for inputs, targets in batches:
+        for row_inputs, row_targets in zip(inputs, targets, strict=True):
+            window, shifted = vocab.decode(row_inputs), vocab.decode(row_targets)
+            assert window[1:] == shifted[:-1]  # each target is the next character
+            assert window + shifted[-1] in cycle

@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.corpus import Vocabulary, bundled_corpora, read_text, split_train_val
+from charrnn.corpus import (
+    Vocabulary,
+    bundled_corpora,
+    describe_char,
+    read_text,
+    split_train_val,
+)
 from charrnn.errors import CorpusError
 from tests.conftest import TINY_SHAKESPEARE
 
@@ -103,3 +109,48 @@ def test_round_trip_across_encode_chunks(text):
         assert vocab.decode(vocab.encode(text)) == text
     finally:
         corpus.ENCODE_CHUNK = before
+
+
+# Every code point, lone surrogates included (a str may hold them: surrogateescape'd argv).
+ANY_CHAR = st.characters(exclude_categories=())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(ANY_CHAR, min_size=1, max_size=300), st.text(ANY_CHAR, max_size=60))
+def test_encode_refuses_exactly_the_characters_it_does_not_know(known, other):
+    vocab = Vocabulary.from_text(known)
+    unknown = [c for c in dict.fromkeys(other) if c not in set(known)]
+    if not unknown:
+        ids = vocab.encode(other)
+        assert vocab.decode(ids) == other
+        assert all(0 <= i < len(vocab) for i in ids.tolist())
+        return
+    with pytest.raises(CorpusError) as refused:
+        vocab.encode(other)
+    assert describe_char(unknown[0]) in str(refused.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(ANY_CHAR, min_size=1, max_size=700), st.randoms(use_true_random=False))
+def test_vocabularies_of_any_size_round_trip(chars, rng):
+    text = list(chars) * 2
+    rng.shuffle(text)
+    text = "".join(text)
+    vocab = Vocabulary.from_text(text)
+    ids = vocab.encode(text)
+    assert ids.dtype == (torch.uint8 if len(chars) <= 256 else torch.int32)
+    assert vocab.decode(ids) == text
+    assert Vocabulary.from_list(vocab.to_list()) == vocab
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.text(ANY_CHAR, max_size=2), st.integers(), st.none()), max_size=8))
+def test_from_list_takes_only_sorted_distinct_single_characters(items):
+    well_formed = all(isinstance(c, str) and len(c) == 1 for c in items) and items == sorted(
+        set(items)
+    )
+    if well_formed:
+        assert Vocabulary.from_list(items).to_list() == items
+    else:
+        with pytest.raises(CorpusError):
+            Vocabulary.from_list(items)

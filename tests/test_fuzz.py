@@ -1,0 +1,205 @@
+"""Fuzzing what reads untrusted files: only the project's exceptions may come out.
+
+- checkpoint.load over random bytes, and over real checkpoints with bytes flipped, cut or
+  inserted; whatever loads must also restore and write text.
+- Real checkpoints with one value replaced or deleted anywhere in their nested dict, through
+  both readers: sampling (load, restore_model, generate) and resuming (load, resume_configs,
+  a Trainer that runs three steps).
+- config.load_toml (and building the configs) over random TOML-like text and random bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from charrnn import checkpoint as ckpt
+from charrnn import config
+from charrnn.errors import CharRNNError, CheckpointError, ConfigError
+from charrnn.sample import TextGenerator
+from charrnn.train import Trainer, resume_configs
+from tests.conftest import TINY_FLAGS, run_cli
+
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, shakespeare_text) -> Path:
+    """A small run, on a short text so that every fuzzed resume evaluates quickly."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "corpus.txt").write_text(shakespeare_text[:4000], encoding="utf-8")
+    result = run_cli("train", *TINY_FLAGS, "--hidden-size", 16, "--corpus",
+                     folder / "corpus.txt", "--out", folder / "run", "--max-steps", 6,
+                     "--eval-every", 3, "--checkpoint-every", 3)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+def load_and_use(path: Path) -> None:
+    """Everything `charrnn sample` does with a file; CheckpointError is the allowed outcome."""
+    try:
+        checkpoint = ckpt.load(path)
+    except CheckpointError:
+        return
+    model, vocab = ckpt.restore_model(checkpoint)
+    TextGenerator(model, vocab, torch.device("cpu")).generate(length=3, seed=0)
+
+
+# --------------------------------------------------------------------------- bytes
+
+PREFIXES = [b"", b"PK\x03\x04", b"\x80\x02", b"\x80\x05\x95", b"\x8a\x0a\x6c\xfc\x9c\x46\xf9"]
+
+
+@FUZZ
+@given(st.sampled_from(PREFIXES), st.binary(max_size=3000))
+def test_random_bytes_are_a_checkpoint_error(tmp_path, prefix, data):
+    path = tmp_path / "random.pt"
+    path.write_bytes(prefix + data)
+    with pytest.raises(CheckpointError):
+        ckpt.load(path)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_checkpoint_bytes_load_whole_or_not_at_all(tmp_path, run, data):
+    good = (run / "last.pt").read_bytes()
+    damaged = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 8), label="flips")):
+        position = data.draw(st.integers(0, len(damaged) - 1), label="position")
+        damaged[position] = data.draw(st.integers(0, 255), label="byte")
+    if data.draw(st.booleans(), label="cut"):
+        damaged = damaged[: data.draw(st.integers(0, len(damaged)), label="cut at")]
+    if data.draw(st.booleans(), label="insert"):
+        at = data.draw(st.integers(0, len(damaged)), label="insert at")
+        damaged[at:at] = data.draw(st.binary(min_size=1, max_size=64), label="inserted")
+    path = tmp_path / "damaged.pt"
+    path.write_bytes(bytes(damaged))
+    load_and_use(path)
+
+
+# --------------------------------------------------------------------------- structure
+
+HOSTILE_VALUES = [
+    None, True, 0, -1, 10**30, -(10**30), 2**63, -0.5, float("nan"), float("inf"), "x", "",
+    [], {}, [1, 2], (0.9, 0.999), torch.zeros(3), torch.zeros(0), torch.tensor(float("nan")),
+    torch.zeros(2, 3, dtype=torch.int64), torch.ones(1, 4, 16),
+    torch.zeros(5056, dtype=torch.uint8),
+]  # fmt: skip
+DELETE = object()
+
+
+def paths_in(value, prefix=()):
+    """Every place in a nested checkpoint: dict keys and (short) list positions."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from paths_in(inner, (*prefix, key))
+    elif isinstance(value, (list, tuple)) and len(value) < 10:
+        for index, inner in enumerate(value):
+            yield from paths_in(inner, (*prefix, index))
+
+
+def replaced(checkpoint: dict, path: tuple, value) -> dict:
+    result = copy.deepcopy(checkpoint)
+    parent = result
+    for key in path[:-1]:
+        if isinstance(parent[key], tuple):  # tuples cannot change in place: make a list
+            parent[key] = list(parent[key])
+        parent = parent[key]
+    if value is DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return result
+
+
+@settings(FUZZ, max_examples=150)
+@given(st.data())
+def test_a_checkpoint_with_any_value_replaced_is_used_or_refused(run, data):
+    good = torch.load(run / "last.pt", weights_only=True)
+    places = [p for p in paths_in(good) if p]
+    path = data.draw(st.sampled_from(places), label="where")
+    value = data.draw(st.sampled_from([*HOSTILE_VALUES, DELETE]), label="value")
+    damaged = replaced(good, path, value)
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "last.pt"
+        torch.save(damaged, file)
+        load_and_use(file)
+        with contextlib.suppress(CharRNNError):  # anything else fails the test
+            checkpoint = ckpt.load(file, prefer=("last.pt",))
+            overrides = {"max_steps": 9, "threads": 1}  # three steps past the checkpoint
+            Trainer(*resume_configs(checkpoint, overrides), Path(folder), resume=checkpoint).run()
+
+
+# --------------------------------------------------------------------------- configs
+
+KEYS = [*config.all_field_names(), "hiden_size", "model", '"quoted key"', "a.b", "x-y"]
+VALUES = st.one_of(
+    st.integers().map(str),
+    st.floats().map(repr),  # nan, inf, 1e+300: all TOML
+    st.text(max_size=12).map(json.dumps),
+    st.sampled_from(
+        [
+            "true",
+            "false",
+            "1e400",
+            "-1e400",
+            "9" * 400,
+            "9" * 5000,
+            "-inf",
+            "+nan",
+            "0x1F",
+            "0o17",
+            "0b101",
+            "1_000",
+            "1979-05-27",
+            "07:32:00",
+            "[1, 2]",
+            "[]",
+            '["lstm"]',
+            "{a = 1}",
+            "'lstm'",
+            "'gru'",
+            '"""multi\nline"""',
+            "''",
+            "2.5",
+            "-0.0",
+            "1e-9",
+        ]
+    ),  # fmt: skip
+)
+LINES = st.one_of(
+    st.sampled_from(["[model]", "[train]", "[other]", "[model.sub]", "[[train]]", "[]", ""]),
+    st.tuples(st.sampled_from(KEYS), VALUES).map(lambda kv: f"{kv[0]} = {kv[1]}"),
+    st.text(max_size=20).map(lambda text: "# " + text.replace("\n", " ")),
+    st.text(max_size=20),
+)
+
+
+def resolve_or_config_error(path: Path) -> None:
+    with contextlib.suppress(ConfigError):  # anything else fails the test
+        config.resolve(str(path), {})
+
+
+@settings(FUZZ, max_examples=300)
+@given(st.lists(LINES, max_size=12))
+def test_random_toml_like_text_is_a_config_or_a_config_error(tmp_path, lines):
+    path = tmp_path / "fuzz.toml"
+    path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+    resolve_or_config_error(path)
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_random_bytes_are_a_config_error(tmp_path, data):
+    path = tmp_path / "fuzz.toml"
+    path.write_bytes(data)
+    resolve_or_config_error(path)
