@@ -1,8 +1,9 @@
 """Checkpoints from strangers: the code in them never runs; damaged ones are refused in one line.
 
-Every file goes through the real commands (`charrnn sample`, `charrnn train --resume`, given
-the file or its run directory) and the Python API. A refusal is exit 1, one line on stderr,
-nothing on stdout, no traceback, and nothing written next to the file.
+Every file goes through the real commands that read checkpoints (`sample`, `train --resume`,
+`inspect`, `eval`, `explain`, given the file or its run directory; `runs` over a folder) and
+the Python API. A refusal is exit 1, one line on stderr, nothing on stdout, no traceback, and
+nothing written next to the file.
 """
 
 from __future__ import annotations
@@ -118,6 +119,10 @@ COMMANDS = {
     "sample RUN_DIR": lambda file: run_cli("sample", file.parent, "--length", 5),
     "train --resume FILE": lambda file: run_cli("train", "--resume", file),
     "train --resume RUN_DIR": lambda file: run_cli("train", "--resume", file.parent),
+    "inspect FILE": lambda file: run_cli("inspect", file),
+    "inspect RUN_DIR": lambda file: run_cli("inspect", file.parent),
+    "eval FILE": lambda file: run_cli("eval", file, "--corpus", "shakespeare"),
+    "explain FILE": lambda file: run_cli("explain", file, "--text", "To be"),
 }
 
 
@@ -143,6 +148,20 @@ def test_code_in_a_checkpoint_never_runs(tmp_path, good, kind, command):
     assert folder_state(run) == before
     with pytest.raises(CheckpointError, match="nothing in it was run"):
         load_model(str(run))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_runs_lists_a_hostile_run_as_unreadable_without_running_it(tmp_path, good, tiny_run, kind):
+    marker, folder = tmp_path / "PWNED", tmp_path / "runs"
+    (folder / "evil").mkdir(parents=True)
+    HOSTILE[kind](good, marker, folder / "evil" / "last.pt")
+    (folder / "good").mkdir()
+    (folder / "good" / "last.pt").write_bytes((tiny_run / "last.pt").read_bytes())
+    result = run_cli("runs", folder)
+    assert result.exit_code == 0, result.output
+    assert "skipped evil:" in result.stderr and "nothing in it was run" in result.stderr
+    assert "good" in result.stdout and "Traceback" not in result.output
     assert not marker.exists()
 
 
@@ -240,15 +259,21 @@ def write_damaged(path: Path, make, good: dict, good_bytes: bytes) -> None:
         torch.save(made, path)
 
 
-@pytest.mark.parametrize("resume", [False, True], ids=["sample", "train --resume"])
+READERS = {
+    "sample": lambda path: ("sample", path, "--length", 5),
+    "train --resume": lambda path: ("train", "--resume", path),
+    "inspect": lambda path: ("inspect", path),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize(("name", "make", "message"), DAMAGED, ids=[d[0] for d in DAMAGED])
 def test_damaged_checkpoints_are_one_clear_line(tmp_path, good, good_bytes, name, make, message,
-                                                resume):  # fmt: skip
+                                                reader):  # fmt: skip
     path = tmp_path / "last.pt"
     write_damaged(path, make, good, good_bytes)
     before = folder_state(tmp_path)
-    command = ("train", "--resume", path) if resume else ("sample", path, "--length", 5)
-    assert_refused(run_cli(*command), message)
+    assert_refused(run_cli(*READERS[reader](path)), message)
     assert folder_state(tmp_path) == before
 
 
@@ -266,8 +291,8 @@ def test_paths_that_are_not_checkpoints(tmp_path, where, message):
         path.mkdir()
     elif where == "fifo":
         os.mkfifo(path)  # opening it would block forever: it must be refused unopened
-    for command in (("sample", path), ("train", "--resume", path)):
-        assert_refused(run_cli(*command), message)
+    for command in READERS.values():
+        assert_refused(run_cli(*command(path)), message)
 
 
 def test_weights_only_checkpoint_samples_but_does_not_resume(tmp_path, good):
