@@ -2,14 +2,14 @@
 
 The lesson's loader splits naturally. The global batch is ``batch_size`` contiguous rows of the
 text; with N processes (ranks), rank r trains its own contiguous block of ``batch_size / N``
-rows and carries the hidden state of those rows from step to step::
+rows and carries the hidden state of those rows from step to step. The lesson's layout with the
+text ``1..24``, ``batch_size=4``, ``seq_length=3`` and N = 2::
 
-    global batch, batch_size = 4, N = 2          step k      step k+1
-    row 0  ─┐                                  ┌────────┬──────────┐
-    row 1  ─┴─ rank 0 (its state: rows 0-1)    │ ...    │ ...      │
-    row 2  ─┐                                  ├────────┼──────────┤
-    row 3  ─┴─ rank 1 (its state: rows 2-3)    │ ...    │ ...      │
-                                               └────────┴──────────┘
+                step 1     step 2
+    row 0     │ 1  2  3 │  4  5  6 │  ┐ rank 0: rows 0-1, and their hidden state
+    row 1     │ 7  8  9 │ 10 11 12 │  ┘
+    row 2     │13 14 15 │ 16 17 18 │  ┐ rank 1: rows 2-3, and their hidden state
+    row 3     │19 20 21 │ 22 23 24 │  ┘
 
 Each rank's loss is the mean over its rows and DistributedDataParallel averages the gradients
 of the equal-sized blocks, which is the gradient of the mean over all rows: every step moves
@@ -25,7 +25,7 @@ What the ranks must agree on, and how:
   with the plain model while the others wait for it (`World.share`);
 - checkpoints: rank 0 writes them, in the single-process format, holding the hidden state of
   the whole batch gathered from every rank (`World.gather_rows`), so `charrnn sample` reads
-  them and a run resumes with any N;
+  them and a run resumes with any N that divides its batch size;
 - random numbers: dropout must differ between ranks, so in a multi-process run each step's
   random numbers are drawn from a seed made of (seed, rank, step) (`World.seed_step`), which
   also makes a resume with the same N exact.

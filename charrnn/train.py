@@ -8,6 +8,9 @@ continue the previous epoch's rows.
 Everything that decides what is learned is saved in the checkpoint (weights, optimiser,
 schedule anchor, step, hidden state, RNG state), so a run stopped at any checkpoint and resumed
 ends with the very same weights as one left alone (on the CPU, same thread count).
+
+On several processes (see charrnn.distributed) the loop is the same: each rank trains its own
+rows of every batch, and the ranks agree on what must be common to all of them.
 """
 
 from __future__ import annotations
@@ -457,14 +460,14 @@ class Trainer:
         start = time.perf_counter()
         start_seconds = p.seconds
         window_start, window_steps, train_loss = start, 0, float("nan")
+        show_bar = sys.stderr.isatty() if self.progress_bar is None else self.progress_bar
         bar = tqdm(
             total=self.budget.max_steps,
             initial=p.step,
             desc="train",
             unit="step",
             file=sys.stderr,
-            disable=not main
-            or ((not sys.stderr.isatty()) if self.progress_bar is None else not self.progress_bar),
+            disable=not (main and show_bar),
             dynamic_ncols=True,
         )
         stopped_by = "budget"
