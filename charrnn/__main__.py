@@ -1,3 +1,3 @@
-from charrnn.cli import app
+from charrnn.cli import run
 
-app(prog_name="charrnn")
+run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -823,3 +824,24 @@ def _legend(view) -> None:
     )
     err.print(Text.assemble(f"{view.title}: ", low, " to ", high,
                             f" (uncoloured: not scored){mean}"))  # fmt: skip
+
+
+def run() -> None:
+    """The `charrnn` command (and ``python -m charrnn``): the app, with a clean multi-process exit.
+
+    A process of a multi-process run (a torchrun worker) leaves without the interpreter's
+    teardown. After an early exit (the ranks refused to train together, within a second of
+    connecting), gloo's threads sometimes abort that teardown ("terminate called without an
+    active exception", SIGABRT), which would replace the exit status the rank has reported.
+    """
+    try:
+        app(prog_name="charrnn")
+    except SystemExit as done:
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun sets it in its workers
+            raise
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
