@@ -15,6 +15,7 @@ from torch import nn
 
 from charrnn import cells
 from charrnn.config import CELLS, ModelConfig
+from charrnn.dropout import Dropout, dropout
 from charrnn.errors import ConfigError
 
 # The recurrent state: (h, c) for LSTM cores, h for GRU and RNN cores; each (layers, B, H).
@@ -68,7 +69,7 @@ class CharModel(nn.Module):
             self.embedding = None  # the lesson's one-hot input
             input_size = vocab_size
         self.core = make_core(config, input_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, vocab_size)
 
     @property
@@ -98,7 +99,7 @@ class CharModel(nn.Module):
         per step, shared by every time step, so the recurrence itself is regularised without
         breaking the fast fused kernels (the core runs with the dropped weights swapped in)."""
         dropped = {
-            name: F.dropout(weight, self.config.weight_drop, training=True)
+            name: dropout(weight, self.config.weight_drop)
             for name, weight in self.core.named_parameters()
             if name.startswith("weight_hh")
         }
