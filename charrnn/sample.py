@@ -75,24 +75,28 @@ INT8_MIN_HIDDEN = 256  # smaller models fit in cache: int8's conversions would c
 
 
 class Dense:
-    """``x @ W.T + b`` with W pre-transposed and contiguous (one addmm a call)."""
+    """``x @ W.T (+ b)`` with W pre-transposed and contiguous (one addmm or mm a call)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight_t, self.bias = weight.T.contiguous(), bias
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.addmm(self.bias if add is None else add + self.bias, x, self.weight_t)
+        if add is None:
+            add = self.bias
+        elif self.bias is not None:
+            add = add + self.bias
+        return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)
 
 
 class Int8:
-    """``x @ W.T + b`` with W stored as int8 plus one bf16 scale per output row.
+    """``x @ W.T (+ b)`` with W stored as int8 plus one bf16 scale per output row.
 
     At batch 1 a step is bound by streaming the weights through the cache; int8 weights are a
     quarter of fp32, and the kernel (torch's weight-only int8 matmul) runs 2.5-3x faster. The
     cost in quality is measured by benchmarks/sampling.py.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         if not hasattr(torch, "_weight_int8pack_mm"):
             raise ConfigError("int8 sampling needs a torch with _weight_int8pack_mm (>= 2.3)")
         scales = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
@@ -101,8 +105,12 @@ class Int8:
         self.bias = bias
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales).float()
-        return out + (self.bias if add is None else add + self.bias)
+        out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales)
+        if add is None:
+            add = self.bias
+        elif self.bias is not None:
+            add = add + self.bias
+        return out.float() if add is None else torch.add(add, out)  # float32, as add
 
 
 class Stepper:
@@ -120,6 +128,7 @@ class Stepper:
             cell, "rnn" if cell == "rnn" else None
         )
         self.relu = model.config.nonlinearity == "relu"
+        self.hidden = model.config.hidden_size
         if self.kind is None:
             return
         project = Int8 if int8 else Dense
@@ -140,7 +149,7 @@ class Stepper:
                 # GRU keeps b_hh apart: its candidate gate scales (W_hn h + b_hn) by r.
                 fold = self.kind != "gru"
                 input_bias = b_ih + b_hh if fold else b_ih
-                recurrent = project(w_hh, torch.zeros_like(b_hh) if fold else b_hh)
+                recurrent = project(w_hh, None if fold else b_hh)
                 if k == 0:
                     table = (vocab_inputs @ w_ih.T + input_bias).contiguous()  # (V, G*H)
                     self.layers.append((table, recurrent))
@@ -164,10 +173,12 @@ class Stepper:
             h = hs[k]
             projected = input_term[ids] if k == 0 else input_term(x)
             if self.kind == "lstm":
+                # Few, whole-vector operations: at batch 1 each call costs more than its math.
                 gates = recurrent(h, add=projected)  # (B, 4H) in i, f, g, o order
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * cs[k] + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c)
+                i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
+                g = torch.tanh(gates[:, 2 * self.hidden : 3 * self.hidden])
+                c = torch.addcmul(f * cs[k], i, g)
+                x = o * torch.tanh(c)
                 new_c.append(c)
             elif self.kind == "gru":
                 rh, zh, nh = recurrent(h).chunk(3, dim=1)  # r, z, n order
@@ -182,8 +193,13 @@ class Stepper:
             new_h.append(x)
         logits = self.head(x)
         if self.kind == "lstm":
-            return logits, (torch.stack(new_h), torch.stack(new_c))
-        return logits, torch.stack(new_h)
+            return logits, (stack(new_h), stack(new_c))
+        return logits, stack(new_h)
+
+
+def stack(layers: list[torch.Tensor]) -> torch.Tensor:
+    """(layers, B, H) from each layer's (B, H); one layer is a view, not a copy."""
+    return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
 
 
 # Above this many bytes of weights per step, a batch-1 step is bound by streaming them from
