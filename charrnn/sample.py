@@ -74,6 +74,13 @@ def next_ids(
 INT8_MIN_HIDDEN = 256  # smaller models fit in cache: int8's conversions would cost more
 
 
+def plus_bias(add: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """What a projection adds to its product: a term, its bias, both, or nothing."""
+    if add is None or bias is None:
+        return bias if add is None else add
+    return add + bias
+
+
 class Dense:
     """``x @ W.T (+ b)`` with W pre-transposed and contiguous (one addmm or mm a call)."""
 
@@ -81,10 +88,7 @@ class Dense:
         self.weight_t, self.bias = weight.T.contiguous(), bias
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        if add is None:
-            add = self.bias
-        elif self.bias is not None:
-            add = add + self.bias
+        add = plus_bias(add, self.bias)
         return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)
 
 
@@ -106,10 +110,7 @@ class Int8:
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales)
-        if add is None:
-            add = self.bias
-        elif self.bias is not None:
-            add = add + self.bias
+        add = plus_bias(add, self.bias)
         return out.float() if add is None else torch.add(add, out)  # float32, as add
 
 

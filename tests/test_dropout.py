@@ -10,16 +10,18 @@ from charrnn.model import CharModel
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.4, 0.5, 0.9])
 def test_mask_drops_a_fraction_p_and_keeps_the_mean(p):
+    torch.manual_seed(0)  # the bounds below are 6+ standard deviations wide; seeded all the same
     mask = dropout_mask((1000, 1000), p, torch.empty(0))
     dropped = (mask == 0).float().mean().item()
     # One million Bernoulli draws: the standard deviation of the fraction is under 0.0005.
     assert dropped == pytest.approx(p, abs=0.003)
-    assert mask.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert mask.mean().item() == pytest.approx(1.0, abs=0.02)
     zero, kept = mask.unique().tolist()
     assert zero == 0.0 and kept == pytest.approx(1 / (1 - p), rel=1e-4)
 
 
 def test_mask_elements_are_independent_across_rows_and_columns():
+    torch.manual_seed(0)
     mask = dropout_mask((2000, 500), 0.5, torch.empty(0)) > 0
     assert (mask[:, 0] == mask[:, 1]).float().mean().item() == pytest.approx(0.5, abs=0.05)
     assert (mask[0] == mask[1]).float().mean().item() == pytest.approx(0.5, abs=0.1)
