@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks import workspace
 from charrnn import checkpoint as ckpt
 from charrnn.cli import app
-from charrnn.corpus import read_text
 from tests.killing import MOMENTS, finish, kill_once, temporaries
-
-WORK = Path(__file__).parent / "_work" / "kill"
 
 
 def main() -> None:
@@ -35,10 +31,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=5)
     options = parser.parse_args()
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    corpus = WORK / "corpus.txt"
-    corpus.write_text(read_text("shakespeare")[:60_000], encoding="utf-8")
+    work, corpus = workspace.fresh("kill", 60_000)
     max_steps = 12 * options.kills  # outlasts the kills: most moments come within 25 steps
     # A ~5 MB last.pt: saves take tens of milliseconds, so random kills land in them too.
     args = ["--config", "tiny", "--threads", "1", "--hidden-size", "256",
@@ -46,7 +39,7 @@ def main() -> None:
             "--eval-every", "1", "--eval-chars", "64",
             "--checkpoint-every", str(options.checkpoint_every), "--max-steps", str(max_steps),
             "--corpus", str(corpus)]  # fmt: skip
-    run = WORK / "run"
+    run = work / "run"
     rng = random.Random(options.seed)
     started = time.perf_counter()
     kills = []
@@ -66,7 +59,7 @@ def main() -> None:
 
     # The same run in this process, never interrupted (evaluations and saves do not change
     # what is learned, so it skips them).
-    reference = WORK / "reference"
+    reference = work / "reference"
     app(["train", *args, "--eval-every", "0", "--checkpoint-every", "0", "--out", str(reference)],
         standalone_mode=False)  # fmt: skip
     expected = ckpt.load(reference / "last.pt")["model"]

@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from benchmarks import workspace
 from charrnn import checkpoint as ckpt
-from charrnn.corpus import read_text
 
-WORK = Path(__file__).parent / "_work" / "soak"
 SAMPLE_SECONDS = 0.2
 
 
@@ -55,11 +52,8 @@ def main() -> None:
     parser.add_argument("--tolerance-mb", type=float, default=10.0)
     options = parser.parse_args()
 
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    corpus = WORK / "corpus.txt"
-    corpus.write_text(read_text("shakespeare")[:200_000], encoding="utf-8")
-    run = WORK / "run"
+    work, corpus = workspace.fresh("soak", 200_000)
+    run = work / "run"
     command = [
         sys.executable, "-m", "charrnn", "train", "--config", "tiny", "--threads", "1",
         "--corpus", str(corpus), "--out", str(run), "--max-steps", "0",
