@@ -27,10 +27,10 @@ from typing import Any, BinaryIO
 
 import torch
 
-from charrnn import __version__
+from charrnn import __version__, rundir
 from charrnn import config as config_module
 from charrnn.corpus import Vocabulary
-from charrnn.errors import CharRNNError, CheckpointError
+from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 from charrnn.model import LSTM_CELLS, CharModel
 
 FORMAT_VERSION = 1
@@ -113,38 +113,12 @@ def _fsync_directory(folder: Path) -> None:
         os.close(descriptor)
 
 
-def resolve(path: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
-    """A .pt file, or a run directory (then the first of `prefer` that exists)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        for name in prefer:
-            if (path / name).is_file():
-                return path / name
-        raise CheckpointError(
-            f"{str(path)!r} holds no checkpoint ({' or '.join(prefer)}); "
-            "give a run directory of charrnn train or a .pt file"
-        )
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if not path.is_file():
-        # A FIFO or a device would block or stream forever instead of failing.
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file")
-    return path
+def load(path: str | Path, prefer: tuple[str, ...] = rundir.FOR_USING) -> dict[str, Any]:
+    """Read and validate a checkpoint (a file, or a run's `prefer`red one) on the CPU.
 
-
-def latest_run(root: Path = Path("checkpoints")) -> Path:
-    """The most recently written run directory under `root` (what `charrnn sample` defaults to)."""
-    runs = [p for p in root.glob("*/last.pt")] + [p for p in root.glob("*/best.pt")]
-    if not runs:
-        raise CheckpointError(
-            f"no runs in {str(root)!r}; train one with `charrnn train` or name a checkpoint"
-        )
-    return max(runs, key=lambda p: p.stat().st_mtime).parent
-
-
-def load(path: str | Path, prefer: tuple[str, ...] = ("best.pt", "last.pt")) -> dict[str, Any]:
-    """Read and validate a checkpoint on the CPU. Never executes code from the file."""
-    path = resolve(path, prefer)
+    Never executes code from the file.
+    """
+    path = rundir.find_checkpoint(path, prefer)
     _verify_archive(path)
     try:
         # torch warns about the pickle protocol of files it then refuses; the user gets our
@@ -382,11 +356,29 @@ def _hidden_problem(hidden: Any, model_config: Any, batch_size: int) -> str | No
 def describe_model(checkpoint: dict[str, Any]) -> tuple[config_module.ModelConfig, Vocabulary]:
     """The model config and vocabulary a checkpoint names, validated."""
     try:
-        model_config = config_module.build(config_module.ModelConfig, checkpoint["model_config"])
+        model_config = config_module.from_saved(
+            config_module.ModelConfig, checkpoint["model_config"]
+        )
         vocab = Vocabulary.from_list(checkpoint["vocab"])
     except CharRNNError as error:
         raise CheckpointError(f"checkpoint has an invalid model description: {error}") from None
     return model_config, vocab
+
+
+def resume_configs(
+    checkpoint: dict[str, Any], overrides: dict[str, Any]
+) -> tuple[config_module.ModelConfig, config_module.TrainConfig]:
+    """The run's saved configs with the run-control `overrides` applied; others are refused."""
+    try:
+        model_config = config_module.from_saved(
+            config_module.ModelConfig, checkpoint["model_config"]
+        )
+        train_config = config_module.from_saved(
+            config_module.TrainConfig, checkpoint["train_config"]
+        )
+    except (ConfigError, KeyError) as error:
+        raise CheckpointError(f"checkpoint has invalid configs: {error}") from None
+    return config_module.resume(model_config, train_config, overrides)
 
 
 def restore_model(checkpoint: dict[str, Any]):

@@ -1,4 +1,10 @@
-"""Configuration: frozen dataclasses for the model and for training, loaded from TOML.
+"""Every setting, declared once: name, type, default, bounds, help and where it belongs.
+
+The dataclasses below are the only place a setting is written down. The ``train`` command's
+options, their ``--help`` panels, TOML loading, validation and the rules for what a resumed
+run may change are all derived from these declarations, and other commands that take the same
+setting (``eval --batch-size``, ``sample --device``) reuse its declaration with their own
+default.
 
 Precedence, lowest first: the defaults below < a ``--config FILE.toml`` < flags the user typed.
 A config file has two tables, ``[model]`` and ``[train]``; every key is a field below. Unknown
@@ -20,85 +26,147 @@ from charrnn.errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn", "gate-lstm", "peephole-lstm", "gate-gru")
 
+# The --help panels of `charrnn train`, in the order they are shown.
+MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
 
-def _opt(default: Any, help: str, **rules: Any) -> Any:
-    """A config field with its help text and validation rules (choices, min, max, ...)."""
-    return field(default=default, metadata={"help": help, **rules})
+
+@dataclass(frozen=True)
+class Setting:
+    """What a config field's metadata says about it (its name, type and default are the field's).
+
+    ``flags`` are extra names for its option (``-b``, ``--lr``); ``run_control`` settings may
+    change when a run is resumed, since they do not change what is learned.
+    """
+
+    help: str
+    panel: str
+    flags: tuple[str, ...] = ()
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    run_control: bool = False
+
+    def bounds_text(self) -> str:
+        """The accepted values in words, for --help and error messages."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        parts = []
+        if self.min is not None:
+            parts.append(f"> {self.min:g}" if self.min_open else f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"< {self.max:g}" if self.max_open else f"<= {self.max:g}")
+        return " and ".join(parts)
+
+
+def setting(default: Any, help: str, panel: str, **rules: Any) -> Any:
+    """A config field: its default, and its Setting (help text, panel, bounds) as metadata."""
+    return field(default=default, metadata={"setting": Setting(help, panel, **rules)})
+
+
+def _fraction(default: float, help: str, panel: str, **rules: Any) -> Any:
+    """A value in [0, 1) (dropout and the like: 1 would remove everything)."""
+    return setting(default, help, panel, min=0.0, max=1.0, max_open=True, **rules)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = _opt("lstm", "recurrent core", choices=CELLS)
-    hidden_size: int = _opt(512, "units per recurrent layer", min=1)
-    num_layers: int = _opt(1, "stacked recurrent layers", min=1)
-    embedding_dim: int = _opt(64, "character embedding size; 0 = the lesson's one-hot input", min=0)
-    dropout: float = _opt(
-        0.0, "dropout between layers and before the head", min=0.0, max=1.0, max_open=True
+    cell: str = setting("lstm", "recurrent core", MODEL, choices=CELLS)
+    hidden_size: int = setting(512, "units per recurrent layer", MODEL, min=1)
+    num_layers: int = setting(1, "stacked recurrent layers", MODEL, min=1)
+    embedding_dim: int = setting(
+        64, "character embedding size; 0 = the lesson's one-hot input", MODEL, min=0
     )
-    weight_drop: float = _opt(
+    dropout: float = _fraction(0.0, "dropout between layers and before the head", MODEL)
+    weight_drop: float = _fraction(
         0.0,
         "DropConnect on the recurrent weights (AWD-LSTM's weight drop): the strongest "
         "regulariser for a small corpus",
-        min=0.0,
-        max=1.0,
-        max_open=True,
+        MODEL,
     )
-    bias: bool = _opt(True, "learn bias terms in the recurrent core")
-    nonlinearity: str = _opt("tanh", "activation of the plain rnn cell", choices=("tanh", "relu"))
-    bidirectional: bool = _opt(False, "refused: a generator reads left to right")
+    bias: bool = setting(True, "learn bias terms in the recurrent core", MODEL)
+    nonlinearity: str = setting(
+        "tanh", "activation of the plain rnn cell", MODEL, choices=("tanh", "relu")
+    )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    corpus: str = _opt("shakespeare", "bundled corpus name or path to a UTF-8 text file")
-    val_fraction: float = _opt(
-        0.1, "last fraction of the text held out for validation", min=0.0, max=1.0, max_open=True
+    corpus: str = setting(
+        "shakespeare", "bundled corpus name or path to a UTF-8 text file", DATA, flags=("-c",)
     )
-    batch_size: int = _opt(32, "parallel rows of text per step", min=1)
-    seq_length: int = _opt(100, "characters per row per step (BPTT length)", min=1)
-    shift_epochs: bool = _opt(True, "start each epoch at a different point of the cycle")
-    optimizer: str = _opt("adamw", "optimiser", choices=("adam", "adamw"))
-    learning_rate: float = _opt(2e-3, "peak learning rate", min=0.0, min_open=True)
-    lr_schedule: str = _opt(
-        "cosine", "decay after warm-up", choices=("cosine", "linear", "constant")
+    val_fraction: float = _fraction(0.1, "last fraction of the text held out for validation", DATA)
+    batch_size: int = setting(32, "parallel rows of text per step", DATA, flags=("-b",), min=1)
+    seq_length: int = setting(
+        100, "characters per row per step (BPTT length)", DATA, flags=("-s",), min=1
     )
-    min_lr_fraction: float = _opt(0.05, "final learning rate / peak", min=0.0, max=1.0)
-    warmup_steps: int = _opt(100, "linear warm-up steps", min=0)
-    weight_decay: float = _opt(0.0, "decoupled weight decay (adamw) or L2 (adam)", min=0.0)
-    grad_clip: float = _opt(5.0, "clip the gradient norm to this; 0 = off", min=0.0)
-    max_steps: int = _opt(0, "stop after this many steps; 0 = no limit", min=0, run_control=True)
-    max_epochs: float = _opt(
-        0.0, "stop after this many epochs; 0 = no limit", min=0.0, run_control=True
+    shift_epochs: bool = setting(True, "start each epoch at a different point of the cycle", DATA)
+    optimizer: str = setting("adamw", "optimiser", OPTIMISATION, choices=("adam", "adamw"))
+    learning_rate: float = setting(
+        2e-3, "peak learning rate", OPTIMISATION, flags=("--lr",), min=0.0, min_open=True
     )
-    max_time: float = _opt(
-        0.0,
-        "stop after this many seconds of this invocation; 0 = no limit",
-        min=0.0,
-        run_control=True,
+    lr_schedule: str = setting(
+        "cosine", "decay after warm-up", OPTIMISATION, choices=("cosine", "linear", "constant")
     )
-    eval_every: int = _opt(
-        200, "evaluate every N steps; 0 = only at the end", min=0, run_control=True
+    min_lr_fraction: float = setting(
+        0.05, "final learning rate / peak", OPTIMISATION, min=0.0, max=1.0
     )
-    eval_chars: int = _opt(
-        0,
-        "characters of the validation split scored by periodic evaluations; 0 = all "
-        "(the final evaluation always scores all)",
-        min=0,
-        run_control=True,
+    warmup_steps: int = setting(100, "linear warm-up steps", OPTIMISATION, min=0)
+    weight_decay: float = setting(
+        0.0, "decoupled weight decay (adamw) or L2 (adam)", OPTIMISATION, min=0.0
     )
-    checkpoint_every: int = _opt(
-        500, "write last.pt every N steps; 0 = only at the end", min=0, run_control=True
+    grad_clip: float = setting(
+        5.0, "clip the gradient norm to this; 0 = off", OPTIMISATION, min=0.0
     )
     # At most 2**32 - 1: epoch shifts seed a generator with seed * 1_000_003 + epoch, which
     # must fit torch's 64 bits.
-    seed: int = _opt(1337, "random seed (weights, dropout, epoch shifts)", min=0, max=2**32 - 1)
-    device: str = _opt(
-        "auto", "where to train", choices=("auto", "cpu", "cuda", "mps"), run_control=True
+    seed: int = setting(
+        1337, "random seed (weights, dropout, epoch shifts)", OPTIMISATION, min=0, max=2**32 - 1
     )
-    threads: int = _opt(0, "CPU threads; 0 = all cores", min=0, run_control=True)
-    precision: str = _opt(
+    max_steps: int = setting(
+        0, "stop after this many steps; 0 = no limit", RUN_CONTROL, min=0, run_control=True
+    )
+    max_epochs: float = setting(
+        0.0, "stop after this many epochs; 0 = no limit", RUN_CONTROL, min=0.0, run_control=True
+    )
+    max_time: float = setting(
+        0.0,
+        "stop after this many seconds of this invocation; 0 = no limit",
+        RUN_CONTROL,
+        min=0.0,
+        run_control=True,
+    )
+    eval_every: int = setting(
+        200, "evaluate every N steps; 0 = only at the end", RUN_CONTROL, min=0, run_control=True
+    )
+    eval_chars: int = setting(
+        0,
+        "characters of the validation split scored by periodic evaluations; 0 = all "
+        "(the final evaluation always scores all)",
+        RUN_CONTROL,
+        min=0,
+        run_control=True,
+    )
+    checkpoint_every: int = setting(
+        500,
+        "write last.pt every N steps; 0 = only at the end",
+        RUN_CONTROL,
+        min=0,
+        run_control=True,
+    )
+    device: str = setting(
+        "auto",
+        "where to run",
+        RUN_CONTROL,
+        choices=("auto", "cpu", "cuda", "mps"),
+        run_control=True,
+    )
+    threads: int = setting(0, "CPU threads; 0 = all cores", RUN_CONTROL, min=0, run_control=True)
+    precision: str = setting(
         "auto",
         "autocast: auto = bf16 where the hardware is fast at it (AMX CPUs, GPUs)",
+        RUN_CONTROL,
         choices=("auto", "fp32", "bf16", "fp16"),
         run_control=True,
     )
@@ -106,14 +174,39 @@ class TrainConfig:
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
 
+# Keys that older versions wrote and this one no longer has: what a saved value means now.
+# `bidirectional` only ever existed to be refused (a generator reads left to right).
+RETIRED_KEYS = {
+    "bidirectional": (
+        False,
+        "a bidirectional model reads text right to left as well, so it cannot generate text "
+        "one character after another",
+    )
+}
+
 
 def fields_of(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def all_field_names() -> dict[str, str]:
-    """Every config key -> the section it belongs to."""
-    return {name: section for section, cls in SECTIONS.items() for name in fields_of(cls)}
+def all_fields() -> dict[str, dataclasses.Field]:
+    """Every declared setting of every section, by name."""
+    return {name: f for cls in SECTIONS.values() for name, f in fields_of(cls).items()}
+
+
+def section_of(name: str) -> str:
+    for section, cls in SECTIONS.items():
+        if name in fields_of(cls):
+            return section
+    raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(all_fields())}")
+
+
+def declaration(name: str) -> tuple[type, Any, Setting]:
+    """(type, default, Setting) of a declared setting."""
+    f = all_fields().get(name)
+    if f is None:
+        raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(all_fields())}")
+    return type(f.default), f.default, f.metadata["setting"]
 
 
 def bundled_configs() -> dict[str, Path]:
@@ -149,22 +242,36 @@ def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(
                 f"config {str(path)!r}: unknown table [{section}]; use [model] and [train]"
             )
+        try:
+            result[section] = without_retired_keys(values)
+        except ConfigError as error:
+            raise ConfigError(f"config {str(path)!r}: {error}") from None
         known = fields_of(SECTIONS[section])
-        for key in values:
+        for key in result[section]:
             if key not in known:
                 raise ConfigError(
                     f"config {str(path)!r}: unknown key {key!r} in [{section}]; "
                     f"valid keys: {', '.join(known)}"
                 )
-        result[section] = dict(values)
     return result
 
 
-def check_value(cls: type, name: str, value: Any) -> Any:
+def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` less the keys older versions wrote; a retired key set to a refused value fails.
+
+    Old run directories (their config.toml and checkpoints) keep loading: a saved
+    ``bidirectional = false`` meant what every model now is.
+    """
+    kept = dict(values)
+    for key, (meaning, refusal) in RETIRED_KEYS.items():
+        if key in kept and kept.pop(key) != meaning:
+            raise ConfigError(f"{key} must be {str(meaning).lower()}: {refusal}")
+    return kept
+
+
+def check_value(name: str, value: Any) -> Any:
     """Type-check and range-check one value; returns it converted (int -> float where due)."""
-    f = fields_of(cls)[name]
-    rules = f.metadata
-    expected = type(f.default)
+    expected, _, rules = declaration(name)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
@@ -176,14 +283,14 @@ def check_value(cls: type, name: str, value: Any) -> Any:
         )
     if expected is float and not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if "choices" in rules and value not in rules["choices"]:
-        raise ConfigError(f"{name} must be one of {', '.join(rules['choices'])}; got {value!r}")
-    low, high = rules.get("min"), rules.get("max")
-    if low is not None and (value < low or (rules.get("min_open") and value == low)):
-        bound = f"greater than {low}" if rules.get("min_open") else f"at least {low}"
+    if rules.choices and value not in rules.choices:
+        raise ConfigError(f"{name} must be {rules.bounds_text()}; got {value!r}")
+    low, high = rules.min, rules.max
+    if low is not None and (value < low or (rules.min_open and value == low)):
+        bound = f"greater than {low}" if rules.min_open else f"at least {low}"
         raise ConfigError(f"{name} must be {bound}, got {value!r}")
-    if high is not None and (value > high or (rules.get("max_open") and value == high)):
-        bound = f"less than {high}" if rules.get("max_open") else f"at most {high}"
+    if high is not None and (value > high or (rules.max_open and value == high)):
+        bound = f"less than {high}" if rules.max_open else f"at most {high}"
         raise ConfigError(f"{name} must be {bound}, got {value!r}")
     return value
 
@@ -193,14 +300,14 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     for key in values:
         if key not in known:
             raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(known)}")
-    checked = {key: check_value(cls, key, value) for key, value in values.items()}
-    config = cls(**checked)
-    if isinstance(config, ModelConfig) and config.bidirectional:
-        raise ConfigError(
-            "bidirectional must be false: a bidirectional model reads text right to left as "
-            "well, so it cannot generate text one character after another"
-        )
-    return config
+    return cls(**{key: check_value(key, value) for key, value in values.items()})
+
+
+def from_saved(cls: type, values: Any) -> Any:
+    """A config saved in a checkpoint, by this or an older version."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a saved {cls.__name__} must be a table, got {type(values).__name__}")
+    return build(cls, without_retired_keys(values))
 
 
 def resolve(config_file: str | None, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
@@ -209,17 +316,34 @@ def resolve(config_file: str | None, overrides: dict[str, Any]) -> tuple[ModelCo
     if config_file is not None:
         for section, values in load_toml(config_file).items():
             sections[section].update(values)
-    owner = all_field_names()
     for key, value in overrides.items():
-        if key not in owner:
-            raise ConfigError(f"unknown option {key!r}; valid: {', '.join(owner)}")
-        sections[owner[key]][key] = value
+        sections[section_of(key)][key] = value
     return build(ModelConfig, sections["model"]), build(TrainConfig, sections["train"])
 
 
 def run_control_fields() -> set[str]:
     """Training fields a resumed run may change (they do not change what is learned)."""
-    return {name for name, f in fields_of(TrainConfig).items() if f.metadata.get("run_control")}
+    return {name for name, (_, _, s) in _declarations(TrainConfig) if s.run_control}
+
+
+def _declarations(cls: type) -> list[tuple[str, tuple[type, Any, Setting]]]:
+    return [(name, declaration(name)) for name in fields_of(cls)]
+
+
+def resume(
+    model_config: ModelConfig, train_config: TrainConfig, overrides: dict[str, Any]
+) -> tuple[ModelConfig, TrainConfig]:
+    """A run's saved configs with the run-control overrides applied; other changes refused."""
+    allowed = run_control_fields()
+    saved = {**to_dict(model_config), **to_dict(train_config)}
+    refused = [k for k, v in overrides.items() if k not in allowed and saved.get(k) != v]
+    if refused:
+        raise ConfigError(
+            f"cannot change {', '.join(refused)} when resuming: it would change the model, the "
+            f"data or the optimiser; only {', '.join(sorted(allowed))} may change"
+        )
+    changes = {k: v for k, v in overrides.items() if k in allowed}
+    return model_config, build(TrainConfig, {**to_dict(train_config), **changes})
 
 
 def to_dict(config: Any) -> dict[str, Any]:

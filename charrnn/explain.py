@@ -383,6 +383,11 @@ def top_units(
     return matches
 
 
+def best_match(matches: dict[str, list[UnitMatch]]) -> UnitMatch:
+    """The unit that follows its pattern most closely, of all patterns' best."""
+    return max((found[0] for found in matches.values()), key=lambda m: abs(m.correlation))
+
+
 # --------------------------------------------------------------------------- sharing as HTML
 
 PAGE = """<!DOCTYPE html>

@@ -7,20 +7,16 @@ these facts (``charrnn inspect``, ``charrnn runs``); ``to_json`` gives them to s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from charrnn import checkpoint as ckpt
+from charrnn import rundir
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.model import count_parameters
 from charrnn.train import bits_per_char
-
-# A run directory holds last.pt (the whole run so far) and best.pt (its best moment); inspecting
-# a run describes the whole run, so last.pt comes first here (sampling prefers best.pt).
-RUN_CHECKPOINTS = ("last.pt", "best.pt")
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ def _bpc(nats: float | None) -> float | None:
 
 def summarize(path: str | Path) -> CheckpointSummary:
     """Read a .pt file or a run directory (its last.pt, else best.pt). Raises CheckpointError."""
-    file = ckpt.resolve(path, prefer=RUN_CHECKPOINTS)
+    file = rundir.find_checkpoint(path, rundir.FOR_DESCRIBING)
     checkpoint = ckpt.load(file)
     # Building the model checks that the weights fit the description, and counts what is there.
     model, vocab = ckpt.restore_model(checkpoint)
@@ -113,32 +109,8 @@ def summarize(path: str | Path) -> CheckpointSummary:
         last_val_loss=last,
         written=datetime.fromtimestamp(file.stat().st_mtime),
         charrnn_version=checkpoint.get("charrnn_version"),
-        metrics=read_metrics(file.parent),
+        metrics=rundir.read_metrics(file.parent),
     )
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The evaluations a run logged, in order; [] when the run has no metrics.jsonl.
-
-    A line that is not a JSON object is skipped: a run killed mid-write can leave half a line at
-    the end, and the curve before it is still worth seeing.
-    """
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"cannot read {str(path)!r}: {error}") from None
-    metrics = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            metrics.append(entry)
-    return metrics
 
 
 def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
@@ -152,25 +124,6 @@ def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     return curves
 
 
-def run_dirs(root: Path) -> list[Path]:
-    """The folders directly under `root` that hold a checkpoint, by name."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(
-        folder
-        for folder in root.iterdir()
-        if folder.is_dir() and any((folder / name).is_file() for name in RUN_CHECKPOINTS)
-    )
-
-
-def holds_runs(path: Path) -> bool:
-    """True for a folder of runs (like ./checkpoints), not itself a run."""
-    path = Path(path)
-    is_run = any((path / name).is_file() for name in RUN_CHECKPOINTS)
-    return path.is_dir() and not is_run and bool(run_dirs(path))
-
-
 @dataclass(frozen=True)
 class RunListing:
     """The runs of a folder, newest first, and the ones that could not be read (and why)."""
@@ -182,7 +135,7 @@ class RunListing:
 def list_runs(root: str | Path) -> RunListing:
     """Summaries of every run under `root`. Raises CheckpointError when there is none at all."""
     root = Path(root).expanduser()
-    folders = run_dirs(root)
+    folders = rundir.run_dirs(root)
     if not folders:
         raise CheckpointError(
             f"no runs in {str(root)!r}; train one with `charrnn train` or name a folder of runs"

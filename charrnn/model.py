@@ -24,8 +24,6 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 def make_core(config: ModelConfig, input_size: int) -> nn.Module:
     """The recurrent core named by ``config.cell``, batch-first, with the lesson's parameters."""
-    if config.bidirectional:
-        raise ConfigError("bidirectional cores cannot generate text left to right; set it false")
     # torch only applies dropout between layers and warns if asked with one layer.
     between = config.dropout if config.num_layers > 1 else 0.0
     common = dict(

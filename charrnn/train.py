@@ -16,7 +16,6 @@ rows of every batch, and the ranks agree on what must be common to all of them.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -24,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +193,6 @@ class StopRequest:
 def unwritable(run_dir: Path, error: OSError) -> TrainingError:
     reason = error.strerror or str(error)
     return TrainingError(f"cannot write to the run directory {str(run_dir)!r}: {reason}")
-
-
-def default_run_dir(corpus: str, cell: str, root: Path = Path("checkpoints")) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = Path(corpus).stem if corpus.endswith(".txt") or "/" in corpus else corpus
-    return root / f"{name}-{cell}-{stamp}"
 
 
 class Trainer:
@@ -581,33 +573,3 @@ class Trainer:
         # Like a failed periodic checkpoint: a missing metrics line beats a lost run.
         warnings.append(f"could not append to metrics.jsonl: {reason}")
         self.log(f"warning: {warnings[-1]}")
-
-
-def resume_configs(
-    checkpoint: dict[str, Any], overrides: dict[str, Any]
-) -> tuple[ModelConfig, TrainConfig]:
-    """The run's saved configs with the run-control overrides applied; others are refused."""
-    try:
-        model_config = config_module.build(ModelConfig, checkpoint["model_config"])
-        saved_train = dict(checkpoint["train_config"])
-    except (ConfigError, TypeError) as error:
-        raise CheckpointError(f"checkpoint has invalid configs: {error}") from None
-    allowed = config_module.run_control_fields()
-    saved = {**config_module.to_dict(model_config), **saved_train}
-    refused = [k for k, v in overrides.items() if k not in allowed and saved.get(k) != v]
-    if refused:
-        raise ConfigError(
-            f"cannot change {', '.join(refused)} when resuming: it would change the model, the "
-            f"data or the optimiser; only {', '.join(sorted(allowed))} may change"
-        )
-    saved_train.update({k: v for k, v in overrides.items() if k in allowed})
-    return model_config, config_module.build(TrainConfig, saved_train)
-
-
-def describe(model_config: ModelConfig, train_config: TrainConfig) -> list[tuple[str, str]]:
-    """The resolved config as (key, value) rows, for the CLI's table."""
-    rows = []
-    for config in (model_config, train_config):
-        for f in dataclasses.fields(config):
-            rows.append((f.name, str(getattr(config, f.name))))
-    return rows

@@ -14,9 +14,10 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn import config
+from charrnn.checkpoint import resume_configs
 from charrnn.distributed import World, threads_per_process
 from charrnn.errors import ConfigError
-from charrnn.train import Trainer, resume_configs
+from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
 
 # Same global batch on one or two processes; fp32 and no dropout, so the curves can match.

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 from charrnn import checkpoint as ckpt
 from charrnn import config
+from charrnn.checkpoint import resume_configs
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 from charrnn.sample import TextGenerator
-from charrnn.train import Trainer, resume_configs
+from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
 
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -141,7 +142,7 @@ def test_a_checkpoint_with_any_value_replaced_is_used_or_refused(run, data):
 
 # --------------------------------------------------------------------------- configs
 
-KEYS = [*config.all_field_names(), "hiden_size", "model", '"quoted key"', "a.b", "x-y"]
+KEYS = [*config.all_fields(), "hiden_size", "model", '"quoted key"', "a.b", "x-y"]
 VALUES = st.one_of(
     st.integers().map(str),
     st.floats().map(repr),  # nan, inf, 1e+300: all TOML

@@ -246,7 +246,10 @@ DAMAGED = [
     ("a terabyte model in a small file", lambda g, b: edited(g, hidden_size=10**7), "has shape"),
     ("10**30 layers", lambda g, b: edited(g, num_layers=10**30), "layers but holds only"),
     ("an unknown cell", lambda g, b: edited(g, cell="transformer"), "cell must be one of"),
-    ("a bidirectional model", lambda g, b: edited(g, bidirectional=True), "bidirectional"),
+    # Older versions saved `bidirectional` (always false); a true one is still refused.
+    ("a bidirectional model",
+     lambda g, b: {**g, "model_config": {**g["model_config"], "bidirectional": True}},
+     "bidirectional must be false"),
     ("an unsorted vocabulary", lambda g, b: edited(g, vocab=g["vocab"][::-1]), "vocabulary"),
 ]  # fmt: skip
 

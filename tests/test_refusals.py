@@ -89,7 +89,6 @@ ROWS = [
     ("bidirectional in a config", new("--config", "{root}/bidirectional.toml"),
      "bidirectional must be false"),
     # Flags.
-    ("bidirectional flag", new("--bidirectional"), "bidirectional must be false"),
     ("unknown cell", new("--cell", "transformer"), "cell must be one of"),
     ("unknown optimizer", new("--optimizer", "sgd"), "optimizer must be one of"),
     ("zero hidden size", new("--hidden-size", "0"), "hidden_size must be at least 1"),

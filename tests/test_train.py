@@ -14,8 +14,9 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn import config
+from charrnn.checkpoint import resume_configs
 from charrnn.errors import CheckpointError, TrainingError
-from charrnn.train import StopRequest, Trainer, evaluate, resume_configs
+from charrnn.train import StopRequest, Trainer, evaluate
 from tests.conftest import TINY_FLAGS, run_cli
 
 

@@ -1,0 +1,78 @@
+"""The command line: parse, call the library, show the result. No model or training logic here.
+
+One module per command (or pair of related commands); `common` holds the consoles and the one
+place that turns errors into exit codes, `settings` derives options from charrnn.config.
+
+    charrnn/cli/batches.py    inspect-batches
+    charrnn/cli/train.py      train
+    charrnn/cli/sample.py     sample
+    charrnn/cli/runs.py       inspect, runs
+    charrnn/cli/evaluate.py   eval
+    charrnn/cli/explain.py    explain
+"""
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from charrnn import __version__
+from charrnn.cli import batches, evaluate, explain, runs, sample, train
+from charrnn.cli.common import guarded, out
+
+app = typer.Typer(
+    name="charrnn",
+    help="Character-level recurrent networks: train on any UTF-8 text, then sample from it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for name, command in (
+    ("inspect-batches", batches.inspect_batches),
+    ("train", train.train),
+    ("sample", sample.sample),
+    ("inspect", runs.inspect_run),
+    ("runs", runs.runs),
+    ("eval", evaluate.eval_command),
+    ("explain", explain.explain),
+):
+    app.command(name)(guarded(command))
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
+    ] = None,
+) -> None:
+    """charrnn: learn to write like any text, one character at a time."""
+
+
+def run() -> None:
+    """The `charrnn` command (and ``python -m charrnn``): the app, with a clean multi-process exit.
+
+    A process of a multi-process run (a torchrun worker) leaves without the interpreter's
+    teardown. After an early exit (the ranks refused to train together, within a second of
+    connecting), gloo's threads sometimes abort that teardown ("terminate called without an
+    active exception", SIGABRT), which would replace the exit status the rank has reported.
+    """
+    try:
+        app(prog_name="charrnn")
+    except SystemExit as done:
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun sets it in its workers
+            raise
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -1,0 +1,102 @@
+"""`charrnn inspect-batches`: what the cyclic loader feeds the model, drawn step by step."""
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.cli import settings
+from charrnn.cli.common import VISIBLE_LEGEND, out, print_json, visible
+from charrnn.errors import ConfigError
+
+
+def inspect_batches(
+    corpus: settings.option("corpus") = "shakespeare",
+    demo: Annotated[
+        int | None,
+        typer.Option(help="Use the integers 1..N as the data, as in the lesson.", min=1),
+    ] = None,
+    batch_size: settings.option("batch_size") = 2,
+    seq_length: settings.option("seq_length") = 3,
+    steps: Annotated[int, typer.Option(help="How many steps to show.", min=1)] = 2,
+    split: Annotated[str, typer.Option(help="train or val.")] = "train",
+    val_fraction: settings.option("val_fraction") = 0.1,
+    offset: Annotated[int, typer.Option(help="Rotate the layout along the cycle.", min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the batches as JSON.")] = False,
+) -> None:
+    """Show what the cyclic loader feeds the model: inputs beside targets, step by step."""
+    import torch
+
+    from charrnn.batching import CyclicBatches
+    from charrnn.train import load_data
+
+    settings.check(batch_size=batch_size, seq_length=seq_length, val_fraction=val_fraction)
+    if split not in ("train", "val"):
+        raise ConfigError(f"split must be train or val, got {split!r}")
+    if demo is not None:
+        data, show = torch.arange(1, demo + 1), list  # rows of integers
+        source = f"the integers 1..{demo}"
+    else:
+        loaded = load_data(corpus, val_fraction)
+        data, show = (loaded.train if split == "train" else loaded.val), loaded.vocab.decode
+        source = f"{corpus} ({split} split)"
+    batches = CyclicBatches(data, batch_size, seq_length, offset)
+    shown = [(k + 1, *batches[k]) for k in range(min(steps, len(batches)))]
+
+    if as_json:
+        print_json({
+            "batch_size": batch_size,
+            "seq_length": seq_length,
+            "n_batches": len(batches),
+            "steps": [
+                {"step": step, "inputs": [show(row.tolist()) for row in inputs],
+                 "targets": [show(row.tolist()) for row in targets]}
+                for step, inputs, targets in shown
+            ],
+        })  # fmt: skip
+        return
+    out.print(_layout(batches, source, len(data)))
+    # One width for every number, so inputs and targets line up column by column.
+    width = len(str(len(data))) if demo is not None else 1
+    for step, inputs, targets in shown:
+        table = Table(title=f"step {step} of {len(batches)}", title_justify="left")
+        table.add_column("row", justify="right")
+        table.add_column("inputs")
+        table.add_column("targets (inputs shifted by one)")
+        for r, (x, y) in enumerate(zip(inputs.tolist(), targets.tolist(), strict=True)):
+            xs, ys = (x, y) if demo is not None else (list(show(x)), list(show(y)))
+            table.add_row(str(r), _cells(xs, width), _cells(ys, width, new_last=True))
+        out.print(table)
+    if demo is None:
+        out.print(VISIBLE_LEGEND, style="dim")
+
+
+def _layout(batches, source: str, characters: int) -> Table:
+    """The layout's numbers, each with what it means."""
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row("data", f"{source}: {characters:,} characters")
+    summary.add_row("batch_size", f"{batches.batch_size} contiguous rows")
+    summary.add_row("seq_length", f"{batches.seq_length} characters per row per step")
+    summary.add_row(
+        "n_batches",
+        f"{len(batches):,} steps per epoch (row length {characters // batches.batch_size:,} "
+        f"// seq_length {batches.seq_length})",
+    )
+    summary.add_row(
+        "used", f"{batches.used:,} characters are inputs once per epoch; {batches.dropped:,} "
+        f"dropped at the end (they do not fill a whole step)",
+    )  # fmt: skip
+    summary.add_row("targets", "the next character of the text; after the last comes the first")
+    return summary
+
+
+def _cells(values: list, width: int, new_last: bool = False) -> Text:
+    """A row of integers or characters; `new_last` highlights the target not among the inputs."""
+    text = Text()
+    for i, value in enumerate(values):
+        token = str(value) if isinstance(value, int) else visible(value)
+        style = "bold green" if new_last and i == len(values) - 1 else ""
+        text.append(token.rjust(width), style=style)
+        text.append(" ")
+    return text

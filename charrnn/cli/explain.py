@@ -1,0 +1,129 @@
+"""`charrnn explain`: a text coloured by what the model saw in it (its surprise at each
+character, or one unit's gate), and the units that follow a pattern of the text."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from charrnn.cli.common import err, out, print_json, visible
+from charrnn.cli.evaluate import CHECKPOINT
+from charrnn.errors import ConfigError
+
+
+def explain(
+    checkpoint: CHECKPOINT,
+    text: Annotated[str | None, typer.Option("--text", help="The text to read.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the text from this file.")
+    ] = None,
+    show: Annotated[
+        str, typer.Option(help="surprise (the loss on each character) or gate (one unit's gate).")
+    ] = "surprise",
+    layer: Annotated[
+        int, typer.Option(help="Layer of the unit for --show gate (0 = the first).")
+    ] = 0,
+    unit: Annotated[
+        int, typer.Option(help="Unit within the layer for --show gate (0 = the first).")
+    ] = 0,
+    gate: Annotated[
+        str,
+        typer.Option(
+            help="learn (its ignore factor i), forget, use, cell (state) or hidden (state)."
+        ),
+    ] = "cell",
+    find: Annotated[
+        str | None,
+        typer.Option(
+            help="List the units that follow quotes, newline or line-position; show the best."
+        ),
+    ] = None,
+    top_units: Annotated[
+        int | None,
+        typer.Option(help="Units to list per pattern (every pattern unless --find) [5]."),
+    ] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option("--skip-unknown", help="Show characters the model never saw, unscored.")
+    ] = False,
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the view as a self-contained HTML page."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The values as JSON.")] = False,
+) -> None:
+    """Colour a text by what the model saw: its surprise at each character, or one unit's gate."""
+    from charrnn import checkpoint as ckpt
+    from charrnn import explain as explaining
+    from charrnn import rundir
+    from charrnn.corpus import read_text
+
+    if (text is None) == (file is None):
+        raise ConfigError("give the text to read with exactly one of --text or --file")
+    if show not in ("surprise", "gate"):
+        raise ConfigError(f"--show must be surprise or gate; got {show!r}")
+    path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
+    model, vocab = ckpt.restore_model(ckpt.load(path))
+    reading = explaining.read(vocab, text if text is not None else read_text(str(file)),
+                              skip_unknown)  # fmt: skip
+
+    matches = None
+    if find is not None or top_units is not None:
+        patterns = (find,) if find is not None else explaining.PATTERNS
+        matches = explaining.top_units(model, reading, patterns, gate, top_units or 5)
+        best = explaining.best_match(matches)
+        view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
+    elif show == "surprise":
+        view = explaining.surprise(model, vocab, reading)
+    else:
+        view = explaining.unit_trace(model, reading, gate, layer, unit)
+
+    if html_file is not None:
+        html_file.write_text(explaining.to_html(view, f"read by {path}"), encoding="utf-8")
+        err.print(Text(f"wrote {html_file}"))
+    if as_json:
+        payload = view.to_json()
+        if matches is not None:
+            payload["units"] = [m.to_json() for found in matches.values() for m in found]
+        print_json(payload)
+        return
+    if matches is not None:
+        out.print(_units_table(matches, gate))
+    out.print(_coloured(view))
+    _legend(view)
+
+
+def _units_table(matches, gate: str) -> Table:
+    table = Table(title=f"units whose {gate} follows a pattern of the text", box=None)
+    for column in ("pattern", "layer", "unit", "correlation"):
+        table.add_column(column, justify="left" if column == "pattern" else "right")
+    for found in matches.values():
+        for m in found:
+            table.add_row(m.pattern, str(m.layer), str(m.unit), f"{m.correlation:+.3f}")
+    return table
+
+
+def _coloured(view) -> Text:
+    """The text with each character's value as its background colour; whitespace made visible."""
+    coloured = Text()
+    for char, value in zip(view.text, view.values, strict=True):
+        shown = visible(char) + ("\n" if char == "\n" else "") if not char.isprintable() else char
+        coloured.append(shown, style="" if value is None else _background(view.scale, value))
+    return coloured
+
+
+def _background(scale, value: float) -> str:
+    return "black on rgb({},{},{})".format(*scale.rgb(value))
+
+
+def _legend(view) -> None:
+    scale = view.scale
+    low = Text(f" {scale.low:.3g} ", style=_background(scale, scale.low))
+    high = Text(f" {scale.high:.3g} ", style=_background(scale, scale.high))
+    scored = [v for v in view.values if v is not None]
+    mean = (
+        f"; mean {sum(scored) / len(scored):.3f} over {len(scored):,} characters" if scored else ""
+    )
+    err.print(Text.assemble(f"{view.title}: ", low, " to ", high,
+                            f" (uncoloured: not scored){mean}"))  # fmt: skip

@@ -1,0 +1,107 @@
+"""`charrnn sample`: write text with a trained model; the text alone goes to stdout."""
+
+import itertools
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charrnn.cli import settings
+from charrnn.cli.common import err
+from charrnn.errors import ConfigError
+
+
+def sample(
+    checkpoint: Annotated[
+        str | None,
+        typer.Argument(
+            help="A .pt file or a run directory [default: the newest run].", show_default=False
+        ),
+    ] = None,
+    length: Annotated[
+        int, typer.Option("--length", "-n", help="New characters to generate.")
+    ] = 500,
+    prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", "-t", help="<1 sharper, >1 more random.")
+    ] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Keep the K most likely characters (0 = off).")] = 0,
+    top_p: Annotated[
+        float, typer.Option(help="Keep the smallest set with this much probability.")
+    ] = 1.0,
+    greedy: Annotated[
+        bool, typer.Option("--greedy", help="Always the most likely character.")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
+    num_samples: Annotated[
+        int,
+        typer.Option("--num-samples", "-m", help="Independent samples, generated as one batch."),
+    ] = 1,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Write sample-N.txt files here instead of stdout."),
+    ] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option("--skip-unknown", help="Drop prime characters the model never saw.")
+    ] = False,
+    device: settings.option("device") = "auto",
+    int8: Annotated[
+        bool | None,
+        typer.Option(
+            "--int8/--exact",
+            help="int8 weights (~2x faster at batch 1) or exact fp32 "
+            "[default: int8 on a CPU for models of 256+ units]",
+            show_default=False,
+        ),
+    ] = None,
+    threads: settings.option("threads", shown_default="by batch and model size") = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say what was loaded, on stderr.")
+    ] = False,
+) -> None:
+    """Write text with a trained model; the text alone goes to stdout."""
+    from charrnn import rundir
+    from charrnn.distributed import available_cores
+    from charrnn.sample import load_model
+
+    settings.check(device=device, threads=threads)
+    if length < 0:
+        raise ConfigError(f"--length must be 0 or more, got {length}")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be at least 1, got {num_samples}")
+    checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
+    threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
+    generator = load_model(checkpoint, device, int8=int8, threads=threads)
+    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, seed=seed,
+                   skip_unknown=skip_unknown)  # fmt: skip
+    started = time.perf_counter()
+    if num_samples == 1 and out_dir is None:
+        # Stream: the prime, then each character as soon as it exists.
+        first = generator.clean_prime(prime, skip_unknown)
+        _write(itertools.chain([first], generator.stream(first, length, **options), ["\n"]))
+    else:
+        texts = generator.generate(prime, length, num_samples=num_samples, **options)
+        texts = [texts] if isinstance(texts, str) else texts
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for n, text in enumerate(texts, 1):
+                (out_dir / f"sample-{n}.txt").write_text(text, encoding="utf-8")
+        else:
+            _write(f"{'' if n == 1 else chr(10)}==> sample {n} <==\n{text}\n"
+                   for n, text in enumerate(texts, 1))  # fmt: skip
+    if verbose or sys.stderr.isatty():
+        seconds = time.perf_counter() - started
+        err.print(
+            f"[dim]{num_samples} x {length} characters in {seconds:.2f} s "
+            f"({num_samples * length / max(seconds, 1e-9):,.0f} chars/s) from {checkpoint}[/dim]"
+        )
+
+
+def _write(parts: Iterable[str]) -> None:
+    """Each part to stdout as soon as it exists (a generator's characters stream out)."""
+    for part in parts:
+        sys.stdout.write(part)
+        sys.stdout.flush()
