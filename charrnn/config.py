@@ -28,6 +28,7 @@ CELLS = ("lstm", "gru", "rnn", "gate-lstm", "peephole-lstm", "gate-gru")
 
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
+SAMPLING = "Sampling"
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,15 @@ class Setting:
     """What a config field's metadata says about it (its name, type and default are the field's).
 
     ``flags`` are extra names for its option (``-b``, ``--lr``); ``run_control`` settings may
-    change when a run is resumed, since they do not change what is learned.
+    change when a run is resumed, since they do not change what is learned; ``kind`` is the
+    type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value.
     """
 
     help: str
     panel: str
     flags: tuple[str, ...] = ()
+    kind: type | None = None
+    hint: str = ""
     choices: tuple[str, ...] | None = None
     min: float | None = None
     max: float | None = None
@@ -172,6 +176,34 @@ class TrainConfig:
     )
 
 
+@dataclass(frozen=True)
+class SampleConfig:
+    """How text is generated: shared by `charrnn sample` and everything else that samples."""
+
+    length: int = setting(500, "new characters to generate", SAMPLING, flags=("-n",), min=0)
+    temperature: float = setting(
+        0.8,
+        "<1 sharper, >1 more random",
+        SAMPLING,
+        flags=("-t",),
+        min=1e-3,
+        hint="; use --greedy for the most likely character",
+    )
+    top_k: int = setting(0, "keep the K most likely characters; 0 = off", SAMPLING, min=0)
+    top_p: float = setting(
+        1.0, "keep the smallest set with this much probability", SAMPLING, min=0.0,
+        min_open=True, max=1.0,
+    )  # fmt: skip
+    greedy: bool = setting(False, "always the most likely character", SAMPLING)
+    seed: int | None = setting(
+        None, "same seed, same text; none = a new text each time", SAMPLING, kind=int, min=0,
+        max=2**63 - 1,
+    )  # fmt: skip
+    num_samples: int = setting(
+        1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
+    )
+
+
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
 
 # Keys that older versions wrote and this one no longer has: what a saved value means now.
@@ -201,12 +233,15 @@ def section_of(name: str) -> str:
     raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(all_fields())}")
 
 
-def declaration(name: str) -> tuple[type, Any, Setting]:
-    """(type, default, Setting) of a declared setting."""
-    f = all_fields().get(name)
+def declaration(name: str, cls: type | None = None) -> tuple[type, Any, Setting]:
+    """(type, default, Setting) of a declared setting: of a model or training setting, or of
+    the settings of `cls` (SampleConfig)."""
+    known = all_fields() if cls is None else fields_of(cls)
+    f = known.get(name)
     if f is None:
-        raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(all_fields())}")
-    return type(f.default), f.default, f.metadata["setting"]
+        raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(known)}")
+    declared = f.metadata["setting"]
+    return declared.kind or type(f.default), f.default, declared
 
 
 def bundled_configs() -> dict[str, Path]:
@@ -269,9 +304,11 @@ def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def check_value(name: str, value: Any) -> Any:
+def check_value(name: str, value: Any, cls: type | None = None) -> Any:
     """Type-check and range-check one value; returns it converted (int -> float where due)."""
-    expected, _, rules = declaration(name)
+    expected, default, rules = declaration(name, cls)
+    if value is None and default is None:
+        return value
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
@@ -288,10 +325,10 @@ def check_value(name: str, value: Any) -> Any:
     low, high = rules.min, rules.max
     if low is not None and (value < low or (rules.min_open and value == low)):
         bound = f"greater than {low}" if rules.min_open else f"at least {low}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+        raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
     if high is not None and (value > high or (rules.max_open and value == high)):
         bound = f"less than {high}" if rules.max_open else f"at most {high}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+        raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
     return value
 
 
@@ -300,7 +337,7 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     for key in values:
         if key not in known:
             raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(known)}")
-    return cls(**{key: check_value(key, value) for key, value in values.items()})
+    return cls(**{key: check_value(key, value, cls) for key, value in values.items()})
 
 
 def from_saved(cls: type, values: Any) -> Any:

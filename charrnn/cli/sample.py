@@ -5,15 +5,16 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from charrnn import config
 from charrnn.cli import settings
 from charrnn.cli.common import err
-from charrnn.errors import ConfigError
 
 
+@settings.declared_options(list(config.fields_of(config.SampleConfig)), config.SampleConfig)
 def sample(
     checkpoint: Annotated[
         str | None,
@@ -21,25 +22,7 @@ def sample(
             help="A .pt file or a run directory [default: the newest run].", show_default=False
         ),
     ] = None,
-    length: Annotated[
-        int, typer.Option("--length", "-n", help="New characters to generate.")
-    ] = 500,
     prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
-    temperature: Annotated[
-        float, typer.Option("--temperature", "-t", help="<1 sharper, >1 more random.")
-    ] = 0.8,
-    top_k: Annotated[int, typer.Option(help="Keep the K most likely characters (0 = off).")] = 0,
-    top_p: Annotated[
-        float, typer.Option(help="Keep the smallest set with this much probability.")
-    ] = 1.0,
-    greedy: Annotated[
-        bool, typer.Option("--greedy", help="Always the most likely character.")
-    ] = False,
-    seed: Annotated[int | None, typer.Option(help="Same seed, same text.")] = None,
-    num_samples: Annotated[
-        int,
-        typer.Option("--num-samples", "-m", help="Independent samples, generated as one batch."),
-    ] = 1,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out-dir", help="Write sample-N.txt files here instead of stdout."),
@@ -61,6 +44,7 @@ def sample(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Say what was loaded, on stderr.")
     ] = False,
+    **sampling: Any,
 ) -> None:
     """Write text with a trained model; the text alone goes to stdout."""
     from charrnn import rundir
@@ -68,15 +52,13 @@ def sample(
     from charrnn.sample import load_model
 
     settings.check(device=device, threads=threads)
-    if length < 0:
-        raise ConfigError(f"--length must be 0 or more, got {length}")
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be at least 1, got {num_samples}")
+    chosen = config.build(config.SampleConfig, settings.typed(sampling))
+    length, num_samples = chosen.length, chosen.num_samples
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(checkpoint, device, int8=int8, threads=threads)
-    options = dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy, seed=seed,
-                   skip_unknown=skip_unknown)  # fmt: skip
+    options = dict(temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p,
+                   greedy=chosen.greedy, seed=chosen.seed, skip_unknown=skip_unknown)  # fmt: skip
     started = time.perf_counter()
     if num_samples == 1 and out_dir is None:
         # Stream: the prime, then each character as soon as it exists.

@@ -17,29 +17,32 @@ from charrnn import config
 RUN = "Run"  # the --help panel of options about the run itself (--config, --out, --resume, ...)
 
 
-def flags(name: str) -> list[str]:
+def flags(name: str, cls: type | None = None) -> list[str]:
     """The option names of a setting: `--hidden-size`, `--shift-epochs/--no-shift-epochs`."""
-    kind, _, declared = config.declaration(name)
+    kind, _, declared = config.declaration(name, cls)
     dashed = name.replace("_", "-")
     if kind is bool:
         return [f"--{dashed}/--no-{dashed}"]
     return [f"--{dashed}", *declared.flags]
 
 
-def option(name: str, shown_default: str | bool = True, panel: str | None = None) -> Any:
+def option(
+    name: str, shown_default: str | bool = True, panel: str | None = None, cls: type | None = None
+) -> Any:
     """``Annotated[type | None, typer.Option(...)]`` for the declared setting `name`.
 
     A command gives the default (`= value` in its signature); None lets it tell "not typed"
     from a value, so a config file or a saved run can fill it in. `shown_default` is what
-    --help says the default is (True: the command's default value).
+    --help says the default is (True: the command's default value). `cls` is where the setting
+    is declared when it is not a model or training setting (config.SampleConfig).
     """
-    kind, _, declared = config.declaration(name)
+    kind, _, declared = config.declaration(name, cls)
     bounds = declared.bounds_text()
     help_text = declared.help + (f" ({bounds})" if bounds else "")
     return Annotated[
         kind | None,
         typer.Option(
-            *flags(name),
+            *flags(name, cls),
             help=help_text,
             rich_help_panel=panel or declared.panel,
             show_default=shown_default,
@@ -47,14 +50,17 @@ def option(name: str, shown_default: str | bool = True, panel: str | None = None
     ]
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any) -> str | bool:
+    if value is None:
+        return False
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
 
 
-def declared_options(names: list[str]):
-    """Give a command one keyword option per setting in `names`, collected in its ``**settings``.
+def declared_options(names: list[str], cls: type | None = None):
+    """Give a command one keyword option per setting in `names` (declared in `cls`, or a model
+    or training setting), collected in its ``**settings``.
 
     Typer reads a command's options from its signature; the settings' part of the signature is
     built here from the declarations, so adding a setting to charrnn.config adds its option.
@@ -68,7 +74,7 @@ def declared_options(names: list[str]):
                 name,
                 inspect.Parameter.KEYWORD_ONLY,
                 default=None,
-                annotation=option(name, shown_default=_shown(config.declaration(name)[1])),
+                annotation=option(name, _shown(config.declaration(name, cls)[1]), cls=cls),
             )
             for name in names
         ]
@@ -84,7 +90,7 @@ def typed(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def check(**values: Any) -> dict[str, Any]:
-    """The given (non-None) settings, checked against their declarations."""
+    """The given (non-None) model or training settings, checked against their declarations."""
     return {name: config.check_value(name, value) for name, value in typed(values).items()}
 
 
