@@ -10,6 +10,7 @@ model's own forward pass in place of the sampler's step.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import math
 from pathlib import Path
@@ -19,10 +20,64 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import checkpoint as ckpt
-from charrnn import config
+from charrnn import config, load_model
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharModel
-from tests.conftest import run_cli
+from tests.conftest import TINY_FLAGS, run_cli
+
+# --------------------------------------------------------------------------- the sampler's insides
+# The one place that knows how sample.py is built (it is being refactored: `Stepper`, `Int8`
+# and `Dense` may change names). It looks for two things: the one-character step a
+# TextGenerator samples with (today `generator.stepper`), and every tensor that step holds.
+# The CLI's `sample` calls LOAD_MODEL; a spy there sees the generator it builds.
+
+LOAD_MODEL = "charrnn.sample.load_model"
+
+
+def step_path(generator) -> tuple:
+    """(step, dtypes): `step(ids (B,), state) -> (logits (B, V), state)`, the step sampling
+    uses; `dtypes` maps each weight matrix a step multiplies by (the model's names:
+    core.weight_hh_l0, core.weight_ih_l1, ..., head.weight; the first layer's input table is
+    left out, it stays exact by design) to the dtypes of the 2-D tensors of its shape, either
+    orientation, found anywhere inside the step object (the model itself is not searched)."""
+    step = generator.stepper
+    found: list[torch.Tensor] = []
+    seen: set[int] = set()
+
+    def walk(value) -> None:
+        if id(value) in seen or value is generator.model:
+            return
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple, set)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif hasattr(value, "__dict__"):
+            walk(vars(value))
+
+    walk(step)
+    names = [
+        name
+        for name, _ in generator.model.named_parameters()
+        if name.startswith("core.weight_hh_l")
+        or (name.startswith("core.weight_ih_l") and not name.endswith("_l0"))
+        or name == "head.weight"
+    ]
+    weights = dict(generator.model.named_parameters())
+    dtypes = {
+        name: {
+            t.dtype
+            for t in found
+            if t.dim() == 2 and tuple(t.shape) in (weights[name].shape, weights[name].T.shape)
+        }
+        for name in names
+    }
+    return step, dtypes
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -163,3 +218,106 @@ def test_eval_of_a_split_equals_cross_entropy_over_that_part(tmp_path, split, fr
     assert result["split"] == split and result["characters"] == len(held) - 1
     assert result["loss"] == pytest.approx(expected, abs=1e-5)
     assert result["bpc"] == pytest.approx(expected / math.log(2), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- 2. int8 path
+
+
+def test_int8_generator_steps_with_int8_weights_and_exact_with_float(tiny_run):
+    int8 = load_model(str(tiny_run), device="cpu", int8=True)
+    exact = load_model(str(tiny_run), device="cpu", int8=False)
+    _, int8_dtypes = step_path(int8)
+    _, exact_dtypes = step_path(exact)
+    assert {"core.weight_hh_l0", "head.weight"} <= set(int8_dtypes)
+    for name, dtypes in int8_dtypes.items():
+        assert dtypes == {torch.int8}, (name, dtypes)
+    for name, dtypes in exact_dtypes.items():
+        assert dtypes == {torch.float32}, (name, dtypes)
+    # And the step computes with them: close to the exact step, but not the same numbers.
+    int8_step, exact_step = step_path(int8)[0], step_path(exact)[0]
+    ids = torch.tensor([3, 10, 20])
+    with torch.inference_mode():
+        a, _ = int8_step(ids, int8.model.init_state(3))
+        b, _ = exact_step(ids, exact.model.init_state(3))
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize(
+    "flags, expect_int8",
+    [(("--int8",), True), (("--exact",), False), ((), False)],  # tiny: 32 units, auto = exact
+)
+def test_cli_int8_and_exact_flags_sample_with_those_weights(
+    tiny_run, monkeypatch, flags, expect_int8
+):
+    module_name, _, function_name = LOAD_MODEL.rpartition(".")
+    module = importlib.import_module(module_name)
+    real, loaded = getattr(module, function_name), []
+
+    def spy(*args, **kwargs):
+        loaded.append(real(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(module, function_name, spy)
+    result = run_cli("sample", tiny_run, *flags, "--device", "cpu", "--length", 40, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout) == 1 + 40 + 1  # the default one-character prime, text, newline
+    assert len(loaded) == 1
+    dtypes = set().union(*step_path(loaded[0])[1].values())
+    assert (torch.int8 in dtypes) is expect_int8, dtypes
+
+
+# --------------------------------------------------------------------------- 3. int8 quality
+
+
+def nll_exact_and_int8(run: Path, text: str) -> tuple[float, float, float]:
+    """Mean NLL per character of `text` (first character given): the exact model read as one
+    sequence, and the int8 step teacher-forced one character at a time; and the mean KL
+    divergence per character of the int8 step's distribution from the exact one."""
+    generator = load_model(str(run), device="cpu", int8=True)
+    vocab = {char: i for i, char in enumerate(generator.vocab.chars)}
+    ids = ids_of(text, vocab)
+    step, dtypes = step_path(generator)
+    assert torch.int8 in set().union(*dtypes.values())
+    model = generator.model.eval()
+    with torch.inference_mode():
+        logits, _ = model(ids[None, :-1])
+        exact = torch.log_softmax(logits[0].double(), dim=-1)  # (N - 1, V)
+        state, stepped = model.init_state(1), []
+        for t in range(len(ids) - 1):
+            step_logits, state = step(ids[t : t + 1], state)
+            stepped.append(step_logits)
+        int8 = torch.log_softmax(torch.cat(stepped).double(), dim=-1)
+    targets = ids[1:, None]
+    kl = (exact.exp() * (exact - int8)).sum(-1).mean().item()
+    return -exact.gather(1, targets).mean().item(), -int8.gather(1, targets).mean().item(), kl
+
+
+# The mean NLL difference is signed and can cancel: a 10% error in every int8 scale stays
+# within 0.01 nats/char on these runs. The KL divergence cannot cancel: it is ~1e-5 to 1e-4
+# for the real int8 path here, and 2e-3 to 1e-2 with a wrong scale or a lost head bias.
+KL_BOUND = 1e-3
+
+
+def test_int8_is_within_a_hundredth_of_a_nat_of_exact_on_the_tiny_run(tiny_run, shakespeare_text):
+    held = shakespeare_text[-1500:]  # in the run's validation split: never trained on
+    exact, int8, kl = nll_exact_and_int8(tiny_run, held)
+    assert exact < math.log(len(set(shakespeare_text)))  # trained: better than uniform
+    assert abs(int8 - exact) <= 0.01, (exact, int8)
+    assert 0 < kl <= KL_BOUND, kl
+
+
+@pytest.mark.slow
+def test_int8_is_within_a_hundredth_of_a_nat_of_exact_on_a_256_unit_run(tmp_path, shakespeare_text):
+    # 256 units: the size from which sampling picks int8 by itself (INT8_MIN_HIDDEN).
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shakespeare_text, encoding="utf-8")
+    run = tmp_path / "run"
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus, "--out", run,
+                     "--hidden-size", 256, "--batch-size", 16, "--seq-length", 32,
+                     "--max-steps", 300, "--eval-every", 0)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    exact, int8, kl = nll_exact_and_int8(run, shakespeare_text[-3000:])
+    assert exact < 2.3  # it learned more than character frequencies
+    assert abs(int8 - exact) <= 0.01, (exact, int8)
+    assert 0 < kl <= KL_BOUND, kl
