@@ -23,6 +23,8 @@ from charrnn import checkpoint as ckpt
 from charrnn import config, load_model
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharModel
+from charrnn.schedule import Anchor, Schedule
+from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
 
 # --------------------------------------------------------------------------- the sampler's insides
@@ -321,3 +323,117 @@ def test_int8_is_within_a_hundredth_of_a_nat_of_exact_on_a_256_unit_run(tmp_path
     assert exact < 2.3  # it learned more than character frequencies
     assert abs(int8 - exact) <= 0.01, (exact, int8)
     assert 0 < kl <= KL_BOUND, kl
+
+
+# --------------------------------------------------------------------------- 4. beside others
+# Tests elsewhere whose expected value comes from the code under test, each with a check from
+# first principles here: the trainer's batches (test_batching checks CyclicBatches alone), the
+# learning-rate schedule (no test computes a value), the run's logged val loss (test_explain
+# compares it with eval, which calls the same `evaluate`), and sampling (test_sample compares
+# it only with itself).
+
+
+def test_trainer_feeds_the_lessons_batches(tmp_path, monkeypatch):
+    # 14 characters, 2 held out (int(14 * 0.15) = 2): the lesson's 12, as letters.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcdefghijklmn", encoding="utf-8")
+    model_config, train_config = config.resolve("tiny", dict(
+        corpus=str(corpus), val_fraction=0.15, batch_size=2, seq_length=3, max_steps=2,
+        eval_every=0, checkpoint_every=0, threads=1, hidden_size=8,
+    ))  # fmt: skip
+    trainer = Trainer(model_config, train_config, tmp_path / "run")
+    real_step, seen = trainer._train_step, []
+
+    def record(inputs, targets, lr):
+        seen.append([[trainer.vocab.decode(row) for row in t] for t in (inputs, targets)])
+        return real_step(inputs, targets, lr)
+
+    monkeypatch.setattr(trainer, "_train_step", record)
+    trainer.run()
+    assert seen == [
+        [["abc", "ghi"], ["bcd", "hij"]],  # step 1: the lesson's [[1,2,3],[7,8,9]] -> [[2,3,4],...
+        [["def", "jkl"], ["efg", "kla"]],  # step 2: 12 is followed by 1 (the cycle)
+    ]
+
+
+def test_schedule_values_from_the_formula():
+    # peak * warm-up * (floor + (1 - floor) * decay), worked out by hand.
+    cosine = Schedule(peak=1e-2, kind="cosine", min_fraction=0.05, warmup_steps=5)
+    assert cosine.learning_rate(0, 0.0) == pytest.approx(1e-2 * 1 / 5)  # step 1 of 5 warm-up
+    assert cosine.learning_rate(2, 0.0) == pytest.approx(1e-2 * 3 / 5)
+    assert cosine.learning_rate(4, 0.0) == pytest.approx(1e-2)
+    # cos(pi / 4) = sqrt(2) / 2: decay (1 + sqrt(2) / 2) / 2 = 0.853553...
+    assert cosine.learning_rate(50, 0.25) == pytest.approx(
+        1e-2 * (0.05 + 0.95 * (2 + math.sqrt(2)) / 4)
+    )
+    assert cosine.learning_rate(50, 0.5) == pytest.approx(1e-2 * (0.05 + 0.95 * 0.5))
+    assert cosine.learning_rate(50, 1.0) == pytest.approx(1e-2 * 0.05)
+    linear = Schedule(peak=2e-3, kind="linear", min_fraction=0.1, warmup_steps=0)
+    assert linear.learning_rate(0, 0.25) == pytest.approx(2e-3 * (0.1 + 0.9 * 0.75))
+    constant = Schedule(peak=3e-3, kind="constant", min_fraction=0.1, warmup_steps=0)
+    assert constant.learning_rate(7, 0.9) == pytest.approx(3e-3)
+    # Resumed at half of 20 steps with a budget of 40: progress 0.5 at fraction 0.25, then
+    # linear to 1; at step 25 (fraction 0.625) it is halfway there: 0.75.
+    assert Anchor(0.5, 0.25).progress_at(0.625) == pytest.approx(0.75)
+
+
+def test_logged_learning_rates_follow_the_cosine_formula(tiny_run):
+    train = torch.load(tiny_run / "last.pt", weights_only=True)["train_config"]
+    # What the formula below assumes of the run: a step budget only, cosine decay.
+    assert train["lr_schedule"] == "cosine" and not train["max_time"] and not train["max_epochs"]
+    peak, floor = train["learning_rate"], train["min_lr_fraction"]
+    warmup, steps = train["warmup_steps"], train["max_steps"]
+    lines = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) >= 2
+    for line in lines:
+        done = line["step"] - 1  # a line logs the rate of the step that ended at line["step"]
+        warm = min(1.0, line["step"] / warmup)
+        decay = (1 + math.cos(math.pi * done / steps)) / 2
+        assert line["lr"] == pytest.approx(peak * warm * (floor + (1 - floor) * decay), rel=1e-9)
+
+
+def test_logged_val_loss_equals_cross_entropy_over_the_held_out_rows(tmp_path, shakespeare_text):
+    text = shakespeare_text[:4000]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus, "--out", run, "--max-steps", 3,
+                     "--eval-every", 0, "--precision", "fp32")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = torch.load(run / "last.pt", weights_only=True)
+    vocab = plain_vocab(text)
+    assert saved["vocab"] == list(vocab)
+    model = CharModel(config.build(ModelConfig, saved["model_config"]), len(vocab))
+    model.load_state_dict(saved["model"])
+    held = text[4000 - 400 :]  # val_fraction 0.1 of 4000 characters
+    expected = direct_loss(model, ids_of(held, vocab), rows=saved["train_config"]["batch_size"])
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 3
+    assert last["val_loss"] == pytest.approx(expected, abs=1e-5)
+    assert last["val_bpc"] == pytest.approx(expected / math.log(2), abs=1e-5)
+
+
+def test_greedy_text_is_the_argmax_of_the_model_reading_it(tiny_run, shakespeare_text):
+    generator = load_model(str(tiny_run), device="cpu", int8=False)
+    prime = shakespeare_text[:30]
+    text = generator.generate(prime, 80, greedy=True)
+    vocab = {char: i for i, char in enumerate(generator.vocab.chars)}
+    ids = ids_of(text, vocab)
+    with torch.no_grad():
+        logits, _ = generator.model.eval()(ids[None, :-1])  # the whole text, one forward pass
+    # Each new character is the most likely one after everything before it.
+    assert logits[0, len(prime) - 1 :].argmax(-1).tolist() == ids[len(prime) :].tolist()
+
+
+def test_sampled_characters_follow_the_softmax_at_the_temperature(tiny_run, shakespeare_text):
+    generator = load_model(str(tiny_run), device="cpu", int8=False)
+    prime, temperature, n = shakespeare_text[:40], 0.7, 6000
+    texts = generator.generate(prime, 1, temperature=temperature, num_samples=n, seed=11)
+    vocab = {char: i for i, char in enumerate(generator.vocab.chars)}
+    counts = torch.bincount(torch.tensor([vocab[t[-1]] for t in texts]), minlength=len(vocab))
+    with torch.no_grad():
+        logits, _ = generator.model.eval()(ids_of(prime, vocab)[None])
+    p = torch.softmax(logits[0, -1].double() / temperature, dim=-1)
+    # Every character's share within 4.5 standard errors of its probability (seeded).
+    allowed = 4.5 * torch.sqrt(p * (1 - p) / n) + 1 / n
+    assert ((counts / n - p).abs() <= allowed).all(), (counts / n - p).abs().max()
