@@ -12,6 +12,7 @@ place that turns errors into exit codes, `settings` derives options from charrnn
 """
 
 import os
+import signal
 import sys
 from typing import Annotated
 
@@ -19,7 +20,7 @@ import typer
 
 from charrnn import __version__
 from charrnn.cli import batches, evaluate, explain, runs, sample, train
-from charrnn.cli.common import guarded, out
+from charrnn.cli.common import Terminated, debugging, guarded, out
 
 app = typer.Typer(
     name="charrnn",
@@ -53,8 +54,20 @@ def main(
         bool | None,
         typer.Option("--version", callback=version_callback, is_eager=True, help="Show version."),
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show the traceback of an error (for bug reports); or CHARRNN_DEBUG=1."
+        ),
+    ] = False,
 ) -> None:
     """charrnn: learn to write like any text, one character at a time."""
+    if debug:
+        debugging["on"] = True
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
 
 
 def run() -> None:
@@ -65,6 +78,7 @@ def run() -> None:
     connecting), gloo's threads sometimes abort that teardown ("terminate called without an
     active exception", SIGABRT), which would replace the exit status the rank has reported.
     """
+    signal.signal(signal.SIGTERM, _terminate)  # train installs its own: it saves first
     try:
         app(prog_name="charrnn")
     except SystemExit as done:

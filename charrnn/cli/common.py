@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.exceptions import TyperException
 
 from charrnn.errors import CharRNNError
 
@@ -33,26 +35,72 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=EXIT_ERROR)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (raised by the handler `run` installs; training handles it itself)."""
+
+
+# `charrnn --debug COMMAND` or CHARRNN_DEBUG=1: tracebacks for bug reports.
+debugging = {"on": os.environ.get("CHARRNN_DEBUG", "") not in ("", "0")}
+
+
 def guarded(command):
-    """Domain errors become one red line and exit 1, in this one place (no tracebacks)."""
+    """Every error that escapes a command becomes one red line and exit 1, in this one place.
+
+    Domain errors (CharRNNError) say what is wrong and what to do; anything else is a bug or an
+    operating-system refusal, named by its type and message, with a pointer to --debug.
+    Ctrl-C exits 130 and SIGTERM 143; a reader that closed the pipe (`| head`) ends it quietly.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except CharRNNError as error:
-            raise fail(str(error)) from None
-        except RuntimeError as error:
-            from charrnn.distributed import lost_contact  # a multi-process run lost a process
-
-            if (lost := lost_contact(error)) is None:
-                raise
-            raise fail(str(lost)) from None
+        except (typer.Exit, typer.Abort, TyperException):
+            raise  # the CLI's own exits and usage errors (2)
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except Terminated:
+            err.print("terminated")
+            raise typer.Exit(code=EXIT_TERMINATED) from None
+        except BrokenPipeError:
+            _silence_stdout()
+            raise typer.Exit(code=0) from None
+        except Exception as error:
+            if debugging["on"]:
+                raise
+            raise fail(_one_line(error)) from None
 
     return wrapper
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, CharRNNError):
+        return str(error)
+    from charrnn.distributed import lost_contact  # a multi-process run lost a process
+
+    if isinstance(error, RuntimeError) and (lost := lost_contact(error)) is not None:
+        return str(lost)
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else " (writing the output?)"
+        return f"{error.strerror}{where}"
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return (
+        f"unexpected {type(error).__name__}{': ' + text if text else ''} "
+        "(run `charrnn --debug ...` for the traceback and report it)"
+    )
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null so the interpreter's final
+    flush does not fail a second time (Python's documented idiom for SIGPIPE)."""
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def visible(char: str) -> str:
