@@ -164,7 +164,7 @@ def test_evaluate_matches_a_direct_computation(tiny_run):
     from charrnn.checkpoint import restore_model
 
     model, vocab = restore_model(ckpt.load(tiny_run))
-    ids = vocab.encode("First Citizen:\nBefore we proceed any further, hear me speak.")
+    ids = vocab.encode("Romeo.\nCan I go forward when my heart is here?\nTurn back, dull earth.")
     loss, count = evaluate(model, ids, batch_size=3, seq_length=5)
     assert count == len(ids) - 1
     with torch.no_grad():
