@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
 from charrnn import cache
@@ -17,6 +18,11 @@ from charrnn.cli import app
 from charrnn.corpus import read_text
 
 SLICE_CHARS = 60_000
+
+# No clock in the property tests: hypothesis's per-example deadline and its "data generation is
+# too slow" check both fail a correct test on a loaded machine.
+settings.register_profile("charrnn", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("charrnn")
 
 
 def play_text(chars: int = SLICE_CHARS) -> str:
