@@ -18,19 +18,20 @@ from pathlib import Path
 import torch
 
 from benchmarks import machine
-from benchmarks.run import TINY_SHAKESPEARE, run_child
+from benchmarks.run import CORPUS_HELP, corpus_or_exit, run_child
 
 THRESHOLDS = (1.88, 1.47, 1.42)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=TINY_SHAKESPEARE)
+    parser.add_argument("--corpus", type=Path, metavar="PATH", help=CORPUS_HELP)
     parser.add_argument("--seconds", type=float, default=180)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "_work")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks.gpu needs a CUDA GPU; it has not been run on this machine")
+    args.corpus = corpus_or_exit(args.corpus)
     args.out.mkdir(parents=True, exist_ok=True)
     run_dir = args.out / "gpu-run"
     command = [sys.executable, "-m", "charrnn", "train", "--config", "gpu",

@@ -2,6 +2,10 @@
 
     python -m benchmarks.run --full     # ~35 minutes: 10-minute training budgets, the report
     python -m benchmarks.run --quick    # under 3 minutes: short budgets, same harness
+    python -m benchmarks.run --quick --corpus PATH   # on another text (or an offline copy)
+
+The corpus is Tiny Shakespeare unless --corpus says otherwise: the first run downloads it into
+the cache (benchmarks/tiny_shakespeare.py says where, and checks its sha256).
 
 Run it alone on the machine: two CPU-heavy jobs at once slow LSTM training many times over.
 Every comparison is measured in the same run, beside its baseline. --full writes
@@ -20,13 +24,26 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import data_scale, machine, sampling, throughput
+from benchmarks import data_scale, machine, sampling, throughput, tiny_shakespeare
+from charrnn.errors import CorpusError
 
 HERE = Path(__file__).parent
-TINY_SHAKESPEARE = HERE.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 NANOGPT_CPU = {"val_loss": 1.886, "seconds": 148}  # nanoGPT's baby GPT on this machine (issue)
 NANOGPT_A100 = 1.4697
 TARGET_LOSS = 1.88
+CORPUS_HELP = (
+    "the text to train and score on (default: Tiny Shakespeare, downloaded once into the "
+    "cache, $CHARRNN_CACHE or ~/.cache/charrnn)"
+)
+
+
+def corpus_or_exit(path: Path | None) -> Path:
+    """--corpus, or Tiny Shakespeare from the cache or the network; else one line and exit 1."""
+    try:
+        return tiny_shakespeare.corpus(path)
+    except CorpusError as error:
+        print(f"benchmarks: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def run_child(command: list[str], env: dict | None = None) -> tuple[str, float, float]:
@@ -96,11 +113,13 @@ def main() -> None:
     )
     parser.add_argument("--skip-lesson", action="store_true",
                         help="--full without the 10-minute lesson-style baseline")  # fmt: skip
-    parser.add_argument("--corpus", type=Path, default=TINY_SHAKESPEARE)
+    parser.add_argument("--corpus", type=Path, metavar="PATH", help=CORPUS_HELP)
     parser.add_argument("--out", type=Path, help="folder for RESULTS.md and results.json")
     parser.add_argument("--update", choices=("data_scale", "sampling"),
                         help="re-measure one section of results.json and re-render")  # fmt: skip
     args = parser.parse_args()  # fmt: skip
+    if args.update != "data_scale":  # every other measurement trains or scores on the corpus
+        args.corpus = corpus_or_exit(args.corpus)
 
     if args.tiny:
         config, budget, lesson, repeats, length, megabytes = "tiny", 3.0, False, 2, 100, 1

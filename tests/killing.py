@@ -4,11 +4,18 @@ Shared by tests/test_kill.py (a dozen kills, in CI) and benchmarks/kill.py (as m
 like). Nothing here reaches into the trainer: a kill is aimed by watching the run directory
 from outside, as a user's power cut would not be, but more often and more precisely:
 
-- ``startup``: at a random moment of the first seconds (imports, reading the corpus);
-- ``training``: at a random moment after the process wrote its first metrics line;
-- ``writing``: the moment a temporary checkpoint file of the process appears (mid-save);
+- ``startup``: at a random moment of the first seconds (imports, reading the corpus), and at
+  the latest when the process writes its first metrics line;
+- ``training``: a random number of steps (1 to 15) after its first metrics line, counted in
+  the metrics it writes (every step, in the tests);
+- ``writing``: while a temporary checkpoint file of the process exists (mid-save);
 - ``writing-last``: the same, for ``last.pt`` only (the periodic checkpoint);
 - ``after-save``: the moment ``last.pt`` is replaced by a new one.
+
+Every moment is an event seen in the run directory, never a delay alone, so a kill cannot come
+after the run has already ended. Before the kill the process is frozen (SIGSTOP) and the moment
+checked again on the frozen process: a "writing" kill happens only while the temporary file is
+still there, so it certainly lands mid-write, however loaded the machine.
 
 After every kill: ``last.pt`` and ``best.pt`` (those that exist) load with
 ``charrnn.checkpoint.load``, and the run lost at most ``--checkpoint-every`` steps (the steps
@@ -83,13 +90,15 @@ def saved_step(path: Path) -> int:
 
 
 def metrics_steps(run_dir: Path, offset: int) -> list[int]:
-    """The steps of the metrics lines written after byte `offset` of metrics.jsonl."""
+    """The steps of the whole metrics lines written after byte `offset` of metrics.jsonl
+    (a line still being written, without its newline, is not counted yet)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
     with open(path, "rb") as file:
         file.seek(offset)
-        return [json.loads(line)["step"] for line in file.read().splitlines() if line.strip()]
+        whole = file.read().rpartition(b"\n")[0]
+    return [json.loads(line)["step"] for line in whole.splitlines() if line.strip()]
 
 
 def size(path: Path) -> int:
@@ -101,37 +110,59 @@ def temporaries(run_dir: Path, pid: int | None = None) -> list[Path]:
     return sorted(run_dir.glob(f".*{ckpt.TEMPORARY_MARK}{suffix}"))
 
 
+def freeze(process: subprocess.Popen) -> bool:
+    """Stop the process (SIGSTOP) and wait until it is stopped; False if it had ended."""
+    process.send_signal(signal.SIGSTOP)  # Popen reaps (and skips) a process that has ended
+    if process.returncode is not None:
+        return False
+    _, status = os.waitpid(process.pid, os.WUNTRACED)
+    if os.WIFSTOPPED(status):
+        return True
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+    return False
+
+
 def wait_for_moment(
     moment: str, process: subprocess.Popen, run_dir: Path, metrics_offset: int, rng: random.Random
 ) -> bool:
-    """Return when it is time to kill; False if the process ended first."""
+    """Return with the process frozen when it is time to kill; False if it ended first."""
     started = time.monotonic()
     last = run_dir / "last.pt"
     inode = last.stat().st_ino if last.exists() else None
-    delay = rng.uniform(0.2, 2.5) if moment == "startup" else rng.uniform(0.0, 0.6)
-    first_metrics = None
+    delay = rng.uniform(0.2, 2.5)  # startup
+    steps_after_first = rng.randint(1, 15)  # training
+    metrics_size, first_step = metrics_offset, None
     saves = (".last.pt",) if moment == "writing-last" else (".last.pt", ".best.pt")
+
+    def writing() -> bool:
+        return any(p.name.startswith(saves) for p in temporaries(run_dir, process.pid))
+
     while process.poll() is None:
-        now = time.monotonic()
-        if moment == "startup" and now - started >= delay:
-            return True
-        if moment == "training":
-            if first_metrics is None and size(run_dir / "metrics.jsonl") > metrics_offset:
-                first_metrics = now
-            if first_metrics is not None and now - first_metrics >= delay:
+        if time.monotonic() - started > 120:
+            raise TimeoutError(f"moment {moment!r} never came")
+        if moment in ("startup", "training") and size(run_dir / "metrics.jsonl") > metrics_size:
+            metrics_size = size(run_dir / "metrics.jsonl")
+            steps = metrics_steps(run_dir, metrics_offset)
+            if first_step is None and steps:
+                first_step = steps[0]
+            if moment == "startup" and first_step is not None:
+                return freeze(process)  # training has begun: no later than now
+            if first_step is not None and steps[-1] >= first_step + steps_after_first:
+                return freeze(process)
+        if moment == "startup" and time.monotonic() - started >= delay:
+            return freeze(process)
+        if moment in ("writing", "writing-last") and writing():
+            if not freeze(process):
+                return False
+            if writing():  # still mid-save, now that it cannot move on
                 return True
-        if moment in ("writing", "writing-last") and any(
-            p.name.startswith(saves) for p in temporaries(run_dir, process.pid)
-        ):
-            return True
+            process.send_signal(signal.SIGCONT)  # the save ended meanwhile: wait for the next
         if moment == "after-save" and last.exists():
             try:
                 if last.stat().st_ino != inode:
-                    return True
+                    return freeze(process)
             except FileNotFoundError:
                 pass
-        if now - started > 120:
-            raise TimeoutError(f"moment {moment!r} never came")
         time.sleep(POLL_SECONDS)
     return False
 
@@ -152,7 +183,10 @@ def kill_once(
     try:
         killed = wait_for_moment(moment, process, run_dir, offset, rng)
         if killed:
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(signal.SIGKILL)  # it is frozen: it dies where it stopped
+    except BaseException:
+        process.kill()  # never leave a frozen process behind
+        raise
     finally:
         _, stderr = process.communicate()
     problems = []

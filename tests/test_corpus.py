@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import tracemalloc
+from collections import Counter
 
 import pytest
 import torch
@@ -17,7 +18,6 @@ from charrnn.corpus import (
     split_train_val,
 )
 from charrnn.errors import CorpusError
-from tests.conftest import TINY_SHAKESPEARE
 
 
 def test_round_trip_non_ascii():
@@ -63,14 +63,34 @@ def test_split_is_contiguous():
     assert train.tolist() == list(range(90)) and val.tolist() == list(range(90, 100))
 
 
-def test_tiny_shakespeare_reads_and_encodes_fast():
-    start = time.perf_counter()
-    text = read_text(str(TINY_SHAKESPEARE))
-    ids = Vocabulary.from_text(text).encode(text)
-    elapsed = time.perf_counter() - start
-    assert len(ids) == 1_115_394 and ids.dtype == torch.uint8
-    # Not a benchmark: a guard against a per-character Python loop creeping back in (~50x).
-    assert elapsed < 5
+def test_the_bundled_corpus_encodes_exactly_in_memory_bounded_by_the_chunk(monkeypatch):
+    """A 4.8 MB corpus encodes to the right ids with only chunk-sized temporaries beside them.
+
+    Not a speed test (speed belongs in benchmarks/data_scale.py): a per-character Python loop
+    or a whole-text conversion would both show up here as memory, whatever the machine's load.
+    """
+    import charrnn.corpus as corpus
+
+    text = read_text("shakespeare")
+    vocab = Vocabulary.from_text(text)
+    monkeypatch.setattr(corpus, "ENCODE_CHUNK", 1 << 16)
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc, so they count here too
+    try:
+        ids = vocab.encode(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(ids) == len(text) == 4_846_381 and ids.dtype == torch.uint8
+    # The result (1 byte a character) plus, per chunk, its text, its bytes and an int64 lookup
+    # (~11 bytes a character): a list of ids would take 8 bytes a character of the whole text,
+    # a whole-text UTF-32 copy 4.
+    assert peak < len(text) + 24 * corpus.ENCODE_CHUNK + 1_000_000
+    # Every character became its own id: counted directly, without the encoder.
+    counts = Counter(text)
+    assert torch.bincount(ids.long(), minlength=len(vocab)).tolist() == [
+        counts[char] for char in vocab.chars
+    ]
+    assert vocab.decode(ids[:5000]) == text[:5000] and vocab.decode(ids[-5000:]) == text[-5000:]
 
 
 def test_bundled_default_exists_and_is_real_text():

@@ -21,6 +21,7 @@ import resource
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from charrnn import checkpoint as ckpt
@@ -47,6 +48,7 @@ def resume_with_file_size_cap(run, cap: int, *args) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow  # several training processes, ~4 s
 def test_full_disk_keeps_checkpoints_trains_on_and_fails_the_final_save_in_one_line(
     tmp_path, corpus_file
 ):
@@ -125,6 +127,7 @@ def test_a_failed_periodic_save_warns_keeps_the_old_file_and_training_goes_on(
     assert temporaries(run) == []
 
 
+@pytest.mark.slow  # several training processes, ~4 s
 def test_a_run_directory_that_takes_no_writes_is_refused_and_left_whole(tmp_path, corpus_file):
     run = tmp_path / "run"
     first = run_cli("train", *TINY_FLAGS, "--corpus", corpus_file, "--out", run, "--max-steps", 10)

@@ -29,7 +29,10 @@ from charrnn.sample import TextGenerator
 from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
 
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +125,7 @@ def replaced(checkpoint: dict, path: tuple, value) -> dict:
     return result
 
 
+@pytest.mark.slow  # 150 checkpoints, each sampled and resumed: ~4 s
 @settings(FUZZ, max_examples=150)
 @given(st.data())
 def test_a_checkpoint_with_any_value_replaced_is_used_or_refused(run, data):

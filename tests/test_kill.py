@@ -17,7 +17,7 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from tests.conftest import TINY_FLAGS, run_cli
-from tests.killing import ENV, finish, kill_once, temporaries, train_command
+from tests.killing import ENV, finish, kill_once, metrics_steps, temporaries, train_command
 
 CHECKPOINT_EVERY = 5
 MAX_STEPS = 240
@@ -76,35 +76,41 @@ def test_sigkill_at_any_moment_loses_at_most_one_checkpoint_interval(tmp_path, c
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path, corpus_file):
     # Dropout between two layers draws random numbers: the RNG state must survive the kill too.
+    # A constant learning rate does not depend on the budget, so the killed run can have one
+    # it never reaches (it cannot end before the kill) and the resume the one it is compared at.
     args = [*TINY_FLAGS, "--corpus", str(corpus_file), "--num-layers", "2", "--dropout", "0.3",
-            "--max-steps", "400", "--checkpoint-every", "10", "--eval-every", "0"]  # fmt: skip
-    whole = run_cli("train", *args, "--out", tmp_path / "whole")
-    assert whole.exit_code == 0, whole.output
-
+            "--lr-schedule", "constant", "--checkpoint-every", "10", "--eval-every", "5",
+            "--eval-chars", "64"]  # fmt: skip
     split = tmp_path / "split"
     process = subprocess.Popen(
-        train_command(split, args, resume=False),
+        train_command(split, [*args, "--max-steps", "1000000"], resume=False),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=ENV,
     )
-    deadline = time.monotonic() + 120
-    while not (split / "last.pt").exists() and process.poll() is None:
-        assert time.monotonic() < deadline, "no checkpoint within two minutes"
-        time.sleep(0.001)
-    # Somewhere after the first checkpoint, not at it: the steps since it are lost and redone.
-    time.sleep(random.Random(3).uniform(0.0, 0.1))
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    try:
+        # Somewhere after the first checkpoint, not at it: its metrics line for step 15 is out,
+        # so the steps since the checkpoint are lost and redone.
+        deadline = time.monotonic() + 120
+        while max(metrics_steps(split, 0), default=0) < 15:
+            assert process.poll() is None, "the run ended before it was killed"
+            assert time.monotonic() < deadline, "no step 15 within two minutes"
+            time.sleep(0.001)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+    finally:
+        process.kill()
     killed_at = ckpt.load(split / "last.pt")["progress"]["step"]
-    assert 10 <= killed_at < 400
+    assert killed_at >= 10 and killed_at % 10 == 0
+    end = killed_at + 50  # the budget both runs are compared at
 
-    resumed = subprocess.run(
-        train_command(split, args, resume=True), capture_output=True, env=ENV, timeout=300
-    )
+    resumed = subprocess.run(train_command(split, [*args, "--max-steps", str(end)], resume=True),
+                             capture_output=True, env=ENV, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    whole = run_cli("train", *args, "--max-steps", end, "--out", tmp_path / "whole")
+    assert whole.exit_code == 0, whole.output
     a, b = ckpt.load(tmp_path / "whole" / "last.pt"), ckpt.load(split / "last.pt")
-    assert a["progress"]["step"] == b["progress"]["step"] == 400
+    assert a["progress"]["step"] == b["progress"]["step"] == end
     assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
     moments_a = a["optimizer"]["state"]
     moments_b = b["optimizer"]["state"]

@@ -18,6 +18,7 @@ from charrnn.checkpoint import resume_configs
 from charrnn.errors import CheckpointError, TrainingError
 from charrnn.train import StopRequest, Trainer, evaluate
 from tests.conftest import TINY_FLAGS, run_cli
+from tests.killing import metrics_steps
 
 
 def tiny_configs(corpus, **train_overrides):
@@ -165,7 +166,7 @@ def test_evaluate_matches_a_direct_computation(tiny_run):
     from charrnn.checkpoint import restore_model
 
     model, vocab = restore_model(ckpt.load(tiny_run))
-    ids = vocab.encode("First Citizen:\nBefore we proceed any further, hear me speak.")
+    ids = vocab.encode("Romeo.\nCan I go forward when my heart is here?\nTurn back, dull earth.")
     loss, count = evaluate(model, ids, batch_size=3, seq_length=5)
     assert count == len(ids) - 1
     with torch.no_grad():
@@ -182,17 +183,20 @@ def test_sigint_saves_and_exits_130(tmp_path, corpus_file):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "charrnn", "train", *TINY_FLAGS, "--corpus",
                str(corpus_file), "--out", str(run), "--max-steps", "1000000",
-               "--checkpoint-every", "0", "--eval-every", "0"]  # fmt: skip
+               "--checkpoint-every", "0", "--eval-every", "5", "--eval-chars", "64"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    deadline = time.monotonic() + 60
-    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
+    # Interrupt once it has trained (a metrics line is out), not after a guessed delay.
+    deadline = time.monotonic() + 120
+    while not metrics_steps(run, 0):
+        assert process.poll() is None and time.monotonic() < deadline, "it never trained"
+        time.sleep(0.01)
+    trained = metrics_steps(run, 0)[-1]
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr.decode()
     assert "charrnn train --resume" in stderr.decode()
     assert "Traceback" not in stderr.decode()
     saved = ckpt.load(run, prefer=("last.pt",))
-    assert saved["progress"]["step"] > 0
+    # No periodic checkpoints: this one was written on the interrupt, after those steps.
+    assert saved["progress"]["step"] >= trained >= 5
