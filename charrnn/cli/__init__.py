@@ -62,8 +62,7 @@ def main(
     ] = False,
 ) -> None:
     """charrnn: learn to write like any text, one character at a time."""
-    if debug:
-        debugging["on"] = True
+    debugging["on"] = debug or os.environ.get("CHARRNN_DEBUG", "") not in ("", "0")
 
 
 def _terminate(signum, frame) -> None:

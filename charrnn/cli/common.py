@@ -39,8 +39,9 @@ class Terminated(Exception):
     """SIGTERM arrived (raised by the handler `run` installs; training handles it itself)."""
 
 
-# `charrnn --debug COMMAND` or CHARRNN_DEBUG=1: tracebacks for bug reports.
-debugging = {"on": os.environ.get("CHARRNN_DEBUG", "") not in ("", "0")}
+# `charrnn --debug COMMAND` or CHARRNN_DEBUG=1: tracebacks for bug reports (set by the app's
+# callback on every invocation).
+debugging = {"on": False}
 
 
 def guarded(command):
