@@ -42,15 +42,15 @@ from charrnn.errors import CheckpointError, ConfigError, ExportError
 EXPORTABLE_CELLS = ("lstm", "gru", "rnn")
 DEFAULT_NAME = "model.onnx"  # written into the run directory unless --out says otherwise
 
-# Opset 18: every operator the graph uses (Gather, LSTM/GRU/RNN or MatMul, Gemm) is unchanged
-# since opset 14, and 18 is what torch's dynamo exporter was built around; it runs on
-# onnxruntime 1.14 (2023) and later, so an older runtime than torch's default (20) still
-# loads the file.
+# Opset 18: the opset torch's dynamo exporter writes natively (its torchlib), so the graph is
+# not run through a version converter (torch's default, 20, would be); the TorchScript exporter
+# writes it too, and onnxruntime runs it from 1.14 (2023) on.
 OPSET = 18
 
 INSTALL = 'pip install -e ".[export]" (in a checkout) or pip install "charrnn[export]"'
 
-# The export checks its own file: onnxruntime must give charrnn's logits over a few steps.
+# The export checks its own file: onnxruntime must give the torch step's logits over a few
+# steps.
 # A wrong graph is off by whole units; 1e-3 leaves room for the rounding of other kernels
 # on large models (the tests hold tiny ones to 1e-4 over 200 steps).
 VERIFY_STEPS, VERIFY_BATCH, VERIFY_TOLERANCE = 16, 2, 1e-3
@@ -111,7 +111,7 @@ class Exported:
     hidden_size: int
     vocab_size: int
     exporter: str  # "dynamo" or "torchscript": which of torch's exporters made the file
-    max_difference: float  # largest |logit| difference from charrnn in the export's check
+    max_difference: float  # largest |logit| difference from torch in the export's check
     size: int  # bytes
 
 
