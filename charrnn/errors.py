@@ -23,3 +23,7 @@ class TrainingError(CharRNNError):
 
 class DistributedError(CharRNNError):
     """The processes of a multi-process run disagree (another text, say) or lost each other."""
+
+
+class ExportError(CharRNNError):
+    """A model cannot be exported (a gate-level cell, no export extra, a file in the way)."""

@@ -123,6 +123,7 @@ COMMANDS = {
     "inspect RUN_DIR": lambda file: run_cli("inspect", file.parent),
     "eval FILE": lambda file: run_cli("eval", file, "--corpus", "shakespeare"),
     "explain FILE": lambda file: run_cli("explain", file, "--text", "To be"),
+    "export FILE": lambda file: run_cli("export", file, "--out", file.parent / "model.onnx"),
 }
 
 
@@ -266,6 +267,7 @@ READERS = {
     "sample": lambda path: ("sample", path, "--length", 5),
     "train --resume": lambda path: ("train", "--resume", path),
     "inspect": lambda path: ("inspect", path),
+    "export": lambda path: ("export", path, "--out", path.parent / "model.onnx"),
 }
 
 
