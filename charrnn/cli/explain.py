@@ -42,7 +42,9 @@ def explain(
     ] = None,
     top_units: Annotated[
         int | None,
-        typer.Option(help="Units to list per pattern (every pattern unless --find) [5]."),
+        typer.Option(
+            help="Units to list per pattern (every pattern unless --find).", show_default="5"
+        ),
     ] = None,
     skip_unknown: Annotated[
         bool, typer.Option("--skip-unknown", help="Show characters the model never saw, unscored.")

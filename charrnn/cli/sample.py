@@ -18,9 +18,7 @@ from charrnn.cli.common import err
 def sample(
     checkpoint: Annotated[
         str | None,
-        typer.Argument(
-            help="A .pt file or a run directory [default: the newest run].", show_default=False
-        ),
+        typer.Argument(help="A .pt file or a run directory.", show_default="the newest run"),
     ] = None,
     prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
     out_dir: Annotated[
