@@ -385,7 +385,7 @@ def _above_bar(line: str) -> None:
 
 
 def _summary(result) -> None:
-    from charrnn.train import bits_per_char
+    from charrnn.scoring import bits_per_char
 
     table = Table(title="run summary", box=None, show_header=False)
     table.add_column(style="cyan")
@@ -519,7 +519,7 @@ def _print_json(payload: Any) -> None:
 
 
 def _loss_text(nats: float | None) -> str:
-    from charrnn.train import bits_per_char
+    from charrnn.scoring import bits_per_char
 
     if nats is None:
         return "not evaluated yet"
@@ -613,7 +613,7 @@ def runs(
 
 
 def _show_runs(listing, as_json: bool) -> None:
-    from charrnn.train import bits_per_char
+    from charrnn.scoring import bits_per_char
 
     for name, reason in listing.unreadable.items():
         err.print(Text(f"skipped {name}: {reason}", style="yellow"))
@@ -690,9 +690,9 @@ def eval_command(
 ) -> None:
     """A model's loss on a whole text, in nats and bits per character (stateful)."""
     from charrnn.corpus import read_text, resolve_corpus
+    from charrnn.devices import autocast_dtype, pick_device
     from charrnn.errors import ConfigError
-    from charrnn.explain import score
-    from charrnn.train import autocast_dtype, pick_device
+    from charrnn.scoring import score
 
     if device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
@@ -761,14 +761,14 @@ def explain(
     from charrnn import explain as explaining
     from charrnn.corpus import read_text
     from charrnn.errors import ConfigError
+    from charrnn.scoring import read
 
     if (text is None) == (file is None):
         raise ConfigError("give the text to read with exactly one of --text or --file")
     if show not in ("surprise", "gate"):
         raise ConfigError(f"--show must be surprise or gate; got {show!r}")
     path, _, model, vocab = _load_for_reading(checkpoint)
-    reading = explaining.read(vocab, text if text is not None else read_text(str(file)),
-                              skip_unknown)  # fmt: skip
+    reading = read(vocab, text if text is not None else read_text(str(file)), skip_unknown)
 
     matches = None
     if find is not None or top_units is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from charrnn import checkpoint as ckpt
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.model import count_parameters
-from charrnn.train import bits_per_char
+from charrnn.scoring import bits_per_char
 
 # A run directory holds last.pt (the whole run so far) and best.pt (its best moment); inspecting
 # a run describes the whole run, so last.pt comes first here (sampling prefers best.pt).

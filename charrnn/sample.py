@@ -266,7 +266,7 @@ class TextGenerator:
     def load(
         cls, path: str, device: str = "auto", int8: bool | None = None, threads: int | None = None
     ) -> TextGenerator:
-        from charrnn.train import pick_device
+        from charrnn.devices import pick_device
 
         checkpoint = ckpt.load(path)
         model, vocab = ckpt.restore_model(checkpoint)

@@ -29,70 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
-from charrnn.batching import CyclicBatches, epoch_offset, evaluation_chunks
+from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Vocabulary, read_text, resolve_corpus, split_train_val
+from charrnn.devices import autocast, autocast_dtype, pick_device
 from charrnn.distributed import World, fingerprint
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
-from charrnn.model import CharModel, State, count_parameters, detach_state, select_rows
+from charrnn.model import CharModel, State, count_parameters, detach_state
 from charrnn.schedule import Anchor, Budget, Schedule
-
-LN2 = math.log(2)
-
-
-def bits_per_char(nats: float) -> float:
-    return nats / LN2
-
-
-def pick_device(name: str) -> torch.device:
-    """auto = cuda, else mps, else cpu. Asking for an absent accelerator is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use cpu")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ConfigError("device mps was asked for but is not available; use cpu")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX (or AVX512-BF16) CPUs run bf16 matrix products 2-3x faster than fp32."""
-    cpu = torch.cpu
-    amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)
-    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)
-    return bool(amx() or avx512_bf16())
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32.
-
-    auto: bf16 on GPUs that have it and on CPUs with AMX / AVX512-BF16 (the recurrent matrix
-    products run 2-3x faster there; weights, optimiser and loss stay fp32), fp32 elsewhere.
-    """
-    if precision == "fp32" or device.type == "mps":
-        return None
-    if device.type == "cpu":
-        if precision == "fp16":
-            raise ConfigError("fp16 autocast is for CUDA GPUs; use bf16 or fp32 on the CPU")
-        if precision == "bf16" or cpu_has_fast_bf16():
-            return torch.bfloat16
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+from charrnn.scoring import bits_per_char, char_loss, evaluate
 
 
 @dataclass
@@ -117,38 +66,6 @@ def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None)
     ids = vocab.encode(text)
     train, val = split_train_val(ids, val_fraction)
     return Data(vocab, train, val, path.resolve())
-
-
-@torch.inference_mode()
-def evaluate(
-    model: CharModel,
-    ids: torch.Tensor,
-    batch_size: int,
-    seq_length: int,
-    device: torch.device | None = None,
-    amp: torch.dtype | None = None,
-) -> tuple[float, int]:
-    """Mean loss in nats over every character of `ids` after the first, stateful.
-
-    Returns (loss, characters scored). The model is put back in the mode it was in.
-    """
-    device = device or model.head.weight.device
-    was_training = model.training
-    model.eval()
-    chunks = evaluation_chunks(ids, batch_size, seq_length)
-    state: State = model.init_state(chunks[0].inputs.shape[0])
-    total, count = 0.0, 0
-    for chunk in chunks:
-        if chunk.continues_row is not None:
-            state = select_rows(state, [chunk.continues_row])
-        inputs, targets = chunk.inputs.to(device).long(), chunk.targets.to(device).long()
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits, state = model(inputs, state)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-        total += loss.item()
-        count += targets.numel()
-    model.train(was_training)
-    return total / count, count
 
 
 @dataclass
@@ -411,9 +328,9 @@ class Trainer:
     def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+        with autocast(self.device, self.amp):
             logits, state = self.network(inputs, self.state)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss = char_loss(logits, targets)
         value = self.world.average(loss.item())  # all ranks see a NaN, so all stop together
         if not math.isfinite(value):
             raise TrainingError(

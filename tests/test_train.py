@@ -15,7 +15,8 @@ import torch
 from charrnn import checkpoint as ckpt
 from charrnn import config
 from charrnn.errors import CheckpointError, TrainingError
-from charrnn.train import StopRequest, Trainer, evaluate, resume_configs
+from charrnn.scoring import evaluate
+from charrnn.train import StopRequest, Trainer, resume_configs
 from tests.conftest import TINY_FLAGS, run_cli
 
 
