@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.bundled import bundled_files
+from charrnn.cell_kinds import CELLS
 from charrnn.errors import ConfigError
-
-CELLS = ("lstm", "gru", "rnn", "gate-lstm", "peephole-lstm", "gate-gru")
 
 
 def _opt(default: Any, help: str, **rules: Any) -> Any:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn.cell_kinds import GATE_VIEW_CELLS
 from charrnn.cells import GateLSTM
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
@@ -123,9 +124,9 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
 
     Keys as in cells.LSTM_GATE_KEYS. For LSTM models only.
     """
-    if not model.is_lstm:
+    if not model.kind.gate_views:
         raise ConfigError(
-            f"gates can be shown for LSTM models (lstm, gate-lstm, peephole-lstm); this model's "
+            f"gates can be shown for LSTM models ({', '.join(GATE_VIEW_CELLS)}); this model's "
             f"core is {model.config.cell}"
         )
     core = model.core

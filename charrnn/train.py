@@ -260,10 +260,9 @@ class Trainer:
                 budget_steps=saved["budget_steps"],
                 budget_seconds=saved["budget_seconds"],
             )
-            hidden = checkpoint["hidden_state"]
+            hidden = checkpoint["hidden_state"]  # a list of 1 or 2 tensors, or None
             if hidden is not None:
-                hidden = [h[:, self.rows].to(self.device) for h in hidden]
-                self.state = tuple(hidden) if self.model.is_lstm else hidden[0]
+                self.state = tuple(h[:, self.rows].to(self.device) for h in hidden)
             torch.set_rng_state(checkpoint["rng"]["torch"])
             if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
@@ -275,11 +274,8 @@ class Trainer:
 
     def _checkpoint(self) -> dict[str, Any]:
         p = self.progress
-        hidden = None
         state = self.world.gather_rows(self.state)  # the whole batch's, so any N can resume
-        if state is not None:
-            parts = state if isinstance(state, tuple) else (state,)
-            hidden = [h.detach().cpu() for h in parts]
+        hidden = None if state is None else [h.detach().cpu() for h in state]
         return {
             **ckpt.header(),
             "model_config": config_module.to_dict(self.model_config),
