@@ -19,7 +19,6 @@ import torch
 from charrnn.bundled import bundled_files
 from charrnn.errors import CorpusError
 
-DEFAULT_CORPUS = "shakespeare"
 ENCODE_CHUNK = 1 << 20  # characters encoded at a time
 
 
