@@ -66,48 +66,46 @@ def rnn_step(config: ModelConfig) -> LayerStep:
 
 @dataclass(frozen=True)
 class FastStep:
+    """A kind's one-character step for the fast sampler (sample.Stepper)."""
+
     make: Callable[[ModelConfig], LayerStep]  # the step for a model's settings
     # b_hh folded into the input term (one add fewer a step), or kept in the recurrent product.
     fold_recurrent_bias: bool = True
 
 
+LSTM_FAST = FastStep(lambda _: lstm_step)
+GRU_FAST = FastStep(lambda _: gru_step, fold_recurrent_bias=False)
+RNN_FAST = FastStep(rnn_step)
+
+
 @dataclass(frozen=True)
 class Core:
+    """A cell kind's torch half: how to build its core, and its fast sampling step."""
+
     kind: CellKind
     # (config, torch's common arguments: input_size, hidden_size, num_layers, bias, ...) -> core
     build: Callable[[ModelConfig, dict[str, Any]], nn.Module]
     fast_step: FastStep | None  # None: the sampler steps with the model's own forward
 
 
+# The gate-level twins have torch's weight names, shapes and gate order: the same fast steps.
 CORES: dict[str, Core] = {
     core.kind.name: core
     for core in (
-        Core(KINDS["lstm"], lambda _, common: nn.LSTM(**common), FastStep(lambda _: lstm_step)),
-        Core(
-            KINDS["gru"],
-            lambda _, common: nn.GRU(**common),
-            FastStep(lambda _: gru_step, fold_recurrent_bias=False),
-        ),
+        Core(KINDS["lstm"], lambda _, common: nn.LSTM(**common), LSTM_FAST),
+        Core(KINDS["gru"], lambda _, common: nn.GRU(**common), GRU_FAST),
         Core(
             KINDS["rnn"],
             lambda config, common: nn.RNN(nonlinearity=config.nonlinearity, **common),
-            FastStep(rnn_step),
+            RNN_FAST,
         ),
-        Core(
-            KINDS["gate-lstm"],
-            lambda _, common: cells.GateLSTM(**common),
-            FastStep(lambda _: lstm_step),  # nn.LSTM's weights and gate order: the same step
-        ),
+        Core(KINDS["gate-lstm"], lambda _, common: cells.GateLSTM(**common), LSTM_FAST),
         Core(
             KINDS["peephole-lstm"],
             lambda _, common: cells.GateLSTM(peephole=True, **common),
             None,  # no fast step: the sampler runs the model's forward, a character a call
         ),
-        Core(
-            KINDS["gate-gru"],
-            lambda _, common: cells.GateGRU(**common),
-            FastStep(lambda _: gru_step, fold_recurrent_bias=False),
-        ),
+        Core(KINDS["gate-gru"], lambda _, common: cells.GateGRU(**common), GRU_FAST),
     )
 }
 

@@ -145,7 +145,7 @@ class Stepper:
                 b_hh = getattr(core, f"bias_hh_l{k}", None)
                 b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
                 b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
-                fold = fast.fold_recurrent_bias
+                fold = fast.fold_recurrent_bias  # not for the GRU: r scales (W_hn h + b_hn)
                 input_bias = b_ih + b_hh if fold else b_ih
                 recurrent = project(w_hh, None if fold else b_hh)
                 if k == 0:
