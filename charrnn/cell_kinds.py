@@ -22,14 +22,15 @@ class CellKind:
     name: str
     state_count: int  # tensors in the hidden state: 2 (h, c) for the LSTM family, else 1 (h)
     gate_views: bool  # explain can show its gates: learn, forget, use, cell, hidden (LSTMs)
+    exportable: bool = False  # torch's own cores: ONNX has LSTM, GRU and RNN operators
 
 
 KINDS: dict[str, CellKind] = {
     kind.name: kind
     for kind in (
-        CellKind("lstm", state_count=2, gate_views=True),  # torch's fused nn.LSTM
-        CellKind("gru", state_count=1, gate_views=False),  # torch's nn.GRU
-        CellKind("rnn", state_count=1, gate_views=False),  # torch's nn.RNN (tanh or relu)
+        CellKind("lstm", state_count=2, gate_views=True, exportable=True),  # torch's nn.LSTM
+        CellKind("gru", state_count=1, gate_views=False, exportable=True),  # torch's nn.GRU
+        CellKind("rnn", state_count=1, gate_views=False, exportable=True),  # nn.RNN, tanh/relu
         CellKind("gate-lstm", state_count=2, gate_views=True),  # cells.GateLSTM, the lesson's
         CellKind("peephole-lstm", state_count=2, gate_views=True),  # ... with peepholes
         CellKind("gate-gru", state_count=1, gate_views=False),  # cells.GateGRU
@@ -37,6 +38,7 @@ KINDS: dict[str, CellKind] = {
 }
 CELLS = tuple(KINDS)
 GATE_VIEW_CELLS = tuple(name for name, kind in KINDS.items() if kind.gate_views)
+EXPORTABLE_CELLS = tuple(name for name, kind in KINDS.items() if kind.exportable)
 
 
 def cell_kind(name: str) -> CellKind:
