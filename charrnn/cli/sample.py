@@ -25,6 +25,9 @@ def sample(
         Path | None,
         typer.Option("--out-dir", help="Write sample-N.txt files here instead of stdout."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace sample-N.txt files that exist in --out-dir.")
+    ] = False,
     skip_unknown: Annotated[
         bool, typer.Option("--skip-unknown", help="Drop prime characters the model never saw.")
     ] = False,
@@ -45,13 +48,15 @@ def sample(
     **sampling: Any,
 ) -> None:
     """Write text with a trained model; the text alone goes to stdout."""
-    from charrnn import rundir
-    from charrnn.distributed import available_cores
+    from charrnn import files, rundir
+    from charrnn.machine import available_cores
     from charrnn.sample import load_model
 
     settings.check(device=device, threads=threads)
     chosen = config.build(config.SampleConfig, settings.typed(sampling))
     length, num_samples = chosen.length, chosen.num_samples
+    targets = [out_dir / f"sample-{n}.txt" for n in range(1, num_samples + 1)] if out_dir else []
+    files.check_outputs(targets, force, create_folder=True)  # before the work, not after it
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(checkpoint, device, int8=int8, threads=threads)
@@ -66,9 +71,8 @@ def sample(
         texts = generator.generate(prime, length, num_samples=num_samples, **options)
         texts = [texts] if isinstance(texts, str) else texts
         if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for n, text in enumerate(texts, 1):
-                (out_dir / f"sample-{n}.txt").write_text(text, encoding="utf-8")
+            files.make_folder(out_dir)
+            files.write_texts(dict(zip(targets, texts, strict=True)))  # all of them, or none
         else:
             _write(f"{'' if n == 1 else chr(10)}==> sample {n} <==\n{text}\n"
                    for n, text in enumerate(texts, 1))  # fmt: skip
