@@ -59,6 +59,10 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.float16
 
 
+# The precisions an autocast dtype (None: plain fp32) is named by, in checkpoints and messages.
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to `dtype` on `device`; with None, a context that changes nothing."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

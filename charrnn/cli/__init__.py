@@ -83,8 +83,8 @@ def run() -> None:
     try:
         app(prog_name="charrnn")
     except SystemExit as done:
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun sets it in its workers
-            raise
+        if os.environ.get("WORLD_SIZE", "1").strip() in ("1", ""):  # torchrun sets it >= 2
+            raise  # (one that is not a number was refused in one line: the exit stands)
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         if isinstance(done.code, str):
             print(done.code, file=sys.stderr)

@@ -91,7 +91,7 @@ def typed(values: dict[str, Any]) -> dict[str, Any]:
 
 def check(**values: Any) -> dict[str, Any]:
     """The given (non-None) model or training settings, checked against their declarations."""
-    return {name: config.check_value(name, value) for name, value in typed(values).items()}
+    return {name: config.check_value(name, v, typed=True) for name, v in typed(values).items()}
 
 
 def as_flags(values: dict[str, Any]) -> list[str]:
