@@ -21,7 +21,7 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-    from charrnn.train import cpu_has_fast_bf16
+    from charrnn.devices import cpu_has_fast_bf16
 
     return {
         "cpu": cpu_model(),

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import config as config_module
+from charrnn.devices import autocast_dtype
 from charrnn.model import CharModel, detach_state
-from charrnn.train import autocast_dtype
 
 VOCAB = 65  # Tiny Shakespeare's vocabulary size
 GATES = {"lstm": 4, "gate-lstm": 4, "peephole-lstm": 4, "gru": 3, "gate-gru": 3, "rnn": 1}

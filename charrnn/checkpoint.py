@@ -29,9 +29,10 @@ import torch
 
 from charrnn import __version__, rundir
 from charrnn import config as config_module
+from charrnn.cell_kinds import cell_kind
 from charrnn.corpus import Vocabulary
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
-from charrnn.model import LSTM_CELLS, CharModel
+from charrnn.model import CharModel
 
 FORMAT_VERSION = 1
 TEMPORARY_MARK = ".tmp-"  # .last.pt.tmp-<pid>: a write in progress, or one a kill interrupted
@@ -345,7 +346,7 @@ def _rng_problem(rng: Any) -> str | None:
 def _hidden_problem(hidden: Any, model_config: Any, batch_size: int) -> str | None:
     if hidden is None:  # saved at an epoch boundary, or before the first step
         return None
-    parts = 2 if model_config.cell in LSTM_CELLS else 1
+    parts = cell_kind(model_config.cell).state_count
     shape = (model_config.num_layers, batch_size, model_config.hidden_size)
     if not (isinstance(hidden, (list, tuple)) and len(hidden) == parts
             and all(_finite_tensor(h, shape) for h in hidden)):  # fmt: skip

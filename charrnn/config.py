@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.bundled import bundled_files
+from charrnn.cell_kinds import CELLS
 from charrnn.errors import ConfigError
-
-CELLS = ("lstm", "gru", "rnn", "gate-lstm", "peephole-lstm", "gate-gru")
 
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"

@@ -19,7 +19,6 @@ import torch
 from charrnn.bundled import bundled_files
 from charrnn.errors import CorpusError
 
-DEFAULT_CORPUS = "shakespeare"
 ENCODE_CHUNK = 1 << 20  # characters encoded at a time
 
 
@@ -155,3 +154,29 @@ def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tenso
     n_val = int(len(ids) * val_fraction)
     n_train = len(ids) - n_val
     return ids[:n_train], ids[n_train:]
+
+
+@dataclass
+class Data:
+    """A corpus ready to train on: its vocabulary, and its encoded train and val splits."""
+
+    vocab: Vocabulary
+    train: torch.Tensor
+    val: torch.Tensor
+    corpus_path: Path
+
+
+def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None) -> Data:
+    """Read, encode and split a corpus. With `vocab` (a resumed run), the text must fit it."""
+    path = resolve_corpus(corpus)
+    text = read_text(str(path))
+    own = Vocabulary.from_text(text)
+    if vocab is not None and own != vocab:
+        raise CorpusError(
+            f"corpus {corpus!r} has a different vocabulary ({len(own)} characters) from the "
+            f"run's ({len(vocab)}); resume with the corpus the run was trained on"
+        )
+    vocab = vocab or own
+    ids = vocab.encode(text)
+    train, val = split_train_val(ids, val_fraction)
+    return Data(vocab, train, val, path.resolve())

@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from charrnn.errors import ConfigError, DistributedError
 
@@ -191,17 +191,16 @@ class World:
         dist.broadcast(value, src=0)
         return value.item()
 
-    def gather_rows(self, state: Any) -> Any:
+    def gather_rows(self, state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
         """The hidden state of the whole batch, from every rank's rows, in row order."""
         if self.size == 1 or state is None:
             return state
-        parts = state if isinstance(state, tuple) else (state,)
         gathered = []
-        for part in parts:
+        for part in state:
             blocks = [torch.empty_like(part) for _ in range(self.size)]
             dist.all_gather(blocks, part.contiguous())
             gathered.append(torch.cat(blocks, dim=1))  # (layers, batch, hidden)
-        return tuple(gathered) if isinstance(state, tuple) else gathered[0]
+        return tuple(gathered)
 
     def seed_step(self, seed: int, step: int) -> None:
         """Draw this step's random numbers (dropout) from (seed, rank, step) on every rank."""

@@ -1,10 +1,11 @@
-"""What a model makes of a text: its loss over the whole text, its surprise at each character,
-one LSTM unit's gates along the way, and the units that follow a simple pattern of the text.
+"""What a model makes of a text, character by character: its surprise at each one, one LSTM
+unit's gates along the way, and the units that follow a simple pattern of the text. (Its loss
+over the whole text is ``charrnn.scoring.score``, what ``charrnn eval`` prints.)
 
-A text is read from a zero state, left to right, one character after another. Characters the
-model never saw cannot be fed to it: they are refused by name, or (``skip_unknown``) left out of
-what the model reads, so the characters after them are predicted as if they were not there;
-they are still shown, unscored.
+A text is read (``scoring.read``) from a zero state, left to right, one character after
+another. Characters the model never saw cannot be fed to it: they are refused by name, or
+(``skip_unknown``) left out of what the model reads, so the characters after them are predicted
+as if they were not there; they are still shown, unscored.
 
 Gates come from ``GateLSTM.forward_with_gates``; a model trained with torch's nn.LSTM core has
 its weights loaded into a GateLSTM (same names, shapes and gate order), which computes the same
@@ -26,135 +27,22 @@ line). The ranking uses Pearson's correlation, so a unit that is low inside quot
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from charrnn.cell_kinds import GATE_VIEW_CELLS
 from charrnn.cells import GateLSTM
-from charrnn.corpus import Vocabulary, describe_char, split_train_val
+from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
-from charrnn.train import bits_per_char, evaluate
+from charrnn.scoring import Reading, bits_per_char, char_loss, evaluation_mode
 
 GATES = {"learn": "ignore", "forget": "forget", "use": "use", "cell": "cell", "hidden": "hidden"}
 PATTERNS = ("quotes", "newline", "line-position")
-SPLITS = ("all", "train", "val")
 QUOTE_MARKS = {'"': None, "\u201c": True, "\u201d": False}  # None: opens or closes (toggles)
-
-
-# --------------------------------------------------------------------------- reading a text
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A text as the model reads it: the ids of its known characters and where they stand."""
-
-    text: str
-    ids: torch.Tensor  # (N,) the known characters' ids, in order
-    positions: torch.Tensor  # (N,) int64: the index in `text` of each id
-
-    @property
-    def skipped(self) -> int:
-        """Characters of the text the model did not read (not in its vocabulary)."""
-        return len(self.text) - len(self.positions)
-
-
-def read(vocab: Vocabulary, text: str, skip_unknown: bool = False) -> Reading:
-    """Encode `text`; unknown characters are refused by name, or left out with `skip_unknown`."""
-    missing = vocab.unknown(text)
-    if missing and not skip_unknown:
-        shown = ", ".join(describe_char(c) for c in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise CorpusError(
-            f"the text has characters the model never saw: {shown}{more}; remove them or pass "
-            "--skip-unknown (they are then shown but not scored)"
-        )
-    if not missing:
-        return Reading(text, vocab.encode(text), torch.arange(len(text)))
-    known = torch.tensor([c in vocab for c in text], dtype=torch.bool)
-    if not known.any():
-        raise CorpusError("no character of the text is in the model's vocabulary")
-    kept = "".join(c for c in text if c in vocab)
-    return Reading(text, vocab.encode(kept), known.nonzero().squeeze(1))
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: CharModel) -> Iterator[None]:
-    """No dropout and no autograd while reading; the model's mode is put back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
-# --------------------------------------------------------------------------- the whole text
-
-
-@dataclass(frozen=True)
-class Score:
-    """A model's loss on a text, in nats per character, and what it was measured over."""
-
-    loss: float
-    characters: int  # characters scored (every character read, after the first of each row)
-    skipped: int  # characters left out as unknown
-    split: str
-    batch_size: int
-    seq_length: int
-
-    @property
-    def bpc(self) -> float:
-        return bits_per_char(self.loss)
-
-    def to_json(self) -> dict:
-        return {
-            "loss": self.loss,
-            "bpc": self.bpc,
-            "characters": self.characters,
-            "skipped": self.skipped,
-            "split": self.split,
-            "batch_size": self.batch_size,
-            "seq_length": self.seq_length,
-        }
-
-
-def score(
-    model: CharModel,
-    vocab: Vocabulary,
-    text: str,
-    *,
-    batch_size: int,
-    seq_length: int,
-    split: str = "all",
-    val_fraction: float = 0.1,
-    skip_unknown: bool = False,
-    device: torch.device | None = None,
-    amp: torch.dtype | None = None,
-) -> Score:
-    """The model's mean loss over `text` (or its train / val split), stateful, as training
-    evaluates: the same layout of rows and chunks, so the training corpus's val split gives
-    exactly the val loss the run logged (at the same precision)."""
-    if split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val fraction must be between 0 and 1, got {val_fraction}")
-    reading = read(vocab, text, skip_unknown)
-    ids = reading.ids
-    if split != "all":
-        train_ids, val_ids = split_train_val(ids, val_fraction)
-        ids = train_ids if split == "train" else val_ids
-    if len(ids) < 2:
-        raise CorpusError(f"the {split} text has {len(ids)} character(s); at least 2 are needed")
-    if device is not None:
-        model = model.to(device)
-    loss, count = evaluate(model, ids, batch_size, seq_length, device, amp)
-    return Score(loss, count, reading.skipped, split, batch_size, seq_length)
 
 
 # --------------------------------------------------------------------------- one value per char
@@ -209,9 +97,9 @@ def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValue
     ids = reading.ids.long().unsqueeze(0)  # (1, N)
     with evaluation_mode(model):
         logits, _ = model(ids)  # (1, N, V): position t predicts character t + 1
-        log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # (N - 1, V)
-        losses = -log_probs.gather(1, ids[0, 1:, None]).squeeze(1)  # (N - 1,)
-        best_log_prob, best = log_probs.max(dim=-1)
+        losses = char_loss(logits[:, :-1], ids[:, 1:], reduction="none")  # (N - 1,)
+        # The character the model expected most, and how sure it was.
+        best_log_prob, best = torch.log_softmax(logits[0, :-1].float(), dim=-1).max(dim=-1)
     values: list[float | None] = [None] * len(reading.text)
     notes = ["not in the model's vocabulary: not read, not scored"] * len(reading.text)
     positions = reading.positions.tolist()
@@ -236,9 +124,9 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
 
     Keys as in cells.LSTM_GATE_KEYS. For LSTM models only.
     """
-    if not model.is_lstm:
+    if not model.kind.gate_views:
         raise ConfigError(
-            f"gates can be shown for LSTM models (lstm, gate-lstm, peephole-lstm); this model's "
+            f"gates can be shown for LSTM models ({', '.join(GATE_VIEW_CELLS)}); this model's "
             f"core is {model.config.cell}"
         )
     core = model.core
@@ -256,7 +144,7 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
 
 
 def gate_name(gate: str) -> str:
-    """The gates.py key for a user's gate name (learn, forget, use, cell, hidden)."""
+    """The cells.LSTM_GATE_KEYS key for a user's gate name (learn, forget, use, cell, hidden)."""
     if gate not in GATES:
         raise ConfigError(f"gate must be one of {', '.join(GATES)}; got {gate!r}")
     return GATES[gate]

@@ -37,9 +37,9 @@ from torch import nn
 from charrnn import __version__, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
+from charrnn.cell_kinds import EXPORTABLE_CELLS, cell_kind
 from charrnn.errors import CheckpointError, ConfigError, ExportError
 
-EXPORTABLE_CELLS = ("lstm", "gru", "rnn")
 DEFAULT_NAME = "model.onnx"  # written into the run directory unless --out says otherwise
 
 # Opset 18: the opset torch's dynamo exporter writes natively (its torchlib), so the graph is
@@ -60,7 +60,7 @@ METADATA_KEYS = ("vocab", "model_config", "train_config", "charrnn_version", "us
 
 def state_names(cell: str) -> tuple[str, ...]:
     """The state inputs of an exported cell, in order (outputs add ``_out``)."""
-    return ("h", "c") if cell == "lstm" else ("h",)
+    return ("h", "c")[: cell_kind(cell).state_count]
 
 
 def input_names(cell: str) -> list[str]:
@@ -85,7 +85,7 @@ class OneStep(nn.Module):
         self.core = model.core
         self.head = model.head
         self.vocab_size = model.vocab_size
-        self.is_lstm = isinstance(model.core, nn.LSTM)
+        self.is_lstm = cell_kind(model.config.cell).state_count == 2  # (h, c)
 
     def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
         if self.embedding is not None:

@@ -16,7 +16,7 @@ from charrnn import checkpoint as ckpt
 from charrnn import rundir
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.model import count_parameters
-from charrnn.train import bits_per_char
+from charrnn.scoring import bits_per_char
 
 
 @dataclass(frozen=True)

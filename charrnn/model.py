@@ -13,44 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn import cells
-from charrnn.config import CELLS, ModelConfig
+from charrnn.cell_kinds import KINDS, CellKind
+from charrnn.config import ModelConfig
+from charrnn.cores import make_core
 from charrnn.dropout import Dropout, dropout
-from charrnn.errors import ConfigError
 
-# The recurrent state: (h, c) for LSTM cores, h for GRU and RNN cores; each (layers, B, H).
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-def make_core(config: ModelConfig, input_size: int) -> nn.Module:
-    """The recurrent core named by ``config.cell``, batch-first, with the lesson's parameters."""
-    # torch only applies dropout between layers and warns if asked with one layer.
-    between = config.dropout if config.num_layers > 1 else 0.0
-    common = dict(
-        input_size=input_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        bias=config.bias,
-        batch_first=True,
-        dropout=between,
-    )
-    match config.cell:
-        case "lstm":
-            return nn.LSTM(**common)
-        case "gru":
-            return nn.GRU(**common)
-        case "rnn":
-            return nn.RNN(nonlinearity=config.nonlinearity, **common)
-        case "gate-lstm":
-            return cells.GateLSTM(**common)
-        case "peephole-lstm":
-            return cells.GateLSTM(peephole=True, **common)
-        case "gate-gru":
-            return cells.GateGRU(**common)
-    raise ConfigError(f"unknown cell {config.cell!r}; choose one of: {', '.join(CELLS)}")
-
-
-LSTM_CELLS = ("lstm", "gate-lstm", "peephole-lstm")
+# The recurrent state, always a tuple: (h, c) for the LSTM family, (h,) for the other cells;
+# each tensor (layers, B, H).
+State = tuple[torch.Tensor, ...]
 
 
 class CharModel(nn.Module):
@@ -71,8 +41,9 @@ class CharModel(nn.Module):
         self.head = nn.Linear(config.hidden_size, vocab_size)
 
     @property
-    def is_lstm(self) -> bool:
-        return self.config.cell in LSTM_CELLS
+    def kind(self) -> CellKind:
+        """The cell kind's facts (state count, gate views); see charrnn.cell_kinds."""
+        return KINDS[self.config.cell]
 
     def encode_input(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, E) embeddings, or (B, T, V) one-hot vectors."""
@@ -85,44 +56,52 @@ class CharModel(nn.Module):
         if state is None:
             state = self.init_state(ids.shape[0])
         x = self.encode_input(ids)  # (B, T, E)
-        if self.training and self.config.weight_drop > 0:
-            out, state = self._core_with_dropped_weights(x, state)
-        else:
-            out, state = self.core(x, state)  # (B, T, H)
+        dropped = self._dropped_weights() if self.training and self.config.weight_drop > 0 else None
+        out, state = self._run_core(x, state, dropped)  # (B, T, H)
         logits = self.head(self.dropout(out))  # (B, T, V)
         return logits, state
 
-    def _core_with_dropped_weights(self, x: torch.Tensor, state: State):
+    def _dropped_weights(self) -> dict[str, torch.Tensor]:
         """Weight drop (Merity et al., 2017): one dropout mask on the hidden-to-hidden weights
         per step, shared by every time step, so the recurrence itself is regularised without
         breaking the fast fused kernels (the core runs with the dropped weights swapped in)."""
-        dropped = {
+        return {
             name: dropout(weight, self.config.weight_drop)
             for name, weight in self.core.named_parameters()
             if name.startswith("weight_hh")
         }
-        return torch.func.functional_call(self.core, dropped, (x, state))
+
+    def _run_core(
+        self, x: torch.Tensor, state: State, weights: dict[str, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, State]:
+        """The core over `x` from `state`, with `weights` swapped in if given.
+
+        The one place that adapts our tuple to torch's calling convention: LSTM cores take and
+        return (h, c), GRU and RNN cores a bare h.
+        """
+        single = self.kind.state_count == 1
+        packed = state[0] if single else state
+        if weights is None:
+            out, packed = self.core(x, packed)
+        else:
+            out, packed = torch.func.functional_call(self.core, weights, (x, packed))
+        return out, ((packed,) if single else tuple(packed))
 
     def init_state(self, batch_size: int) -> State:
         """Zeros for a batch, on the parameters' device and dtype."""
         weight = self.head.weight
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        h = weight.new_zeros(shape)
-        return (h, weight.new_zeros(shape)) if self.is_lstm else h
+        return tuple(weight.new_zeros(shape) for _ in range(self.kind.state_count))
 
 
 def detach_state(state: State) -> State:
     """Cut the graph at a batch boundary (truncated BPTT) but keep the values."""
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)  # type: ignore[return-value]
-    return state.detach()
+    return tuple(s.detach() for s in state)
 
 
 def select_rows(state: State, rows: slice | list[int]) -> State:
     """The state of some batch rows (dimension 1 of every state tensor)."""
-    if isinstance(state, tuple):
-        return tuple(s[:, rows] for s in state)  # type: ignore[return-value]
-    return state[:, rows]
+    return tuple(s[:, rows] for s in state)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn import checkpoint as ckpt
+from charrnn.cores import core_of
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel, State
@@ -115,22 +116,19 @@ class Int8:
 
 
 class Stepper:
-    """One character per call for nn.LSTM / nn.GRU / nn.RNN cores and the gate-level twins.
+    """One character per call, through the cell kind's fast step (see charrnn.cores) for
+    nn.LSTM / nn.GRU / nn.RNN cores and the gate-level twins.
 
-    Peephole LSTMs (and anything else) fall back to the model's own forward, one step a call.
-    With ``int8``, every matrix product of a step (recurrent, between layers, head) uses int8
-    weights; the first layer's input table stays exact.
+    Kinds without a fast step (peephole LSTMs) fall back to the model's own forward, one step a
+    call. With ``int8``, every matrix product of a step (recurrent, between layers, head) uses
+    int8 weights; the first layer's input table stays exact.
     """
 
     def __init__(self, model: CharModel, int8: bool = False):
         self.model = model
-        cell = model.config.cell
-        self.kind = {"lstm": "lstm", "gate-lstm": "lstm", "gru": "gru", "gate-gru": "gru"}.get(
-            cell, "rnn" if cell == "rnn" else None
-        )
-        self.relu = model.config.nonlinearity == "relu"
-        self.hidden = model.config.hidden_size
-        if self.kind is None:
+        fast = core_of(model.config.cell).fast_step
+        self.step = None if fast is None else fast.make(model.config)
+        if fast is None:
             return
         project = Int8 if int8 else Dense
         core, layers = model.core, model.config.num_layers
@@ -147,8 +145,7 @@ class Stepper:
                 b_hh = getattr(core, f"bias_hh_l{k}", None)
                 b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
                 b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
-                # GRU keeps b_hh apart: its candidate gate scales (W_hn h + b_hn) by r.
-                fold = self.kind != "gru"
+                fold = fast.fold_recurrent_bias  # not for the GRU: r scales (W_hn h + b_hn)
                 input_bias = b_ih + b_hh if fold else b_ih
                 recurrent = project(w_hh, None if fold else b_hh)
                 if k == 0:
@@ -160,45 +157,21 @@ class Stepper:
 
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """ids (B,) -> logits (B, V) and the next state."""
-        if self.kind is None:
+        if self.step is None:
             logits, state = self.model(ids.unsqueeze(1), state)
             return logits[:, 0], state
-        if self.kind == "lstm":
-            hs, cs = state
-            new_h, new_c = [], []
-        else:
-            hs = state
-            new_h = []
         x = None
+        new_state = []  # per layer: its new (h, c) or (h,)
         for k, (input_term, recurrent) in enumerate(self.layers):
-            h = hs[k]
             projected = input_term[ids] if k == 0 else input_term(x)
-            if self.kind == "lstm":
-                # Few, whole-vector operations: at batch 1 each call costs more than its math.
-                gates = recurrent(h, add=projected)  # (B, 4H) in i, f, g, o order
-                i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
-                g = torch.tanh(gates[:, 2 * self.hidden : 3 * self.hidden])
-                c = torch.addcmul(f * cs[k], i, g)
-                x = o * torch.tanh(c)
-                new_c.append(c)
-            elif self.kind == "gru":
-                rh, zh, nh = recurrent(h).chunk(3, dim=1)  # r, z, n order
-                ri, zi, ni = projected.chunk(3, dim=1)
-                r = torch.sigmoid(ri + rh)
-                z = torch.sigmoid(zi + zh)
-                n = torch.tanh(ni + r * nh)
-                x = n + z * (h - n)  # = (1 - z) * n + z * h
-            else:
-                pre = recurrent(h, add=projected)
-                x = torch.relu(pre) if self.relu else torch.tanh(pre)
-            new_h.append(x)
+            layer_state = self.step(projected, recurrent, [part[k] for part in state])
+            x = layer_state[0]  # the layer's output, the next layer's input
+            new_state.append(layer_state)
         logits = self.head(x)
-        if self.kind == "lstm":
-            return logits, (stack(new_h), stack(new_c))
-        return logits, stack(new_h)
+        return logits, tuple(map(stack, zip(*new_state, strict=True)))
 
 
-def stack(layers: list[torch.Tensor]) -> torch.Tensor:
+def stack(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(layers, B, H) from each layer's (B, H); one layer is a view, not a copy."""
     return layers[0].unsqueeze(0) if len(layers) == 1 else torch.stack(layers)
 
@@ -209,7 +182,7 @@ STREAMING_BYTES = 1 << 20
 
 
 def step_weight_bytes(stepper: Stepper) -> int:
-    if stepper.kind is None:
+    if stepper.step is None:
         return sum(p.numel() * p.element_size() for p in stepper.model.parameters())
     parts = [stepper.head] + [
         p for layer in stepper.layers for p in layer if not isinstance(p, torch.Tensor)
@@ -266,7 +239,7 @@ class TextGenerator:
     def load(
         cls, path: str, device: str = "auto", int8: bool | None = None, threads: int | None = None
     ) -> TextGenerator:
-        from charrnn.train import pick_device
+        from charrnn.devices import pick_device
 
         checkpoint = ckpt.load(path)
         model, vocab = ckpt.restore_model(checkpoint)
@@ -318,10 +291,7 @@ class TextGenerator:
             # The prime runs through the model once, as a sequence; then one step per character.
             logits, state = self.model(prime_ids.unsqueeze(0), self.model.init_state(1))
             logits = logits[:, -1].expand(num_samples, -1)
-            if isinstance(state, tuple):
-                state = tuple(s.repeat(1, num_samples, 1) for s in state)
-            else:
-                state = state.repeat(1, num_samples, 1)
+            state = tuple(s.repeat(1, num_samples, 1) for s in state)
             for position in range(length):
                 ids = next_ids(logits.float(), options, generator)
                 yield ids

@@ -1,4 +1,5 @@
-"""The learning-rate schedule: linear warm-up, then a decay over the run's budget.
+"""The learning-rate schedule: linear warm-up, then a decay over the run's budget; and where a
+run stands (``Progress``, saved in every checkpoint).
 
 The decay follows the *progress* of the run, a number from 0 to 1: the larger of steps done /
 ``max_steps`` (or the steps of ``max_epochs``) and training seconds / the time budget. So a run
@@ -15,7 +16,8 @@ fraction goes from ``f0`` to 1.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,20 @@ class Budget:
         return (self.max_steps is not None and step >= self.max_steps) or (
             self.max_seconds is not None and seconds >= self.max_seconds
         )
+
+    @classmethod
+    def from_limits(
+        cls, max_steps: int, max_epochs: float, steps_per_epoch: int, max_time: float, done: float
+    ) -> Budget:
+        """The budget of a run's limits (0 = none). ``max_time`` counts this invocation's time,
+        so the seconds earlier invocations trained (``done``) are added to it."""
+        limits = []
+        if max_steps:
+            limits.append(max_steps)
+        if max_epochs:
+            # min(): a huge --max-epochs times the epoch length overflows to infinity.
+            limits.append(max(1, round(min(max_epochs * steps_per_epoch, 2**62))))
+        return cls(min(limits) if limits else None, done + max_time if max_time else None)
 
 
 @dataclass(frozen=True)
@@ -68,3 +84,51 @@ class Schedule:
             decay = 1.0
         floor = self.min_fraction
         return self.peak * warm * (floor + (1.0 - floor) * decay)
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved in every checkpoint (see to_dict for the fields)."""
+
+    step: int = 0
+    seconds: float = 0.0  # training time over all invocations
+    best_val_loss: float | None = None
+    last_val_loss: float | None = None
+    anchor: Anchor = field(default_factory=Anchor)
+    budget_steps: int | None = None  # the budget the anchor was made for
+    budget_seconds: float | None = None
+
+    def fit(self, budget: Budget) -> None:
+        """On resume with a different budget, stretch the rest of the schedule (see above)."""
+        if (self.budget_steps, self.budget_seconds) == (budget.max_steps, budget.max_seconds):
+            return
+        if self.step > 0:
+            old = Budget(self.budget_steps, self.budget_seconds)
+            reached = self.anchor.progress_at(old.fraction(self.step, self.seconds))
+            self.anchor = Anchor(reached, budget.fraction(self.step, self.seconds))
+        self.budget_steps, self.budget_seconds = budget.max_steps, budget.max_seconds
+
+    def to_dict(self, steps_per_epoch: int) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.step / steps_per_epoch,  # for readers (charrnn inspect); not read back
+            "seconds": self.seconds,
+            "best_val_loss": self.best_val_loss,
+            "last_val_loss": self.last_val_loss,
+            "anchor": [self.anchor.progress, self.anchor.fraction],
+            "budget_steps": self.budget_steps,
+            "budget_seconds": self.budget_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Progress:
+        """What to_dict wrote (checked by checkpoint.check_resumable first)."""
+        return cls(
+            step=int(saved["step"]),
+            seconds=float(saved["seconds"]),
+            best_val_loss=saved["best_val_loss"],
+            last_val_loss=saved["last_val_loss"],
+            anchor=Anchor(*saved["anchor"]),
+            budget_steps=saved["budget_steps"],
+            budget_seconds=saved["budget_seconds"],
+        )

@@ -15,11 +15,8 @@ rows of every batch, and the ranks agree on what must be common to all of them.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,139 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
-from charrnn.batching import CyclicBatches, epoch_offset, evaluation_chunks
+from charrnn import rundir
+from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import Vocabulary, read_text, resolve_corpus, split_train_val
+from charrnn.corpus import Data, Vocabulary, load_data
+from charrnn.devices import autocast, autocast_dtype, pick_device
 from charrnn.distributed import World, fingerprint
-from charrnn.errors import CheckpointError, ConfigError, CorpusError, TrainingError
-from charrnn.model import CharModel, State, count_parameters, detach_state, select_rows
-from charrnn.schedule import Anchor, Budget, Schedule
-
-LN2 = math.log(2)
-
-
-def bits_per_char(nats: float) -> float:
-    return nats / LN2
-
-
-def pick_device(name: str) -> torch.device:
-    """auto = cuda, else mps, else cpu. Asking for an absent accelerator is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use cpu")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ConfigError("device mps was asked for but is not available; use cpu")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AMX (or AVX512-BF16) CPUs run bf16 matrix products 2-3x faster than fp32."""
-    cpu = torch.cpu
-    amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)
-    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)
-    return bool(amx() or avx512_bf16())
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32.
-
-    auto: bf16 on GPUs that have it and on CPUs with AMX / AVX512-BF16 (the recurrent matrix
-    products run 2-3x faster there; weights, optimiser and loss stay fp32), fp32 elsewhere.
-    """
-    if precision == "fp32" or device.type == "mps":
-        return None
-    if device.type == "cpu":
-        if precision == "fp16":
-            raise ConfigError("fp16 autocast is for CUDA GPUs; use bf16 or fp32 on the CPU")
-        if precision == "bf16" or cpu_has_fast_bf16():
-            return torch.bfloat16
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-@dataclass
-class Data:
-    vocab: Vocabulary
-    train: torch.Tensor
-    val: torch.Tensor
-    corpus_path: Path
-
-
-def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None) -> Data:
-    """Read, encode and split a corpus. With `vocab` (a resumed run), the text must fit it."""
-    path = resolve_corpus(corpus)
-    text = read_text(str(path))
-    own = Vocabulary.from_text(text)
-    if vocab is not None and own != vocab:
-        raise CorpusError(
-            f"corpus {corpus!r} has a different vocabulary ({len(own)} characters) from the "
-            f"run's ({len(vocab)}); resume with the corpus the run was trained on"
-        )
-    vocab = vocab or own
-    ids = vocab.encode(text)
-    train, val = split_train_val(ids, val_fraction)
-    return Data(vocab, train, val, path.resolve())
-
-
-@torch.inference_mode()
-def evaluate(
-    model: CharModel,
-    ids: torch.Tensor,
-    batch_size: int,
-    seq_length: int,
-    device: torch.device | None = None,
-    amp: torch.dtype | None = None,
-) -> tuple[float, int]:
-    """Mean loss in nats over every character of `ids` after the first, stateful.
-
-    Returns (loss, characters scored). The model is put back in the mode it was in.
-    """
-    device = device or model.head.weight.device
-    was_training = model.training
-    model.eval()
-    chunks = evaluation_chunks(ids, batch_size, seq_length)
-    state: State = model.init_state(chunks[0].inputs.shape[0])
-    total, count = 0.0, 0
-    for chunk in chunks:
-        if chunk.continues_row is not None:
-            state = select_rows(state, [chunk.continues_row])
-        inputs, targets = chunk.inputs.to(device).long(), chunk.targets.to(device).long()
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            logits, state = model(inputs, state)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-        total += loss.item()
-        count += targets.numel()
-    model.train(was_training)
-    return total / count, count
-
-
-@dataclass
-class Progress:
-    """Where a run is; saved in every checkpoint."""
-
-    step: int = 0
-    seconds: float = 0.0  # training time over all invocations
-    best_val_loss: float | None = None
-    last_val_loss: float | None = None
-    anchor: Anchor = field(default_factory=Anchor)
-    budget_steps: int | None = None  # the budget the anchor was made for
-    budget_seconds: float | None = None
+from charrnn.errors import CheckpointError, CorpusError, TrainingError
+from charrnn.model import CharModel, State, detach_state
+from charrnn.runlog import MetricsLog, ProgressBar
+from charrnn.schedule import Budget, Progress, Schedule
+from charrnn.scoring import char_loss, evaluate
 
 
 @dataclass
@@ -172,7 +50,6 @@ class Result:
     final_val_loss: float | None
     stopped_by: str  # budget | signal
     signal: int | None = None
-    parameters: int = 0
     checkpoint_warnings: list[str] = field(default_factory=list)
 
 
@@ -217,20 +94,13 @@ class Trainer:
         self.log = log if self.world.is_main else lambda line: None  # rank 0 speaks for all
         self.stop = stop or StopRequest()
         self.progress_bar = progress_bar
+        self.warnings: list[str] = []  # writes that failed without stopping the run
         cfg = train_config
 
-        if cfg.threads or self.world.size > 1:
-            torch.set_num_threads(cfg.threads or self.world.threads())
-        self.device = self.world.place(pick_device(cfg.device))
-        self.amp = autocast_dtype(self.device, cfg.precision)
-
+        self.device, self.amp = self._place()
         if resume:
             ckpt.check_resumable(resume, cfg.batch_size)
-        vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
-        corpus = resume.get("corpus_path", cfg.corpus) if resume else cfg.corpus
-        if resume and not Path(corpus).is_file():
-            corpus = cfg.corpus  # moved since: fall back to the name the user gave
-        self.data = load_data(corpus, cfg.val_fraction, vocab)
+        self.data = self._load_data(resume)
         self.vocab = self.data.vocab
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
@@ -242,11 +112,7 @@ class Trainer:
             )
 
         torch.manual_seed(cfg.seed)
-        try:
-            self.model = CharModel(model_config, len(self.vocab)).to(self.device)
-        except (RuntimeError, MemoryError) as error:  # torch's failed allocations are both
-            first = str(error).strip().splitlines()[0][:200]
-            raise TrainingError(f"cannot build the model (too large?): {first}") from None
+        self.model = self._build_model()
         self.optimizer = self._make_optimizer()
         self.schedule = Schedule(
             cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
@@ -263,15 +129,40 @@ class Trainer:
             {**config_module.to_dict(model_config), **config_module.to_dict(cfg)},
         )
         self.network = self.world.wrap(self.model)
-        self.budget = self._budget()
-        self._anchor_budget()
+        self.budget = Budget.from_limits(
+            cfg.max_steps, cfg.max_epochs, self.n_batches, cfg.max_time, self.progress.seconds
+        )
+        self.progress.fit(self.budget)
         # The first write, after everything else was accepted: a refused run touches nothing,
-        # and an unwritable run directory is refused before training is announced. Only rank 0
-        # writes to the run directory.
+        # and an unwritable run directory is refused before training is announced (by rank 0).
         if self.world.is_main:
             self._prepare_run_dir()
 
     # -- setup -------------------------------------------------------------------------------
+
+    def _place(self) -> tuple[torch.device, torch.dtype | None]:
+        """The threads, the device and the autocast dtype (None: fp32) this rank trains with."""
+        cfg = self.config
+        if cfg.threads or self.world.size > 1:
+            torch.set_num_threads(cfg.threads or self.world.threads())
+        device = self.world.place(pick_device(cfg.device))
+        return device, autocast_dtype(device, cfg.precision)
+
+    def _load_data(self, resume: dict[str, Any] | None) -> Data:
+        """The corpus, split; a resumed run reads the file it was trained on, in its vocabulary."""
+        cfg = self.config
+        vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
+        corpus = resume.get("corpus_path", cfg.corpus) if resume else cfg.corpus
+        if resume and not Path(corpus).is_file():
+            corpus = cfg.corpus  # moved since: fall back to the name the user gave
+        return load_data(corpus, cfg.val_fraction, vocab)
+
+    def _build_model(self) -> CharModel:
+        try:
+            return CharModel(self.model_config, len(self.vocab)).to(self.device)
+        except (RuntimeError, MemoryError) as error:  # torch's failed allocations are both
+            first = str(error).strip().splitlines()[0][:200]
+            raise TrainingError(f"cannot build the model (too large?): {first}") from None
 
     def _prepare_run_dir(self) -> None:
         try:
@@ -279,7 +170,7 @@ class Trainer:
             if removed := ckpt.remove_stale_temporaries(self.run_dir):
                 self.log(f"removed {removed} unfinished checkpoint file(s) of a killed run")
             text = config_module.to_toml(self.model_config, self.config).encode("utf-8")
-            ckpt.write_atomically(self.run_dir / "config.toml", lambda file: file.write(text))
+            ckpt.write_atomically(self.run_dir / rundir.CONFIG, lambda file: file.write(text))
         except OSError as error:
             raise unwritable(self.run_dir, error) from None
 
@@ -294,29 +185,6 @@ class Trainer:
             **extra,
         )
 
-    def _budget(self) -> Budget:
-        cfg = self.config
-        limits = []
-        if cfg.max_steps:
-            limits.append(cfg.max_steps)
-        if cfg.max_epochs:
-            # min(): a huge --max-epochs times the epoch length overflows to infinity.
-            limits.append(max(1, round(min(cfg.max_epochs * self.n_batches, 2**62))))
-        # --max-time counts this invocation's time: add what earlier invocations trained.
-        seconds = self.progress.seconds + cfg.max_time if cfg.max_time else None
-        return Budget(min(limits) if limits else None, seconds)
-
-    def _anchor_budget(self) -> None:
-        """On resume with a different budget, stretch the rest of the schedule (see schedule)."""
-        p = self.progress
-        if (p.budget_steps, p.budget_seconds) == (self.budget.max_steps, self.budget.max_seconds):
-            return
-        if p.step > 0:
-            old = Budget(p.budget_steps, p.budget_seconds)
-            reached = p.anchor.progress_at(old.fraction(p.step, p.seconds))
-            p.anchor = Anchor(reached, self.budget.fraction(p.step, p.seconds))
-        p.budget_steps, p.budget_seconds = self.budget.max_steps, self.budget.max_seconds
-
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         try:
             self.model.load_state_dict(checkpoint["model"])
@@ -325,20 +193,10 @@ class Trainer:
             groups = self.optimizer.state_dict()["param_groups"]
             saved_state = checkpoint["optimizer"]["state"]
             self.optimizer.load_state_dict({"state": saved_state, "param_groups": groups})
-            saved = checkpoint["progress"]
-            self.progress = Progress(
-                step=int(saved["step"]),
-                seconds=float(saved["seconds"]),
-                best_val_loss=saved["best_val_loss"],
-                last_val_loss=saved["last_val_loss"],
-                anchor=Anchor(*saved["anchor"]),
-                budget_steps=saved["budget_steps"],
-                budget_seconds=saved["budget_seconds"],
-            )
-            hidden = checkpoint["hidden_state"]
+            self.progress = Progress.from_dict(checkpoint["progress"])
+            hidden = checkpoint["hidden_state"]  # a list of 1 or 2 tensors, or None
             if hidden is not None:
-                hidden = [h[:, self.rows].to(self.device) for h in hidden]
-                self.state = tuple(hidden) if self.model.is_lstm else hidden[0]
+                self.state = tuple(h[:, self.rows].to(self.device) for h in hidden)
             torch.set_rng_state(checkpoint["rng"]["torch"])
             if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
@@ -349,12 +207,8 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def _checkpoint(self) -> dict[str, Any]:
-        p = self.progress
-        hidden = None
         state = self.world.gather_rows(self.state)  # the whole batch's, so any N can resume
-        if state is not None:
-            parts = state if isinstance(state, tuple) else (state,)
-            hidden = [h.detach().cpu() for h in parts]
+        hidden = None if state is None else [h.detach().cpu() for h in state]
         return {
             **ckpt.header(),
             "model_config": config_module.to_dict(self.model_config),
@@ -363,25 +217,15 @@ class Trainer:
             "corpus_path": str(self.data.corpus_path),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "progress": {
-                "step": p.step,
-                "epoch": p.step / self.n_batches,
-                "seconds": p.seconds,
-                "best_val_loss": p.best_val_loss,
-                "last_val_loss": p.last_val_loss,
-                "anchor": [p.anchor.progress, p.anchor.fraction],
-                "budget_steps": p.budget_steps,
-                "budget_seconds": p.budget_seconds,
-            },
+            "progress": self.progress.to_dict(self.n_batches),
             "hidden_state": hidden,
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             },
-            "parameters": count_parameters(self.model),
         }
 
-    def _save(self, name: str, warnings: list[str]) -> None:
+    def _save(self, name: str) -> None:
         checkpoint = self._checkpoint()
         if not self.world.is_main:
             return
@@ -390,22 +234,95 @@ class Trainer:
         except CheckpointError as error:
             # A failed periodic save (disk full, say) keeps the old file and the run goes on:
             # losing a checkpoint interval beats losing the run. The final save is retried below.
-            warnings.append(str(error))
-            self.log(f"warning: {error}")
+            self._warn(str(error))
+
+    def _warn(self, message: str) -> None:
+        """A write that failed without stopping the run: one line now, listed in the Result."""
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _loader(self, epoch: int) -> CyclicBatches:
+    def run(self) -> Result:
+        """Train until the budget is spent or a stop is requested, then save last.pt."""
+        cfg, p = self.config, self.progress
+        chars_per_step = cfg.batch_size * cfg.seq_length
+        show_bar = self.progress_bar if self.world.is_main else False
+        with (
+            self._metrics_log() as metrics,
+            ProgressBar(self.budget.max_steps, p.step, chars_per_step, show_bar) as bar,
+        ):
+            self._clock = (time.perf_counter(), p.seconds)
+            # Every rank takes the same steps: the clock and stop requests are agreed after each.
+            _, stopping = self.world.agree(p.seconds, self.stop.requested)
+            self.model.train()
+            while not self.budget.spent(p.step, p.seconds) and not stopping:
+                inputs, targets = self._batch()
+                lr = self._learning_rate()
+                self.world.seed_step(cfg.seed, p.step)
+                train_loss = self._train_step(inputs, targets, lr)
+                p.step += 1
+                stopping = self._agree(self.stop.requested)
+                metrics.count_step()
+                bar.advance()
+
+                final = self.budget.spent(p.step, p.seconds)
+                if (cfg.eval_every and p.step % cfg.eval_every == 0) or final:
+                    self._record(metrics, train_loss, lr, whole=final)
+                    stopping = self._agree(stopping)
+                bar.describe(p.step / self.n_batches, train_loss, p.last_val_loss)
+                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and not final:
+                    self._save(rundir.LAST)
+        # The final save is not allowed to fail quietly: the CLI reports it (old file intact).
+        checkpoint = self._checkpoint()
+        if self.world.is_main:
+            ckpt.save(checkpoint, self.run_dir / rundir.LAST)
+        return Result(
+            run_dir=self.run_dir,
+            step=p.step,
+            epoch=p.step / self.n_batches,
+            seconds=p.seconds,
+            best_val_loss=p.best_val_loss,
+            final_val_loss=p.last_val_loss,
+            stopped_by="budget" if self.budget.spent(p.step, p.seconds) else "signal",
+            signal=self.stop.signal,
+            checkpoint_warnings=self.warnings,
+        )
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's inputs and targets: this rank's rows, on the device."""
         cfg = self.config
-        offset = epoch_offset(epoch, cfg.seq_length, cfg.seed) if cfg.shift_epochs else 0
-        return CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length, offset)
+        epoch, index = divmod(self.progress.step, self.n_batches)
+        if self._epoch != epoch:
+            offset = epoch_offset(epoch, cfg.seq_length, cfg.seed) if cfg.shift_epochs else 0
+            loader = CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length, offset)
+            self._epoch_loader, self._epoch = loader, epoch
+        if index == 0:
+            self.state = None  # rows do not continue across epochs
+        inputs, targets = self._epoch_loader[index]
+        inputs, targets = inputs[self.rows], targets[self.rows]
+        return inputs.to(self.device), targets.to(self.device)
+
+    def _learning_rate(self) -> float:
+        p = self.progress
+        return self.schedule.learning_rate(
+            p.step, p.anchor.progress_at(self.budget.fraction(p.step, p.seconds))
+        )
+
+    def _agree(self, stop: bool) -> bool:
+        """Agree with the other ranks on the clock (training time over all invocations) and on
+        whether to stop; returns whether to stop."""
+        started, seconds_before = self._clock
+        now = seconds_before + (time.perf_counter() - started)
+        self.progress.seconds, stopping = self.world.agree(now, stop)
+        return stopping
 
     def _train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+        with autocast(self.device, self.amp):
             logits, state = self.network(inputs, self.state)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss = char_loss(logits, targets)
         value = self.world.average(loss.item())  # all ranks see a NaN, so all stop together
         if not math.isfinite(value):
             raise TrainingError(
@@ -437,139 +354,27 @@ class Trainer:
         # ranks); they wait for its result instead.
         return self.world.share(score)
 
-    def run(self) -> Result:
-        cfg, p, main = self.config, self.progress, self.world.is_main
-        # Only rank 0 writes the metrics; the other ranks write theirs nowhere.
-        metrics_path = self.run_dir / "metrics.jsonl" if main else os.devnull
-        try:
-            # Unbuffered: a line that fails to be written (disk full) is dropped, not kept in
-            # a buffer that would fail again when the file is closed.
-            metrics = open(metrics_path, "ab", buffering=0)  # noqa: SIM115
-        except OSError as error:
-            raise unwritable(self.run_dir, error) from None
-        warnings: list[str] = []
-        chars_per_step = cfg.batch_size * cfg.seq_length
-        start = time.perf_counter()
-        start_seconds = p.seconds
-        window_start, window_steps, train_loss = start, 0, float("nan")
-        show_bar = sys.stderr.isatty() if self.progress_bar is None else self.progress_bar
-        bar = tqdm(
-            total=self.budget.max_steps,
-            initial=p.step,
-            desc="train",
-            unit="step",
-            file=sys.stderr,
-            disable=not (main and show_bar),
-            dynamic_ncols=True,
-        )
-        stopped_by = "budget"
-        # Every rank takes the same steps: the clock and stop requests are agreed after each.
-        _, stopping = self.world.agree(p.seconds, self.stop.requested)
-        self.model.train()
-        try:
-            while not self.budget.spent(p.step, p.seconds):
-                if stopping:
-                    stopped_by = "signal"
-                    break
-                epoch, index = divmod(p.step, self.n_batches)
-                if self._epoch != epoch:
-                    self._epoch_loader, self._epoch = self._loader(epoch), epoch
-                if index == 0:
-                    self.state = None  # rows do not continue across epochs
-                inputs, targets = self._epoch_loader[index]
-                inputs, targets = inputs[self.rows], targets[self.rows]  # this rank's rows
-                inputs, targets = inputs.to(self.device), targets.to(self.device)
-
-                progress = p.anchor.progress_at(self.budget.fraction(p.step, p.seconds))
-                lr = self.schedule.learning_rate(p.step, progress)
-                self.world.seed_step(cfg.seed, p.step)
-                train_loss = self._train_step(inputs, targets, lr)
-                p.step += 1
-                p.seconds, stopping = self.world.agree(
-                    start_seconds + (time.perf_counter() - start), self.stop.requested
-                )
-                window_steps += 1
-                bar.update(1)
-
-                final = self.budget.spent(p.step, p.seconds)
-                if (cfg.eval_every and p.step % cfg.eval_every == 0) or final:
-                    now = time.perf_counter()
-                    rate = window_steps * chars_per_step / max(now - window_start, 1e-9)
-                    self._record(metrics, train_loss, lr, rate, whole=final, warnings=warnings)
-                    window_start, window_steps = time.perf_counter(), 0
-                    p.seconds, stopping = self.world.agree(
-                        start_seconds + (time.perf_counter() - start), stopping
-                    )
-                steps_per_second = bar.format_dict.get("rate") or 0.0  # tqdm's smoothed rate
-                bar.set_postfix(
-                    chars_s=f"{steps_per_second * chars_per_step:,.0f}",
-                    epoch=f"{p.step / self.n_batches:.2f}",
-                    loss=f"{train_loss:.3f}",
-                    val=f"{p.last_val_loss:.3f}" if p.last_val_loss is not None else "-",
-                    refresh=False,
-                )
-                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 and not final:
-                    self._save("last.pt", warnings)
-        finally:
-            bar.close()
-            metrics.close()
-        # The final save is not allowed to fail quietly: the CLI reports it (old file intact).
-        checkpoint = self._checkpoint()
-        if main:
-            ckpt.save(checkpoint, self.run_dir / "last.pt")
-        return Result(
-            run_dir=self.run_dir,
-            step=p.step,
-            epoch=p.step / self.n_batches,
-            seconds=p.seconds,
-            best_val_loss=p.best_val_loss,
-            final_val_loss=p.last_val_loss,
-            stopped_by=stopped_by,
-            signal=self.stop.signal,
-            parameters=count_parameters(self.model),
-            checkpoint_warnings=warnings,
-        )
-
-    def _record(self, metrics, train_loss, lr, rate, *, whole: bool, warnings) -> None:
+    def _record(self, metrics: MetricsLog, train_loss: float, lr: float, whole: bool) -> None:
+        """Evaluate, add the metrics line, and save best.pt on a new best."""
         p = self.progress
-        val_loss = self._evaluate(whole=whole)
-        p.last_val_loss = val_loss
+        rate = metrics.rate()  # the training speed since the last evaluation, not counting it
+        p.last_val_loss = val_loss = self._evaluate(whole=whole)
         improved = p.best_val_loss is None or val_loss < p.best_val_loss
         if improved:
             p.best_val_loss = val_loss
-        line = {
-            "step": p.step,
-            "epoch": round(p.step / self.n_batches, 4),
-            "time": round(p.seconds, 3),
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_bpc": bits_per_char(val_loss),
-            "val_scope": "all" if whole or not self.config.eval_chars else "part",
-            "lr": lr,
-            "chars_per_sec": round(rate, 1),
-        }
-        self._append(metrics, line, warnings)
-        self.log(
-            f"step {p.step:>6}  epoch {line['epoch']:.2f}  train {train_loss:.4f}  "
-            f"val {val_loss:.4f} ({line['val_bpc']:.3f} bpc)  lr {lr:.2e}  "
-            f"{rate:,.0f} chars/s{'  *best' if improved else ''}"
-        )
+        scope = "all" if whole or not self.config.eval_chars else "part"
+        epoch = p.step / self.n_batches
+        line = metrics.record(p.step, epoch, p.seconds, train_loss, val_loss, scope, lr, rate)
+        self.log(line + ("  *best" if improved else ""))
         if improved:
-            self._save("best.pt", warnings)
+            self._save(rundir.BEST)
+        metrics.start_window()
 
-    def _append(self, metrics, line: dict[str, Any], warnings: list[str]) -> None:
-        """One whole line, or (disk full) a warning and no line at all: never half a line."""
-        data = (json.dumps(line) + "\n").encode("utf-8")
-        end = metrics.tell()
+    def _metrics_log(self) -> MetricsLog:
+        cfg = self.config
+        # Only rank 0 writes the metrics; the other ranks write theirs nowhere.
+        path = self.run_dir / rundir.METRICS if self.world.is_main else os.devnull
         try:
-            written = metrics.write(data)
-            reason = None if written == len(data) else "the disk took only part of the line"
+            return MetricsLog(path, cfg.batch_size * cfg.seq_length, self._warn)
         except OSError as error:
-            reason = error.strerror or str(error)
-        if reason is None:
-            return
-        with contextlib.suppress(OSError):
-            metrics.truncate(end)
-        # Like a failed periodic checkpoint: a missing metrics line beats a lost run.
-        warnings.append(f"could not append to metrics.jsonl: {reason}")
-        self.log(f"warning: {warnings[-1]}")
+            raise unwritable(self.run_dir, error) from None

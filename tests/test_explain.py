@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from charrnn import checkpoint as ckpt
-from charrnn import explain
+from charrnn import explain, scoring
 from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
-from charrnn.train import evaluate
+from charrnn.scoring import evaluate
 from tests.conftest import run_cli
 
 SCENE = "ROMEO:\nWhat light through yonder window breaks?\n\nJULIET:\nAy me!\n"
@@ -105,7 +105,7 @@ def test_surprise_shows_unknown_characters_unscored(tiny_run, loaded):
                            "--skip-unknown", "--json"))  # fmt: skip
     assert view["chars"] == list("Ay mé!") and view["values"][4] is None
     # The characters after it are read as if it were not there.
-    plain = explain.surprise(model, vocab, explain.read(vocab, "Ay m!"))
+    plain = explain.surprise(model, vocab, scoring.read(vocab, "Ay m!"))
     assert view["values"][5] == pytest.approx(plain.values[4], rel=1e-6)
     assert view["values"][0] is plain.values[0] is None
     assert view["values"][1:4] == pytest.approx(plain.values[1:4], rel=1e-6)
@@ -116,7 +116,7 @@ def test_surprise_shows_unknown_characters_unscored(tiny_run, loaded):
 
 def test_gate_values_are_in_0_1_and_cell_states_follow_the_forward_pass(loaded):
     model, vocab = loaded
-    reading = explain.read(vocab, SCENE)
+    reading = scoring.read(vocab, SCENE)
     gates = explain.gate_activity(model, reading)
     for key in ("ignore", "forget", "use"):
         assert gates[key].shape == (1, len(SCENE), 32)
@@ -142,13 +142,13 @@ def test_explain_gate_gives_one_value_in_0_1_per_character(tiny_run, loaded, gat
     assert len(view["values"]) == len(SCENE)
     assert all(0 <= value <= 1 for value in view["values"])
     key = explain.GATES[gate]
-    expected = explain.gate_activity(model, explain.read(vocab, SCENE))[key][0, :, 5]
+    expected = explain.gate_activity(model, scoring.read(vocab, SCENE))[key][0, :, 5]
     assert view["values"] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
 def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():
     vocab_size, text_ids = 7, torch.tensor([1, 4, 2, 6, 0, 3])
-    reading = explain.Reading("abcdef", text_ids, torch.arange(6))
+    reading = scoring.Reading("abcdef", text_ids, torch.arange(6))
     peephole = CharModel(ModelConfig(cell="peephole-lstm", hidden_size=8, embedding_dim=4,
                                      num_layers=2), vocab_size)  # fmt: skip
     with torch.no_grad():
@@ -210,7 +210,7 @@ def test_top_units_are_ranked_by_how_closely_they_follow(tiny_run, loaded):
     strengths = [abs(u["correlation"]) for u in units]
     assert strengths == sorted(strengths, reverse=True)
     # Each correlation is Pearson's r of that unit's cell state with the line position.
-    cells = explain.gate_activity(model, explain.read(vocab, text))["cell"][0]
+    cells = explain.gate_activity(model, scoring.read(vocab, text))["cell"][0]
     position = explain.pattern_values(text, "line-position")
     for u in units:
         trace = cells[:, u["unit"]].double()
@@ -282,4 +282,4 @@ def test_scales_run_from_white_to_colour():
 def test_reading_refuses_a_text_the_model_cannot_read_at_all(loaded):
     _, vocab = loaded
     with pytest.raises(CorpusError, match="no character"):
-        explain.read(vocab, "ééé", skip_unknown=True)
+        scoring.read(vocab, "ééé", skip_unknown=True)

@@ -81,9 +81,7 @@ def test_fast_stepper_equals_the_model(cell, layers):
         for t in range(6):
             logits, state = stepper(ids[:, t], state)
             torch.testing.assert_close(logits, expected[:, t])
-    for a, b in zip(state if isinstance(state, tuple) else (state,),
-                    expected_state if isinstance(expected_state, tuple) else (expected_state,),
-                    strict=True):  # fmt: skip
+    for a, b in zip(state, expected_state, strict=True):
         torch.testing.assert_close(a, b)
 
 

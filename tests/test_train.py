@@ -16,7 +16,8 @@ from charrnn import checkpoint as ckpt
 from charrnn import config
 from charrnn.checkpoint import resume_configs
 from charrnn.errors import CheckpointError, TrainingError
-from charrnn.train import StopRequest, Trainer, evaluate
+from charrnn.scoring import evaluate
+from charrnn.train import StopRequest, Trainer
 from tests.conftest import TINY_FLAGS, run_cli
 from tests.killing import metrics_steps
 

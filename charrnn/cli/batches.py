@@ -29,7 +29,7 @@ def inspect_batches(
     import torch
 
     from charrnn.batching import CyclicBatches
-    from charrnn.train import load_data
+    from charrnn.corpus import load_data
 
     settings.check(batch_size=batch_size, seq_length=seq_length, val_fraction=val_fraction)
     if split not in ("train", "val"):

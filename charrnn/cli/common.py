@@ -113,7 +113,7 @@ def print_json(payload: Any) -> None:
 
 
 def loss_text(nats: float | None) -> str:
-    from charrnn.train import bits_per_char
+    from charrnn.scoring import bits_per_char
 
     if nats is None:
         return "not evaluated yet"

@@ -36,8 +36,8 @@ def eval_command(
     from charrnn import checkpoint as ckpt
     from charrnn import config, rundir
     from charrnn.corpus import read_text, resolve_corpus
-    from charrnn.explain import score
-    from charrnn.train import autocast_dtype, pick_device
+    from charrnn.devices import autocast_dtype, pick_device
+    from charrnn.scoring import score
 
     given = settings.check(val_fraction=val_fraction, batch_size=batch_size,
                            seq_length=seq_length, device=device, precision=precision)  # fmt: skip

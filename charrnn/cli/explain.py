@@ -60,6 +60,7 @@ def explain(
     from charrnn import explain as explaining
     from charrnn import rundir
     from charrnn.corpus import read_text
+    from charrnn.scoring import read
 
     if (text is None) == (file is None):
         raise ConfigError("give the text to read with exactly one of --text or --file")
@@ -67,7 +68,7 @@ def explain(
         raise ConfigError(f"--show must be surprise or gate; got {show!r}")
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
     model, vocab = ckpt.restore_model(ckpt.load(path))
-    reading = explaining.read(vocab, text if text is not None else read_text(str(file)),
+    reading = read(vocab, text if text is not None else read_text(str(file)),
                               skip_unknown)  # fmt: skip
 
     matches = None

@@ -122,7 +122,7 @@ def _runs_table(widths: list[int], headers, show_header: bool = True) -> Table:
 
 
 def _numbers(run) -> list[str]:
-    from charrnn.train import bits_per_char
+    from charrnn.scoring import bits_per_char
 
     model, best = run.model_config, run.best_val_loss
     return [

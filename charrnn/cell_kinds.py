@@ -1,0 +1,48 @@
+"""The kinds of recurrent cell a model can have, and the facts about each that need no torch.
+
+This is the one list of cell kinds: the config's choices (``CELLS``), the number of tensors in
+a model's hidden state, and whether ``charrnn explain --show gate`` can read its gates all come
+from here. What it takes to build and run each kind (its torch module and its fast sampling
+step) is the other half of the registry, ``charrnn.cores``, keyed by the same names; a test
+checks that the two halves name the same kinds.
+
+The hidden state of every kind is a tuple of tensors, each (num_layers, batch, hidden_size):
+``(h, c)`` for the LSTM family (short- and long-term memory), ``(h,)`` for the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from charrnn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CellKind:
+    name: str
+    state_count: int  # tensors in the hidden state: 2 (h, c) for the LSTM family, else 1 (h)
+    gate_views: bool  # explain can show its gates: learn, forget, use, cell, hidden (LSTMs)
+    exportable: bool = False  # torch's own cores: ONNX has LSTM, GRU and RNN operators
+
+
+KINDS: dict[str, CellKind] = {
+    kind.name: kind
+    for kind in (
+        CellKind("lstm", state_count=2, gate_views=True, exportable=True),  # torch's nn.LSTM
+        CellKind("gru", state_count=1, gate_views=False, exportable=True),  # torch's nn.GRU
+        CellKind("rnn", state_count=1, gate_views=False, exportable=True),  # nn.RNN, tanh/relu
+        CellKind("gate-lstm", state_count=2, gate_views=True),  # cells.GateLSTM, the lesson's
+        CellKind("peephole-lstm", state_count=2, gate_views=True),  # ... with peepholes
+        CellKind("gate-gru", state_count=1, gate_views=False),  # cells.GateGRU
+    )
+}
+CELLS = tuple(KINDS)
+GATE_VIEW_CELLS = tuple(name for name, kind in KINDS.items() if kind.gate_views)
+EXPORTABLE_CELLS = tuple(name for name, kind in KINDS.items() if kind.exportable)
+
+
+def cell_kind(name: str) -> CellKind:
+    """The kind named `name`; an unknown name is refused with the list of known ones."""
+    if name not in KINDS:
+        raise ConfigError(f"unknown cell {name!r}; choose one of: {', '.join(CELLS)}")
+    return KINDS[name]

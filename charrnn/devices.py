@@ -1,0 +1,64 @@
+"""Where a model runs and at what precision, decided in one place for training and reading.
+
+``pick_device`` turns a name (auto, cpu, cuda, mps) into a torch device, refusing an absent
+accelerator; ``autocast_dtype`` turns a precision (auto, fp32, bf16, fp16) into the dtype
+autocast runs the matrix products in, or None for plain fp32; ``autocast`` is that context.
+Weights, optimiser state and the loss stay fp32 whatever the precision.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from charrnn.errors import ConfigError
+
+
+def pick_device(name: str) -> torch.device:
+    """auto = cuda, else mps, else cpu. Asking for an absent accelerator is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for but no CUDA GPU is available; use cpu")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("device mps was asked for but is not available; use cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX (or AVX512-BF16) CPUs run bf16 matrix products 2-3x faster than fp32."""
+    cpu = torch.cpu
+    amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)
+    avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)
+    return bool(amx() or avx512_bf16())
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    auto: bf16 on GPUs that have it and on CPUs with AMX / AVX512-BF16 (the recurrent matrix
+    products run 2-3x faster there; weights, optimiser and loss stay fp32), fp32 elsewhere.
+    """
+    if precision == "fp32" or device.type == "mps":
+        return None
+    if device.type == "cpu":
+        if precision == "fp16":
+            raise ConfigError("fp16 autocast is for CUDA GPUs; use bf16 or fp32 on the CPU")
+        if precision == "bf16" or cpu_has_fast_bf16():
+            return torch.bfloat16
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to `dtype` on `device`; with None, a context that changes nothing."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
