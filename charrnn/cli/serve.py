@@ -34,9 +34,9 @@ def serve(
     """Serve a model over HTTP: POST /v1/generate, /v1/score; GET /v1/model, /health, and a
     page at /. Concurrent requests share the model's steps (one batch)."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - serve_forever's, checked here so both are named at once
 
-        from charrnn.serve.app import create_app
+        from charrnn.serve.app import create_app, serve_forever
     except ImportError as missing:
         raise ConfigError(
             f"charrnn serve needs the serve extra ({missing.name} is missing): {INSTALL}"
@@ -58,13 +58,7 @@ def serve(
         )
     where = f"http://{_url_host(chosen.host)}:{chosen.port}/"
     err.print(f"serving {path} on {where} (Ctrl-C stops)", markup=False)
-    uvicorn.run(
-        app,
-        host=chosen.host,
-        port=chosen.port,
-        timeout_graceful_shutdown=chosen.grace,
-        log_level="warning",
-    )
+    serve_forever(app, chosen)
 
 
 def _url_host(host: str) -> str:

@@ -207,9 +207,9 @@ def create_app(
     async def score(request: Request, body: ScoreRequest) -> dict:  # type: ignore[valid-type]
         """The model's surprise (loss in nats) at each character given the ones before it, as
         `charrnn explain --json` gives it; `mean` is their mean."""
-        from charrnn import explain
+        from charrnn import explain, scoring
 
-        reading = explain.read(generator.vocab, body.text, body.skip_unknown)
+        reading = scoring.read(generator.vocab, body.text, body.skip_unknown)
         view = await request.app.state.engine.run(
             lambda: explain.surprise(generator.model, generator.vocab, reading)
         )
@@ -249,6 +249,33 @@ def create_app(
         return Response(_page_file(name), media_type=PAGE_FILES[name])
 
     return app
+
+
+def serve_forever(app: FastAPI, limits: config.ServeConfig) -> None:
+    """Run `app` on uvicorn until SIGINT or SIGTERM.
+
+    On the signal uvicorn stops accepting connections and waits for the open ones; the engine
+    lets its streams run for `limits.grace` seconds, then ends the rest with an `error` event
+    (a clean end of their responses), so uvicorn's own cut-off (later) has nothing to cut."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            engine = getattr(app.state, "engine", None)
+            if engine is not None:
+                engine.drain(limits.grace)
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=limits.host,
+            port=limits.port,
+            timeout_graceful_shutdown=limits.grace + 2,
+            log_level="warning",
+        )
+    )
+    server.run()
 
 
 def _job(generator: TextGenerator, body: Any) -> Job:

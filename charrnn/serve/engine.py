@@ -54,6 +54,7 @@ from charrnn.stops import StopStrings
 
 PRIME_CHUNK = 1024  # characters of a prime read per forward call (and per worker iteration)
 FLUSH_SECONDS = 0.02  # new text reaches the clients at least this often while it is made
+IDLE_SECONDS = 0.1  # an idle worker still looks this often whether it should stop
 SEED_LIMIT = 2**63  # seeds drawn for requests without one: what `--seed` accepts
 
 
@@ -82,14 +83,12 @@ class Job:
 # Kept here, in one place, so a change of the sampler's internals changes one function.
 
 
-def as_tuple(state: Any) -> tuple[torch.Tensor, ...]:
-    """The hidden state as a tuple of (layers, B, H) tensors: (h, c) or (h,)."""
-    return state if isinstance(state, tuple) else (state,)
-
-
-def read_prime(generator: TextGenerator, ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+def read_prime(
+    generator: TextGenerator, ids: torch.Tensor, state: tuple[torch.Tensor, ...] | None
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Run a piece of a prime (ids (T,)) through the model: (logits of its last character (1, V),
-    state). The same call `TextGenerator.stream_ids` makes, so the prime ends in the same state."""
+    state (h, c) or (h,), each (layers, 1, H)). The call `TextGenerator.stream_ids` makes, so
+    the prime ends in the same state."""
     model = generator.model
     if state is None:
         state = model.init_state(1)
@@ -196,6 +195,7 @@ class Engine:
         self._jobs: deque[tuple[Callable[[], Any], asyncio.Future]] = deque()
         self._rows_in_use = 0  # rows of admitted, priming and active streams
         self._closing = False
+        self._deadline: float | None = None  # draining: streams still running then are ended
         self._thread: threading.Thread | None = None
         self.served = 0
         self.failed = 0
@@ -207,7 +207,6 @@ class Engine:
         self._threads = 0
         self._outbox: list[tuple[Stream, tuple]] = []  # events for the loop, sent by _flush
         self._last_flush = 0.0
-        self._tuple_state = isinstance(generator.model.init_state(1), tuple)
         self._weight_bytes = step_weight_bytes(generator.stepper)  # what sample's threads use
 
     # ------------------------------------------------------------------ the event loop's side
@@ -224,13 +223,20 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def drain(self, seconds: float) -> None:
+        """Stop taking requests; streams still running in `seconds` end with an error event.
+
+        Safe from a signal handler: it sets one attribute and takes no lock (the worker looks
+        at it at least every IDLE_SECONDS)."""
+        self._deadline = time.monotonic() + seconds
+
     def submit(self, job: Job) -> Stream:
         """Queue a request; its stream yields events as the worker makes its text.
 
         Raises Busy when the batch is full and max_queue requests already wait."""
         stream = Stream(job, asyncio.get_running_loop())
         with self._lock:
-            if self._closing:
+            if self._closing or self._deadline is not None:
                 raise ShuttingDown("the server is shutting down")
             room = self._rows_in_use + job.num_samples <= self.limits.max_streams
             if room and not self._waiting:
@@ -294,13 +300,18 @@ class Engine:
                 with self._lock:
                     while not (self._admitted or self._jobs or self._priming or self._active
                                or self._closing):  # fmt: skip
-                        self._lock.wait()
+                        self._lock.wait(IDLE_SECONDS)
+                        if self._deadline is not None:
+                            break
                     if self._closing:
                         break
+                    ending = self._deadline is not None and time.monotonic() >= self._deadline
                     self._priming.extend(self._admitted)
                     self._admitted.clear()
                     jobs = list(self._jobs)
                     self._jobs.clear()
+                if ending:
+                    self._end_all()
                 try:
                     for work, future in jobs:
                         self._do(work, future)
@@ -310,16 +321,25 @@ class Engine:
                 except Exception as error:  # noqa: BLE001 - the worker must outlive any bug
                     self._fail_all(f"internal error: {type(error).__name__}: {error}")
                 self._flush()
-        self._fail_all("the server is shutting down")
+        self._end_all()
+        self._flush(force=True)
+
+    def _end_all(self) -> None:
+        """Shutting down: every stream and job still here ends with an error."""
+        message = "the server is shutting down"
         with self._lock:
-            waiting = list(self._waiting) + self._admitted
+            left = list(self._waiting) + self._admitted
+            self._rows_in_use -= sum(stream.rows for stream in self._admitted)
             self._waiting.clear()
             self._admitted.clear()
-        for stream in waiting:
-            self._send(stream, ("error", "the server is shutting down"))
-        for _work, future in self._jobs:
-            self._resolve(future, error=ShuttingDown("the server is shutting down"))
-        self._flush(force=True)
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for stream in left:
+            self.failed += 1
+            self._send(stream, ("error", message))
+        for _work, future in jobs:
+            self._resolve(future, error=ShuttingDown(message))
+        self._fail_all(message)
 
     def _do(self, work: Callable[[], Any], future: asyncio.Future) -> None:
         try:
@@ -392,7 +412,7 @@ class Engine:
     def _join(self, stream: Stream) -> None:
         """Append a primed stream's rows to the batch (its prime's state, once per sample)."""
         rows = stream.rows
-        state = tuple(s.repeat(1, rows, 1) for s in as_tuple(stream.state))
+        state = tuple(s.repeat(1, rows, 1) for s in stream.state)
         logits = stream.logits.float().expand(rows, -1)
         stream.state = stream.logits = None
         if stream.job.length == 0:
@@ -432,9 +452,8 @@ class Engine:
             self._state = tuple(s.index_select(1, index) for s in self._state)
         self._active = kept_streams
         self._use_threads(len(ids))
-        state = self._state if self._tuple_state else self._state[0]
-        logits, state = self.generator.stepper(ids, state)
-        self._logits, self._state = logits.float(), as_tuple(state)
+        logits, self._state = self.generator.stepper(ids, self._state)
+        self._logits = logits.float()
 
     def _draw_all(self) -> torch.Tensor:
         """The next id of every row: one draw per group of streams with the same options."""
