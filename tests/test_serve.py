@@ -9,6 +9,7 @@ and beside others.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import signal
@@ -261,7 +262,7 @@ def test_a_failing_request_does_not_stop_the_server(generator, tiny_run):
 def test_two_seeded_requests_joining_mid_run_each_equal_their_solo_text(generator):
     app = create_app(slowed(generator), LIMITS)
     alone = {"prime": "ROMEO:", "length": 80, "seed": 1}
-    joining = {"prime": "JULIET:", "length": 30, "seed": 2, "temperature": 1.2, "top_k": 8}
+    joining = {"prime": "JULIET:", "length": 30, "seed": 2}  # the same options: one group
     finished = {}
     with live_server(app) as url:
 
@@ -283,6 +284,31 @@ def test_two_seeded_requests_joining_mid_run_each_equal_their_solo_text(generato
     assert finished["joining at"] < done_at  # it ran beside the first, and left before it
     assert json.loads(rest[-1][1])["text"] == generator.generate(**alone)
     assert finished["joining"]["text"] == generator.generate(**joining)
+
+
+def test_many_seeded_requests_at_once_each_equal_their_solo_text(generator):
+    """Eight at once, in three groups of options (each group draws together)."""
+    from charrnn.sample import SamplingOptions
+    from charrnn.serve.engine import Engine, Job
+
+    kinds = [SamplingOptions(), SamplingOptions(1.3, top_k=6), SamplingOptions(0.6, top_p=0.8)]
+    jobs = [Job("ROMEO:", 60 + 10 * n, kinds[n % 3], seed=n) for n in range(8)]
+
+    async def together() -> list[str]:
+        engine = Engine(generator, LIMITS)
+        engine.start()
+        try:
+            streams = [engine.submit(job) for job in jobs]
+            ends = [[event async for event in stream][-1] for stream in streams]
+        finally:
+            engine.close()
+        return [end[1]["text"] for end in ends]
+
+    texts = asyncio.run(together())
+    for job, text in zip(jobs, texts, strict=True):
+        o = job.options
+        assert text == generator.generate(job.prime, job.length, temperature=o.temperature,
+                                          top_k=o.top_k, top_p=o.top_p, seed=job.seed)  # fmt: skip
 
 
 def test_a_full_batch_queues_then_answers_503(generator):
@@ -317,7 +343,8 @@ def test_a_client_that_disconnects_frees_its_slot_at_once(generator, streamed):
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         if streamed:
             with http.stream("POST", "/v1/generate", json=long) as reply:
-                next(sse_events(reply.iter_lines()))
+                events = sse_events(reply.iter_lines())  # kept: dropping it closes the stream
+                next(events)
                 assert http.get("/health").json()["streams"] == 1
         else:
             with pytest.raises(httpx.ReadTimeout):
