@@ -18,6 +18,11 @@ default limits but a queue long enough for the load test); this process is the c
 
 Traffic goes to 127.0.0.1 only. Writes serving.json and serving.md under --out
 (default benchmarks/_work/serving/), and prints the markdown.
+
+Run it alone on the machine (a busy core slows a two-thread step many times over), and twice:
+as served by default (int8 weights on a CPU for the default model: fastest at batch 1, but
+torch's int8 kernel costs about in proportion to the batch) and with `--server-flag=--exact`
+(fp32: slower alone, a real matrix product for the batch).
 """
 
 from __future__ import annotations
