@@ -42,7 +42,7 @@ def serve(
             f"charrnn serve needs the serve extra ({missing.name} is missing): {INSTALL}"
         ) from None
     from charrnn import rundir
-    from charrnn.distributed import available_cores
+    from charrnn.machine import available_cores
     from charrnn.sample import load_model
 
     settings.check(device=device, threads=threads)
