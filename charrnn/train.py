@@ -110,11 +110,6 @@ class Trainer:
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
         self.rows = self.world.rows(cfg.batch_size)  # this rank's rows of every batch
-        if len(self.data.val) < 2:
-            raise CorpusError(
-                f"the validation split has {len(self.data.val)} characters; raise val_fraction "
-                "or use a longer text"
-            )
 
         torch.manual_seed(cfg.seed)
         self.model = self._build_model()
@@ -159,9 +154,16 @@ class Trainer:
         return device, autocast_dtype(device, cfg.precision)
 
     def _load_data(self, resume: dict[str, Any] | None) -> Data:
-        """The corpus, split; a resumed run's (see resuming.resumed_data)."""
+        """The corpus, split (a resumed run's: see resuming.resumed_data), with some text to
+        validate on."""
         cfg = self.config
-        return resumed_data(resume, cfg) if resume else load_data(cfg.corpus, cfg.val_fraction)
+        data = resumed_data(resume, cfg) if resume else load_data(cfg.corpus, cfg.val_fraction)
+        if len(data.val) < 2:
+            raise CorpusError(
+                f"the validation split has {len(data.val)} characters; raise val_fraction "
+                "or use a longer text"
+            )
+        return data
 
     def _build_model(self) -> CharModel:
         try:
