@@ -37,6 +37,8 @@ class Setting:
     ``flags`` are extra names for its option (``-b``, ``--lr``); ``run_control`` settings may
     change when a run is resumed, since they do not change what is learned; ``kind`` is the
     type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value.
+    ``item`` makes a repeatable setting: its value is a tuple of values of that type (default
+    ``()``; the option is given once per value), each checked by the same rules.
     """
 
     help: str
@@ -50,6 +52,7 @@ class Setting:
     min_open: bool = False
     max_open: bool = False
     run_control: bool = False
+    item: type | None = None
 
     def bounds_text(self) -> str:
         """The accepted values in words, for --help and error messages."""
@@ -201,6 +204,10 @@ class SampleConfig:
     num_samples: int = setting(
         1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
     )
+    stop: tuple[str, ...] = setting(
+        (), "a sample ends at the first of these strings it writes, which is kept at its end",
+        SAMPLING, item=str,
+    )  # fmt: skip
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
@@ -304,10 +311,21 @@ def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_value(name: str, value: Any, cls: type | None = None) -> Any:
-    """Type-check and range-check one value; returns it converted (int -> float where due)."""
+    """Type-check and range-check one value; returns it converted (int -> float where due, a
+    repeatable setting's list -> a tuple)."""
     expected, default, rules = declaration(name, cls)
     if value is None and default is None:
         return value
+    if rules.item is None:
+        return _check_one(name, value, expected, rules)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return tuple(_check_one(name, one, rules.item, rules) for one in value)
+
+
+def _check_one(name: str, value: Any, expected: type, rules: Setting) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
