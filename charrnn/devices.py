@@ -8,6 +8,9 @@ Weights, optimiser state and the loss stay fp32 whatever the precision.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from charrnn.errors import ConfigError
@@ -62,3 +65,15 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to `dtype` on `device`; with None, a context that changes nothing."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@contextlib.contextmanager
+def sampling_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads set to `threads` inside, put back after (a sampler chooses its own:
+    see charrnn.sample.choose_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
