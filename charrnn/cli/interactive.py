@@ -119,8 +119,8 @@ class Session:
             raise ConfigError(f"unknown command /{name.replace('_', '-')}; /help lists them")
         return True
 
-    def write(self, prime: str) -> None:
-        """The continuation of `prime`, streamed to stdout; Ctrl-C stops it."""
+    def write(self, prime: str) -> str:
+        """The continuation of `prime`, streamed to stdout (and returned); Ctrl-C stops it."""
         generator, chosen = self.generator, dict(self.settings)
         carried = self.context if self.keep else None
         priming = generator.read_prime(prime, skip_unknown=self.skip_unknown, context=carried)
@@ -141,6 +141,7 @@ class Session:
             sys.stdout.write("\n")
             sys.stdout.flush()
         err.print(f"[dim](seed {generation.seed}{', ' + ended if ended else ''})[/dim]")
+        return generation.samples()[0].text
 
 
 def enable_line_editing() -> None:
