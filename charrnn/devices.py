@@ -2,7 +2,8 @@
 
 ``pick_device`` turns a name (auto, cpu, cuda, mps) into a torch device, refusing an absent
 accelerator; ``autocast_dtype`` turns a precision (auto, fp32, bf16, fp16) into the dtype
-autocast runs the matrix products in, or None for plain fp32; ``autocast`` is that context.
+autocast runs the matrix products in, or None for plain fp32; ``autocast`` is that context;
+``sampling_threads`` sets torch's CPU threads for a while (the sampler's, the prime's reading).
 Weights, optimiser state and the loss stay fp32 whatever the precision.
 """
 

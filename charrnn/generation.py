@@ -98,9 +98,11 @@ class Generation:
         # Where the batch stands, in one attribute so an interrupt never sees half of it: the
         # logits of the next step, the state, and the ids drawn but not yet read (or None).
         self._at = (context.logits.float().expand(num_samples, -1), state, None)
-        # Per step, the log-probability of each sample's character (sample k's own characters
-        # are the first len(texts[k]) steps), when scoring.
-        self.score, self._log_probs = score, []
+        # When scoring: each sample's sum of log-probabilities, and 1.0 while it is running
+        # (0.0 once it has ended: what the batch draws for it after that is not counted).
+        self.score = score
+        self._log_prob_sums = torch.zeros(num_samples, device=context.logits.device)
+        self._running = torch.ones(num_samples, device=context.logits.device)
         self._steps: Iterator[list[str]] | None = None
 
     def __iter__(self) -> Iterator[list[str]]:
@@ -122,7 +124,8 @@ class Generation:
                 ids = next_ids(logits, self.options, draws)
                 self._at = (logits, state, ids)
                 if self.score:
-                    self._log_probs.append(torch.log_softmax(logits, -1).gather(1, ids[:, None]))
+                    log_probs = torch.log_softmax(logits, -1).gather(1, ids[:, None]).squeeze(1)
+                    self._log_prob_sums += log_probs * self._running
                 pieces = []
                 for k, char in enumerate(chars[i] for i in ids.tolist()):
                     if self.stopped[k]:
@@ -132,6 +135,7 @@ class Generation:
                     pieces.append(char)
                     if watching and self.watchers[k].feed(char) is not None:
                         self.stopped[k] = True
+                        self._running[k] = 0.0
                 yield pieces
                 if all(self.stopped):
                     return
@@ -140,11 +144,9 @@ class Generation:
 
     def samples(self) -> list[Sample]:
         """Each sample as far as it got (mean_log_prob None unless scored)."""
-        columns = torch.cat(self._log_probs, dim=1).tolist() if self._log_probs else None
-        means = [
-            sum(columns[k][: len(text)]) / len(text) if columns and text else None
-            for k, text in enumerate(self.texts)
-        ]
+        sums = self._log_prob_sums.tolist()
+        means = [sums[k] / len(text) if self.score and text else None
+                 for k, text in enumerate(self.texts)]  # fmt: skip
         ended = ["stop" if stopped else "length" for stopped in self.stopped]
         return [Sample("".join(text), why, mean)
                 for text, why, mean in zip(self.texts, ended, means, strict=True)]  # fmt: skip
