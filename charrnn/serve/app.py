@@ -45,7 +45,8 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 
 def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
     """A request field for the declared sampling setting `name`: its type, default, bounds and
-    description from SampleConfig; `length` and `num_samples` capped by the server's limits."""
+    description from SampleConfig; `length`, `num_samples` and `stop` within the server's
+    limits."""
     kind, default, declared = config.declaration(name, config.SampleConfig)
     if name == "length":
         declared = dataclasses.replace(declared, max=limits.max_length)
@@ -59,13 +60,19 @@ def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
         bounds["lt" if declared.max_open else "le"] = declared.max
     words = declared.bounds_text()
     description = declared.help + (f" ({words})" if words else "")
+    if declared.item is not None:  # a repeatable setting (stop): a list, within the limits
+        item = declared.item
+        if item is str:
+            item = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+        description += f" (at most {MAX_STOPS}, each 1 to {MAX_STOP_CHARS} characters)"
+        return list[item], Field(default_factory=list, max_length=MAX_STOPS,
+                                 description=description)  # fmt: skip
     annotation = kind | None if default is None else kind
     return annotation, Field(default, description=description, **bounds)
 
 
 def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
     """(GenerateRequest, ScoreRequest) for these limits."""
-    stop = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
     sampling = {name: sample_field(name, limits) for name in config.fields_of(config.SampleConfig)}
     generate = create_model(
         "GenerateRequest",
@@ -79,15 +86,6 @@ def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[Ba
             ),
         ),  # fmt: skip
         **sampling,
-        stop=(
-            list[stop],
-            Field(
-                default_factory=list,
-                max_length=MAX_STOPS,
-                description=f"stop strings (at most {MAX_STOPS}, each 1 to {MAX_STOP_CHARS} "
-                "characters): a sample ends with the first one it writes, which is kept",
-            ),
-        ),
         stream=(
             bool,
             Field(
