@@ -112,6 +112,13 @@ class Int8:
         self.scales = scales.to(torch.bfloat16)
         self.bias = bias
 
+    @classmethod
+    def where_safe(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8 | Dense:
+        """Int8, or Dense for a weight whose input size is not a multiple of 16: torch's int8
+        kernel reads past such rows and crashes the process (seen with 24 and 300 inputs;
+        never with multiples of 16)."""
+        return cls(weight, bias) if weight.shape[1] % 16 == 0 else Dense(weight, bias)
+
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales)
         add = plus_bias(add, self.bias)
@@ -133,7 +140,7 @@ class Stepper:
         self.step = None if fast is None else fast.make(model.config)
         if fast is None:
             return
-        project = Int8 if int8 else Dense
+        project = Int8.where_safe if int8 else Dense
         core, layers = model.core, model.config.num_layers
         with torch.no_grad():
             vocab_inputs = model.encode_input(
