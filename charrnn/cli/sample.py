@@ -15,16 +15,13 @@ import typer
 
 from charrnn import config
 from charrnn.cli import settings
-from charrnn.cli.common import err, print_json
+from charrnn.cli.common import INT8, RUN_TO_USE, err, print_json
 from charrnn.errors import ConfigError
 
 
 @settings.declared_options(list(config.fields_of(config.SampleConfig)), config.SampleConfig)
 def sample(
-    checkpoint: Annotated[
-        str | None,
-        typer.Argument(help="A .pt file or a run directory.", show_default="the newest run"),
-    ] = None,
+    checkpoint: RUN_TO_USE = None,
     prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
     prime_file: Annotated[
         Path | None,
@@ -69,15 +66,7 @@ def sample(
         bool, typer.Option("--skip-unknown", help="Drop prime characters the model never saw.")
     ] = False,
     device: settings.option("device") = "auto",
-    int8: Annotated[
-        bool | None,
-        typer.Option(
-            "--int8/--exact",
-            help="int8 weights (~2x faster at batch 1) or exact fp32 "
-            "[default: int8 on a CPU for models of 256+ units]",
-            show_default=False,
-        ),
-    ] = None,
+    int8: INT8 = None,
     threads: settings.option("threads", shown_default="by batch and model size") = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Say what was loaded, on stderr.")

@@ -32,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 
 from charrnn import config
 from charrnn.errors import CharRNNError
+from charrnn.generation import new_seed
 from charrnn.sample import SamplingOptions, TextGenerator
-from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream, new_seed
+from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream
 
 MAX_STOPS, MAX_STOP_CHARS = 8, 64
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -71,6 +72,10 @@ def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
     return annotation, Field(default, description=description, **bounds)
 
 
+def _skip_unknown(description: str) -> tuple[Any, Any]:
+    return bool, Field(False, description=description)
+
+
 def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
     """(GenerateRequest, ScoreRequest) for these limits."""
     sampling = {name: sample_field(name, limits) for name in config.fields_of(config.SampleConfig)}
@@ -94,10 +99,7 @@ def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[Ba
                 "event per piece of new text, then `event: done` with the summary",
             ),
         ),  # fmt: skip
-        skip_unknown=(
-            bool,
-            Field(False, description="drop prime characters the model never saw (else 422)"),
-        ),
+        skip_unknown=_skip_unknown("drop prime characters the model never saw (else 422)"),
     )
     score = create_model(
         "ScoreRequest",
@@ -110,10 +112,7 @@ def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[Ba
                 "not scored (nothing comes before it)",
             ),
         ),  # fmt: skip
-        skip_unknown=(
-            bool,
-            Field(False, description="show characters the model never saw unscored (else 422)"),
-        ),
+        skip_unknown=_skip_unknown("show characters the model never saw unscored (else 422)"),
     )
     return generate, score
 
