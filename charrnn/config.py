@@ -44,7 +44,9 @@ class Setting:
     by its fingerprint); ``kind`` is the type of a setting whose default is None; ``hint``
     follows a refusal of an out-of-range value. ``max_per_core`` bounds a value by this
     machine (that many per available core): it refuses what a person types, while a saved run
-    from a bigger machine still loads (its value is clamped where it is used).
+    from a bigger machine still loads (its value is clamped where it is used). ``item`` makes
+    a repeatable setting: its value is a tuple of values of that type (default ``()``; the
+    option is given once per value), each checked by the same rules.
     """
 
     help: str
@@ -60,6 +62,7 @@ class Setting:
     run_control: bool = False
     relocatable: bool = False
     max_per_core: int | None = None
+    item: type | None = None
 
     def bounds_text(self) -> str:
         """The accepted values in words, for --help and error messages."""
@@ -219,6 +222,10 @@ class SampleConfig:
     num_samples: int = setting(
         1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
     )
+    stop: tuple[str, ...] = setting(
+        (), "a sample ends at the first of these strings it writes, which is kept at its end",
+        SAMPLING, item=str,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -347,7 +354,8 @@ def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool = False) -> Any:
-    """Type-check and range-check one value; returns it converted (int -> float where due).
+    """Type-check and range-check one value; returns it converted (int -> float where due, a
+    repeatable setting's list -> a tuple).
 
     typed: given now (a flag, a config file), not read from a saved run: this machine's bounds
     apply too.
@@ -359,6 +367,16 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
         raise ConfigError(f"{name} must be at most {most} ({cores}), got {value!r}")
     if value is None and default is None:
         return value
+    if rules.item is None:
+        return _check_one(name, value, expected, rules)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return tuple(_check_one(name, one, rules.item, rules) for one in value)
+
+
+def _check_one(name: str, value: Any, expected: type, rules: Setting) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)

@@ -44,30 +44,37 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     _fsync_directory(path.parent)
 
 
-def write_texts(texts: dict[Path, str]) -> None:
-    """Write several UTF-8 files: all of them, or (the disk refused one) none.
+def write_all(writes: dict[Path, Callable[[BinaryIO], Any]]) -> None:
+    """Let each function fill its file: all of the files, or (the disk refused one) none.
 
-    Every temporary is written first and only then renamed into place, so a full disk halfway
-    leaves no new file at all. Raises OutputError naming the file that could not be written.
+    Every temporary is written (and made durable) first and only then renamed into place, so a
+    full disk halfway leaves no new file at all. Raises OutputError naming the file that could
+    not be written.
     """
     done: list[Path] = []
     try:
-        for path, text in texts.items():
-            data = text.encode("utf-8")
-            done.append(_durable_temporary(Path(path), lambda file, data=data: file.write(data)))
-    except OSError as error:
+        for path, write in writes.items():
+            done.append(_durable_temporary(Path(path), write))
+    except BaseException as error:
         for temporary in done:
             _remove(temporary)
-        reason = error.strerror or str(error)
-        raise OutputError(f"cannot write {str(path)!r}: {reason}; nothing was written") from None
-    except BaseException:
-        for temporary in done:
-            _remove(temporary)
+        if isinstance(error, OSError):
+            reason = f"{error.strerror or error}; nothing was written"
+            raise OutputError(f"cannot write {str(path)!r}: {reason}") from None
         raise
-    for temporary, path in zip(done, texts, strict=True):
+    for temporary, path in zip(done, writes, strict=True):
         os.replace(temporary, path)
-    for folder in {Path(path).parent for path in texts}:
+    for folder in {Path(path).parent for path in writes}:
         _fsync_directory(folder)
+
+
+def write_texts(texts: dict[Path, str]) -> None:
+    """Write UTF-8 files, all of them or none (see write_all)."""
+    write_all({path: _writer(text.encode("utf-8")) for path, text in texts.items()})
+
+
+def _writer(data: bytes) -> Callable[[BinaryIO], Any]:
+    return lambda file: file.write(data)
 
 
 def check_outputs(paths: list[Path], force: bool, *, create_folder: bool) -> None:

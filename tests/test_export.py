@@ -111,7 +111,7 @@ def onnx_logits(session, ids: torch.Tensor, layers: int, hidden: int) -> torch.T
     return torch.stack(steps)
 
 
-@pytest.mark.slow  # ~7 s for the six; the fast loop still exports (metadata, CLI, script tests)
+@pytest.mark.slow  # ~7 s for the six; the fast loop still exports through the CLI (--force test)
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_onnxruntime_matches_the_exact_path_for_200_steps_at_batch_1_and_3(
@@ -146,6 +146,7 @@ def test_onnxruntime_matches_the_exact_path_for_200_steps_at_batch_1_and_3(
     torch.testing.assert_close(alone, expected[:, :1], atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow  # the first ONNX export of a session takes seconds
 def test_metadata_holds_the_vocabulary_configs_version_and_usage(ort, lstm_file, checkpoints):
     import onnx
 
@@ -161,6 +162,7 @@ def test_metadata_holds_the_vocabulary_configs_version_and_usage(ort, lstm_file,
     assert session.get_modelmeta().custom_metadata_map["vocab"] == metadata["vocab"]
 
 
+@pytest.mark.slow  # the first ONNX export of a session takes seconds
 def test_the_example_script_writes_the_prime_then_the_asked_length(ort, lstm_file):
     vocab = json.loads(
         ort.InferenceSession(str(lstm_file)).get_modelmeta().custom_metadata_map["vocab"]
@@ -175,6 +177,7 @@ def test_the_example_script_writes_the_prime_then_the_asked_length(ort, lstm_fil
     assert again.stdout == first.stdout  # the seed makes it repeatable
 
 
+@pytest.mark.slow  # the first ONNX export of a session takes seconds
 def test_the_example_script_at_near_zero_temperature_is_charrnns_greedy_text(
     ort, lstm_file, tiny_run
 ):

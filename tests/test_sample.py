@@ -175,6 +175,7 @@ def test_cli_int8_sampling(tiny_run):
     assert result.exit_code == 0 and len(result.stdout) == 1 + 50 + 1  # prime, text, newline
 
 
+@pytest.mark.slow  # a child process
 @pytest.mark.parametrize("hidden", [24, 300])
 def test_int8_sampling_of_any_width_does_not_crash(hidden):
     """torch's int8 kernel crashes on inputs that are not a multiple of 16 wide: such weights
