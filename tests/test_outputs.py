@@ -44,12 +44,16 @@ def test_existing_samples_are_replaced_only_with_force(tiny_run, tmp_path):
                                   "--out-dir", out))  # fmt: skip
     assert "sample-1.txt' already exists; use --force to replace it" in line
     assert {p.name: p.read_text() for p in out.iterdir()} == before  # nothing written
+    prime = tmp_path / "prime.txt"
+    prime.write_text("ROMEO:\nBut soft")
     forced = run_cli("sample", tiny_run, "-n", 20, "-m", 3, "--seed", 2, "--out-dir", out,
-                     "--force")  # fmt: skip
+                     "--prime-file", prime, "--force")  # fmt: skip
     assert forced.exit_code == 0, forced.output
     after = {p.name: p.read_text() for p in out.iterdir()}
     assert sorted(after) == ["sample-1.txt", "sample-2.txt", "sample-3.txt"]
     assert after["sample-1.txt"] != before["sample-1.txt"]  # another seed, another text
+    assert all(text.startswith("ROMEO:\nBut soft") and len(text) == 15 + 20
+               for text in after.values())  # fmt: skip
 
 
 @pytest.mark.slow  # a process of its own, for its file-size limit
