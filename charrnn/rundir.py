@@ -152,7 +152,7 @@ class RunLock:
             pid = f" (pid {holder})" if holder else ""
             raise TrainingError(
                 f"{str(run_dir)!r} is in use by another charrnn train{pid}; wait for it to end "
-                "or stop it, or choose another --out"
+                "or stop it"
             ) from None
         with contextlib.suppress(OSError):  # the pid only helps a refusal say who holds it
             os.ftruncate(self.descriptor, 0)
