@@ -375,7 +375,8 @@ class Trainer:
         p = self.progress
         rate = metrics.rate()  # the training speed since the last evaluation, not counting it
         p.last_val_loss = val_loss = self._evaluate(whole=whole)
-        whole = whole or not self.config.eval_chars
+        eval_chars = self.config.eval_chars
+        whole = whole or not eval_chars or eval_chars + 1 >= len(self.data.val)  # all was scored
         # Only a score of the whole split, in the precision of the best so far, compares with it.
         comparable = whole and p.best_precision in (None, self.precision)
         improved = comparable and math.isfinite(val_loss)

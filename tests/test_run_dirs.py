@@ -152,6 +152,11 @@ def test_only_whole_split_evaluations_write_best(tmp_path, corpus_file):
     assert saved["progress"]["best_val_loss"] is None
     Trainer(*resume_configs(saved, {}), run, resume=saved).run()  # the final one scores all
     assert best_step(run) == 40
+    # --eval-chars beyond the split scores all of it: those evaluations count.
+    whole = tmp_path / "whole"
+    configs = tiny_configs(corpus_file, max_steps=40, eval_every=5, eval_chars=10**9)
+    Trainer(*configs, whole, stop=StopAfter(7)).run()
+    assert best_step(whole) == 5
 
 
 def test_a_resume_in_another_precision_leaves_best_alone(tmp_path, corpus_file):
