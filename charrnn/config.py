@@ -36,7 +36,10 @@ class Setting:
 
     ``flags`` are extra names for its option (``-b``, ``--lr``); ``run_control`` settings may
     change when a run is resumed, since they do not change what is learned; ``kind`` is the
-    type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value.
+    type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value;
+    ``shape`` settings decide the model's weights' shapes (a fine-tune takes them from its
+    checkpoint). A setting whose default is a tuple is a list of strings (a TOML array, a
+    repeated option; a single string is a list of one); its ``min`` bounds its length.
     """
 
     help: str
@@ -50,6 +53,7 @@ class Setting:
     min_open: bool = False
     max_open: bool = False
     run_control: bool = False
+    shape: bool = False
 
     def bounds_text(self) -> str:
         """The accepted values in words, for --help and error messages."""
@@ -75,11 +79,11 @@ def _fraction(default: float, help: str, panel: str, **rules: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = setting("lstm", "recurrent core", MODEL, choices=CELLS)
-    hidden_size: int = setting(512, "units per recurrent layer", MODEL, min=1)
-    num_layers: int = setting(1, "stacked recurrent layers", MODEL, min=1)
+    cell: str = setting("lstm", "recurrent core", MODEL, choices=CELLS, shape=True)
+    hidden_size: int = setting(512, "units per recurrent layer", MODEL, min=1, shape=True)
+    num_layers: int = setting(1, "stacked recurrent layers", MODEL, min=1, shape=True)
     embedding_dim: int = setting(
-        64, "character embedding size; 0 = the lesson's one-hot input", MODEL, min=0
+        64, "character embedding size; 0 = the lesson's one-hot input", MODEL, min=0, shape=True
     )
     dropout: float = _fraction(0.0, "dropout between layers and before the head", MODEL)
     weight_drop: float = _fraction(
@@ -88,16 +92,36 @@ class ModelConfig:
         "regulariser for a small corpus",
         MODEL,
     )
-    bias: bool = setting(True, "learn bias terms in the recurrent core", MODEL)
+    bias: bool = setting(True, "learn bias terms in the recurrent core", MODEL, shape=True)
     nonlinearity: str = setting(
-        "tanh", "activation of the plain rnn cell", MODEL, choices=("tanh", "relu")
+        "tanh", "activation of the plain rnn cell", MODEL, choices=("tanh", "relu"), shape=True
     )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    corpus: str = setting(
-        "shakespeare", "bundled corpus name or path to a UTF-8 text file", DATA, flags=("-c",)
+    corpus: tuple[str, ...] = setting(
+        ("shakespeare",),
+        "bundled corpus name, UTF-8 text file or folder (read recursively); repeat for several",
+        DATA,
+        flags=("-c",),
+        min=1,
+    )
+    include: tuple[str, ...] = setting(
+        (), "in folders, only files whose relative path matches this glob (** allowed)", DATA
+    )
+    exclude: tuple[str, ...] = setting(
+        (), "in folders, leave out files whose relative path matches this glob", DATA
+    )
+    val_corpus: str = setting(
+        "", "a separate validation text (file or folder); empty = the last val_fraction", DATA
+    )
+    max_vocab: int = setting(
+        0,
+        "keep the N most frequent characters, the rest become U+FFFD; 0 = all of them "
+        "(up to 10,000)",
+        DATA,
+        min=0,
     )
     val_fraction: float = _fraction(0.1, "last fraction of the text held out for validation", DATA)
     batch_size: int = setting(32, "parallel rows of text per step", DATA, flags=("-b",), min=1)
@@ -308,6 +332,8 @@ def check_value(name: str, value: Any, cls: type | None = None) -> Any:
     expected, default, rules = declaration(name, cls)
     if value is None and default is None:
         return value
+    if expected is tuple:
+        return _check_list(name, value, rules)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
@@ -329,6 +355,19 @@ def check_value(name: str, value: Any, cls: type | None = None) -> Any:
         bound = f"less than {high}" if rules.max_open else f"at most {high}"
         raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
     return value
+
+
+def _check_list(name: str, value: Any, rules: Setting) -> tuple[str, ...]:
+    """A list setting: a string is a list of one (what older runs and config files wrote)."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(
+            f"{name} must be a string or a list of strings, got {type(value).__name__} {value!r}"
+        )
+    if rules.min is not None and len(value) < rules.min:
+        raise ConfigError(f"{name} needs at least {rules.min:g} entry, got none")
+    return tuple(value)
 
 
 def build(cls: type, values: dict[str, Any]) -> Any:
@@ -355,6 +394,11 @@ def resolve(config_file: str | None, overrides: dict[str, Any]) -> tuple[ModelCo
     for key, value in overrides.items():
         sections[section_of(key)][key] = value
     return build(ModelConfig, sections["model"]), build(TrainConfig, sections["train"])
+
+
+def shape_fields() -> set[str]:
+    """Model fields that decide the shapes of the weights (a fine-tune keeps its checkpoint's)."""
+    return {name for name, (_, _, s) in _declarations(ModelConfig) if s.shape}
 
 
 def run_control_fields() -> set[str]:
@@ -398,6 +442,8 @@ def to_toml(model: ModelConfig, train: TrainConfig) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -30,14 +30,15 @@ from charrnn import config as config_module
 from charrnn import rundir
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import Data, Vocabulary, load_data
+from charrnn.corpus import Data, changed_files, load_data
 from charrnn.devices import autocast, autocast_dtype, pick_device
 from charrnn.distributed import World, fingerprint
 from charrnn.errors import CheckpointError, CorpusError, TrainingError
 from charrnn.model import CharModel, State, detach_state
 from charrnn.runlog import MetricsLog, ProgressBar
 from charrnn.schedule import Budget, Progress, Schedule
-from charrnn.scoring import char_loss, evaluate
+from charrnn.scoring import char_loss, evaluate, evaluate_sampled, sample_windows
+from charrnn.vocab import Vocabulary
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Result:
     final_val_loss: float | None
     stopped_by: str  # budget | signal
     signal: int | None = None
+    final_val_scope: str = "all"  # all | sample (of a large validation text): see scoring
     checkpoint_warnings: list[str] = field(default_factory=list)
 
 
@@ -86,7 +88,10 @@ class Trainer:
         stop: StopRequest | None = None,
         progress_bar: bool | None = None,
         world: World | None = None,
+        start: Any = None,
     ):
+        """`resume`: a checkpoint to continue; `start`: a charrnn.finetune.Start, whose
+        weights a new run starts from (its vocabulary grows by the corpus's new characters)."""
         self.model_config = model_config
         self.config = train_config
         self.run_dir = Path(run_dir)
@@ -100,7 +105,7 @@ class Trainer:
         self.device, self.amp = self._place()
         if resume:
             ckpt.check_resumable(resume, cfg.batch_size)
-        self.data = self._load_data(resume)
+        self.data = self._load_data(resume, start)
         self.vocab = self.data.vocab
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
@@ -113,6 +118,11 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = self._build_model()
+        # Where the weights came from: a fine-tune's source, kept by its resumed runs too.
+        self.started_from = resume.get("init_from") if resume else None
+        if start is not None:
+            start.transplant(self.model, self.vocab)
+            self.started_from = start.record(self.data.choice.added)
         self.optimizer = self._make_optimizer()
         self.schedule = Schedule(
             cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
@@ -123,8 +133,11 @@ class Trainer:
         self.progress = Progress()
         if resume:
             self._restore(resume)
+        # The corpus's fingerprint from the token cache, not a hash of the ids: as cheap for
+        # a gigabyte as for a kilobyte.
+        facts = [self.data.fingerprint, self.data.val_fingerprint or "", str(len(self.data.val))]
         self.world.check_agreement(
-            fingerprint(self.vocab.to_list(), self.data.train, self.data.val),
+            fingerprint(self.vocab.to_list(), facts),
             self.progress.step,
             {**config_module.to_dict(model_config), **config_module.to_dict(cfg)},
         )
@@ -148,14 +161,34 @@ class Trainer:
         device = self.world.place(pick_device(cfg.device))
         return device, autocast_dtype(device, cfg.precision)
 
-    def _load_data(self, resume: dict[str, Any] | None) -> Data:
-        """The corpus, split; a resumed run reads the file it was trained on, in its vocabulary."""
+    def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:
+        """The corpus, split. A resumed run reads the files it was trained on, in its vocabulary,
+        and they must still be the same text; a fine-tune grows its start's vocabulary."""
         cfg = self.config
-        vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
-        corpus = resume.get("corpus_path", cfg.corpus) if resume else cfg.corpus
-        if resume and not Path(corpus).is_file():
-            corpus = cfg.corpus  # moved since: fall back to the name the user gave
-        return load_data(corpus, cfg.val_fraction, vocab)
+        corpus, val_corpus, vocab = cfg.corpus, cfg.val_corpus, None
+        if resume:
+            vocab = Vocabulary.from_list(resume["vocab"])
+            corpus = _saved_sources(resume, "corpus_sources", "corpus_path") or corpus
+            val_corpus = (_saved_sources(resume, "val_corpus_sources", None) or [val_corpus])[0]
+        elif start is not None:
+            vocab = start.vocab
+        data = load_data(corpus, cfg.val_fraction, vocab, include=cfg.include,
+                         exclude=cfg.exclude, val_corpus=val_corpus, max_vocab=cfg.max_vocab,
+                         grow=start is not None, show_progress=self.progress_bar,
+                         log=self.log)  # fmt: skip
+        if resume:
+            recorded = (("corpus", data.files, data.fingerprint),
+                        ("val_corpus", data.val_files, data.val_fingerprint))  # fmt: skip
+            for key, files, now in recorded:
+                saved = resume.get(f"{key}_fingerprint")
+                if saved is not None and saved != now:
+                    change = changed_files(resume.get(f"{key}_files") or [], files or [])
+                    raise CorpusError(
+                        f"the {key.replace('_', ' ')} is not the text the run was trained on "
+                        f"({change}); resume needs the same text (or start a new run from this "
+                        "one with --init-from)"
+                    )
+        return data
 
     def _build_model(self) -> CharModel:
         try:
@@ -215,6 +248,8 @@ class Trainer:
             "train_config": config_module.to_dict(self.config),
             "vocab": self.vocab.to_list(),
             "corpus_path": str(self.data.corpus_path),
+            **self._corpus_record(),
+            "init_from": self.started_from,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "progress": self.progress.to_dict(self.n_batches),
@@ -224,6 +259,20 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             },
         }
+
+    def _corpus_record(self) -> dict[str, Any]:
+        """What the run records of its text, so --resume can find it and check it is the same."""
+        data = self.data
+        record = {
+            "corpus_sources": _absolute(self.config.corpus),
+            "corpus_files": data.files,
+            "corpus_fingerprint": data.fingerprint,
+        }
+        if data.val_files is not None:
+            record["val_corpus_sources"] = _absolute((self.config.val_corpus,))
+            record["val_corpus_files"] = data.val_files
+            record["val_corpus_fingerprint"] = data.val_fingerprint
+        return record
 
     def _save(self, name: str) -> None:
         checkpoint = self._checkpoint()
@@ -287,6 +336,7 @@ class Trainer:
             stopped_by="budget" if self.budget.spent(p.step, p.seconds) else "signal",
             signal=self.stop.signal,
             checkpoint_warnings=self.warnings,
+            final_val_scope=self._scope(whole=True),
         )
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,15 +390,24 @@ class Trainer:
         self.state = detach_state(state)
         return value
 
+    def _scope(self, whole: bool) -> str:
+        """What an evaluation scores: part (the first eval_chars of the validation text, for
+        periodic ones when set), sample (a large text's fixed sample) or all."""
+        if not whole and self.config.eval_chars:
+            return "part"
+        return "all" if sample_windows(len(self.data.val)) is None else "sample"
+
     def _evaluate(self, whole: bool) -> float:
         cfg = self.config
         val = self.data.val
-        if not whole and cfg.eval_chars:
-            val = val[: cfg.eval_chars + 1]
+        part = self._scope(whole) == "part"
 
         def score() -> float:
             model, device, amp = self.model, self.device, self.amp
-            return evaluate(model, val, cfg.batch_size, cfg.seq_length, device, amp)[0]
+            if part:
+                return evaluate(model, val[: cfg.eval_chars + 1], cfg.batch_size,
+                                cfg.seq_length, device, amp)[0]  # fmt: skip
+            return evaluate_sampled(model, val, cfg.batch_size, cfg.seq_length, device, amp)[0]
 
         # Rank 0 scores the plain model (not DDP's, whose forward would wait for the other
         # ranks); they wait for its result instead.
@@ -362,7 +421,7 @@ class Trainer:
         improved = p.best_val_loss is None or val_loss < p.best_val_loss
         if improved:
             p.best_val_loss = val_loss
-        scope = "all" if whole or not self.config.eval_chars else "part"
+        scope = self._scope(whole)
         epoch = p.step / self.n_batches
         line = metrics.record(p.step, epoch, p.seconds, train_loss, val_loss, scope, lr, rate)
         self.log(line + ("  *best" if improved else ""))
@@ -378,3 +437,30 @@ class Trainer:
             return MetricsLog(path, cfg.batch_size * cfg.seq_length, self._warn)
         except OSError as error:
             raise unwritable(self.run_dir, error) from None
+
+
+def _absolute(specs: tuple[str, ...]) -> list[str]:
+    """Corpus names as given, paths made absolute, so a resume finds them from anywhere."""
+    from charrnn.sources import bundled_corpora
+
+    bundled = bundled_corpora()
+    return [spec if spec in bundled else str(Path(spec).expanduser().absolute()) for spec in specs]
+
+
+def _saved_sources(checkpoint: dict[str, Any], key: str, old_key: str | None) -> list[str] | None:
+    """The corpus a checkpoint was trained on: its recorded sources, or (an older checkpoint)
+    its one file; None when it names none, or when they are gone (moved since: the caller falls
+    back to the names the user gave). A path that is there but is no file (a FIFO or device
+    now) is returned, to be refused by name when it is read."""
+    saved = checkpoint.get(key)
+    if saved is None and old_key is not None and checkpoint.get(old_key):
+        saved = [checkpoint[old_key]]
+    if saved is None:
+        return None
+    if not isinstance(saved, list) or not all(isinstance(s, str) for s in saved):
+        raise CheckpointError(f"the checkpoint cannot be resumed: malformed {key}")
+    from charrnn.sources import bundled_corpora
+
+    bundled = bundled_corpora()
+    present = all(s in bundled or os.path.lexists(s) for s in saved)
+    return saved if present else None

@@ -106,7 +106,7 @@ def test_resume_refuses_a_corpus_with_another_vocabulary(tmp_path, corpus_file):
     Trainer(model_config, train_config, tmp_path / "run").run()
     corpus_file.write_text(corpus_file.read_text() + "ü")
     saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
-    with pytest.raises(Exception, match="different vocabulary"):
+    with pytest.raises(Exception, match="outside the run's vocabulary"):
         Trainer(*resume_configs(saved, {}), tmp_path / "run", resume=saved)
 
 

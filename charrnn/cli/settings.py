@@ -37,10 +37,11 @@ def option(
     is declared when it is not a model or training setting (config.SampleConfig).
     """
     kind, _, declared = config.declaration(name, cls)
-    bounds = declared.bounds_text()
+    bounds = "" if kind is tuple else declared.bounds_text()
     help_text = declared.help + (f" ({bounds})" if bounds else "")
+    # A list setting is a repeatable option (--corpus a.txt --corpus notes/).
     return Annotated[
-        kind | None,
+        (list[str] if kind is tuple else kind) | None,
         typer.Option(
             *flags(name, cls),
             help=help_text,
@@ -55,6 +56,8 @@ def _shown(value: Any) -> str | bool:
         return False
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "none"
     return str(value)
 
 
@@ -85,8 +88,13 @@ def declared_options(names: list[str], cls: type | None = None):
 
 
 def typed(values: dict[str, Any]) -> dict[str, Any]:
-    """Only the settings the user typed (Typer passes None for the others)."""
-    return {name: value for name, value in values.items() if value is not None}
+    """Only the settings the user typed (Typer passes None, or no items, for the others);
+    a repeated option's values become a tuple, as the setting holds them."""
+    return {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in values.items()
+        if value is not None and value != [] and value != ()
+    }
 
 
 def check(**values: Any) -> dict[str, Any]:
@@ -101,6 +109,8 @@ def as_flags(values: dict[str, Any]) -> list[str]:
         dashed = name.replace("_", "-")
         if isinstance(value, bool):
             arguments.append(f"--{dashed}" if value else f"--no-{dashed}")
+        elif isinstance(value, (tuple, list)):
+            arguments += [part for item in value for part in (f"--{dashed}", str(item))]
         else:
             arguments += [f"--{dashed}", str(value)]
     return arguments
