@@ -160,10 +160,10 @@ class _GateRNNBase(nn.Module):
         self,
         input_size: int,
         hidden_size: int,
-        num_layers: int,
-        bias: bool,
-        batch_first: bool,
-        dropout: float,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if input_size <= 0 or hidden_size <= 0:
@@ -338,23 +338,15 @@ class GateLSTM(_GateRNNBase):
     state_count = 2
     gate_keys = LSTM_GATE_KEYS
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        peephole: bool = False,
-    ) -> None:
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
+    def __init__(self, *args, peephole: bool = False, **kwargs) -> None:
+        # The shared arguments are _GateRNNBase's (as nn.LSTM's); peephole is the LSTM's own.
+        super().__init__(*args, **kwargs)
         self.peephole = peephole
         if peephole:
-            for layer in range(num_layers):
+            for layer in range(self.num_layers):
                 # Zero: a fresh peephole LSTM equals a plain one until training moves these.
                 self.register_parameter(
-                    f"weight_peep_l{layer}", nn.Parameter(torch.zeros(3, hidden_size))
+                    f"weight_peep_l{layer}", nn.Parameter(torch.zeros(3, self.hidden_size))
                 )
 
     def extra_repr(self) -> str:
@@ -407,31 +399,13 @@ class GateGRU(_GateRNNBase):
 
     Called like nn.GRU: ``out, h_n = gru(x, h_0)``, the state optional (zeros). Shapes as for
     GateLSTM; parameters have nn.GRU's names, shapes (3H rows, in torch's r, z, n order) and
-    initialisation. Bidirectional is not supported.
-
-    Args:
-        input_size: features per input step, I.
-        hidden_size: units per layer, H.
-        num_layers: stacked GRU layers.
-        bias: whether to use ``bias_ih_l{k}`` and ``bias_hh_l{k}``.
-        batch_first: input and output are (B, T, feature) instead of (T, B, feature).
-        dropout: dropout probability on each layer's output except the last, in training.
+    initialisation. Bidirectional is not supported. Arguments as GateLSTM's (nn.GRU's), without
+    peepholes.
     """
 
     gate_count = 3
     state_count = 1
     gate_keys = GRU_GATE_KEYS
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout)
 
     def _scan_layer(
         self, layer: int, inputs: Tensor, state: tuple[Tensor, ...], record: list | None

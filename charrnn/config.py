@@ -28,6 +28,8 @@ from charrnn.errors import ConfigError
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
 SAMPLING = "Sampling"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -182,19 +184,13 @@ class TrainConfig:
         min=0,
         run_control=True,
     )
-    device: str = setting(
-        "auto",
-        "where to run",
-        RUN_CONTROL,
-        choices=("auto", "cpu", "cuda", "mps"),
-        run_control=True,
-    )
+    device: str = setting("auto", "where to run", RUN_CONTROL, choices=DEVICES, run_control=True)
     threads: int = setting(0, "CPU threads; 0 = all cores", RUN_CONTROL, min=0, run_control=True)
     precision: str = setting(
         "auto",
         "autocast: auto = bf16 where the hardware is fast at it (AMX CPUs, GPUs)",
         RUN_CONTROL,
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         run_control=True,
     )
 

@@ -13,6 +13,8 @@ from charrnn.cli.evaluate import CHECKPOINT
 from charrnn.errors import ConfigError
 
 
+# Typer reads a command's options from its signature, so most of this function's length is
+# its option list; the work is the dozen lines of its body.
 def explain(
     checkpoint: CHECKPOINT,
     text: Annotated[str | None, typer.Option("--text", help="The text to read.")] = None,

@@ -24,31 +24,26 @@ from charrnn.errors import ConfigError
 RUN_LEVEL_OPTIONS = ("config", "out_dir", "resume", "init_from", "verbose", "nproc")
 
 
+def _run_option(*names: str, **details: Any) -> Any:
+    """An option about this invocation rather than the model: shown in --help's Run panel."""
+    return typer.Option(*names, rich_help_panel=settings.RUN, **details)
+
+
 @settings.declared_options(list(config_module.all_fields()))
 def train(
     context: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option(
-            "--config",
-            help="TOML config: a bundled name (default, tiny, gpu) or a path.",
-            rich_help_panel=settings.RUN,
-        ),
+        _run_option("--config", help="TOML config: a bundled name (default, tiny, gpu) or a path."),
     ] = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--out",
-            help="Run directory.",
-            show_default="checkpoints/<corpus>-<cell>-<time>/",
-            rich_help_panel=settings.RUN,
+        _run_option(
+            "--out", help="Run directory.", show_default="checkpoints/<corpus>-<cell>-<time>/"
         ),
     ] = None,
     resume: Annotated[
-        Path | None,
-        typer.Option(
-            help="Continue a run: its directory or a .pt file.", rich_help_panel=settings.RUN
-        ),  # fmt: skip
+        Path | None, _run_option(help="Continue a run: its directory or a .pt file.")
     ] = None,
     init_from: Annotated[
         Path | None,
@@ -60,18 +55,11 @@ def train(
         ),
     ] = None,
     verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", help="Progress bar even when piped.", rich_help_panel=settings.RUN
-        ),  # fmt: skip
+        bool, _run_option("--verbose", "-v", help="Progress bar even when piped.")
     ] = False,
     nproc: Annotated[
         int | None,
-        typer.Option(
-            help="Train on N processes of this machine (starts torchrun).",
-            min=1,
-            rich_help_panel=settings.RUN,
-        ),  # fmt: skip
+        _run_option(help="Train on N processes of this machine (starts torchrun).", min=1),
     ] = None,
     **typed_settings: Any,
 ) -> None:
