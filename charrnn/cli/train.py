@@ -47,11 +47,10 @@ def train(
     ] = None,
     init_from: Annotated[
         Path | None,
-        typer.Option(
+        _run_option(
             "--init-from",
             help="Fine-tune: a new run from this run's best.pt (or a .pt file); the model's "
             "shape comes from it, the settings from --config (default: finetune) and flags.",
-            rich_help_panel=settings.RUN,
         ),
     ] = None,
     verbose: Annotated[
