@@ -134,8 +134,8 @@ def test_the_corpus_setting_is_a_list_from_toml_flags_and_old_strings(tmp_path):
 def test_train_takes_corpus_repeated_and_a_folder_and_says_what_it_skipped(tree, tmp_path):
     text = "".join(f"line {i} of a longer document, with words.\n" for i in range(400))
     write(tree / "long.txt", text)
-    result = run_cli("train", *TINY_FLAGS, "--corpus", tree, "--corpus", tree / "a.txt",
-                     "--exclude", "notes/**", "--out", tmp_path / "run", "--max-steps", 3)  # fmt: skip
+    corpora = ("--corpus", tree, "--corpus", tree / "a.txt", "--exclude", "notes/**")
+    result = run_cli("train", *TINY_FLAGS, *corpora, "--out", tmp_path / "run", "--max-steps", 3)
     assert result.exit_code == 0, result.output
     said = " ".join(result.stderr.split())  # rich wraps long lines
     assert (
