@@ -74,6 +74,11 @@ class Vocabulary:
         size = len(self.chars)
         return np.dtype(np.uint8 if size <= 1 << 8 else np.uint16 if size <= 1 << 16 else np.uint32)
 
+    @property
+    def table(self) -> np.ndarray:
+        """Code point -> id, -1 for a code point not in the vocabulary (read-only)."""
+        return self._table
+
     @cached_property
     def _table(self) -> np.ndarray:
         """Code point -> id (-1: not in the vocabulary); its last entry stands for every code
