@@ -27,10 +27,10 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
-from charrnn import rundir
+from charrnn import rundata, rundir
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import Data, changed_files, load_data
+from charrnn.corpus import Data
 from charrnn.devices import autocast, autocast_dtype, pick_device
 from charrnn.distributed import World, fingerprint
 from charrnn.errors import CheckpointError, CorpusError, TrainingError
@@ -38,7 +38,6 @@ from charrnn.model import CharModel, State, detach_state
 from charrnn.runlog import MetricsLog, ProgressBar
 from charrnn.schedule import Budget, Progress, Schedule
 from charrnn.scoring import char_loss, evaluate, evaluate_sampled, sample_windows
-from charrnn.vocab import Vocabulary
 
 
 @dataclass
@@ -162,33 +161,9 @@ class Trainer:
         return device, autocast_dtype(device, cfg.precision)
 
     def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:
-        """The corpus, split. A resumed run reads the files it was trained on, in its vocabulary,
-        and they must still be the same text; a fine-tune grows its start's vocabulary."""
-        cfg = self.config
-        corpus, val_corpus, vocab = cfg.corpus, cfg.val_corpus, None
-        if resume:
-            vocab = Vocabulary.from_list(resume["vocab"])
-            corpus = _saved_sources(resume, "corpus_sources", "corpus_path") or corpus
-            val_corpus = (_saved_sources(resume, "val_corpus_sources", None) or [val_corpus])[0]
-        elif start is not None:
-            vocab = start.vocab
-        data = load_data(corpus, cfg.val_fraction, vocab, include=cfg.include,
-                         exclude=cfg.exclude, val_corpus=val_corpus, max_vocab=cfg.max_vocab,
-                         grow=start is not None, show_progress=self.progress_bar,
-                         log=self.log)  # fmt: skip
-        if resume:
-            recorded = (("corpus", data.files, data.fingerprint),
-                        ("val_corpus", data.val_files, data.val_fingerprint))  # fmt: skip
-            for key, files, now in recorded:
-                saved = resume.get(f"{key}_fingerprint")
-                if saved is not None and saved != now:
-                    change = changed_files(resume.get(f"{key}_files") or [], files or [])
-                    raise CorpusError(
-                        f"the {key.replace('_', ' ')} is not the text the run was trained on "
-                        f"({change}); resume needs the same text (or start a new run from this "
-                        "one with --init-from)"
-                    )
-        return data
+        """The corpus, split (see charrnn.rundata: a resume checks it is the same text)."""
+        vocab = start.vocab if start is not None else None
+        return rundata.load(self.config, resume, vocab, self.progress_bar, self.log)
 
     def _build_model(self) -> CharModel:
         try:
@@ -248,7 +223,7 @@ class Trainer:
             "train_config": config_module.to_dict(self.config),
             "vocab": self.vocab.to_list(),
             "corpus_path": str(self.data.corpus_path),
-            **self._corpus_record(),
+            **rundata.record(self.config, self.data),
             "init_from": self.started_from,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -259,20 +234,6 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             },
         }
-
-    def _corpus_record(self) -> dict[str, Any]:
-        """What the run records of its text, so --resume can find it and check it is the same."""
-        data = self.data
-        record = {
-            "corpus_sources": _absolute(self.config.corpus),
-            "corpus_files": data.files,
-            "corpus_fingerprint": data.fingerprint,
-        }
-        if data.val_files is not None:
-            record["val_corpus_sources"] = _absolute((self.config.val_corpus,))
-            record["val_corpus_files"] = data.val_files
-            record["val_corpus_fingerprint"] = data.val_fingerprint
-        return record
 
     def _save(self, name: str) -> None:
         checkpoint = self._checkpoint()
@@ -437,30 +398,3 @@ class Trainer:
             return MetricsLog(path, cfg.batch_size * cfg.seq_length, self._warn)
         except OSError as error:
             raise unwritable(self.run_dir, error) from None
-
-
-def _absolute(specs: tuple[str, ...]) -> list[str]:
-    """Corpus names as given, paths made absolute, so a resume finds them from anywhere."""
-    from charrnn.sources import bundled_corpora
-
-    bundled = bundled_corpora()
-    return [spec if spec in bundled else str(Path(spec).expanduser().absolute()) for spec in specs]
-
-
-def _saved_sources(checkpoint: dict[str, Any], key: str, old_key: str | None) -> list[str] | None:
-    """The corpus a checkpoint was trained on: its recorded sources, or (an older checkpoint)
-    its one file; None when it names none, or when they are gone (moved since: the caller falls
-    back to the names the user gave). A path that is there but is no file (a FIFO or device
-    now) is returned, to be refused by name when it is read."""
-    saved = checkpoint.get(key)
-    if saved is None and old_key is not None and checkpoint.get(old_key):
-        saved = [checkpoint[old_key]]
-    if saved is None:
-        return None
-    if not isinstance(saved, list) or not all(isinstance(s, str) for s in saved):
-        raise CheckpointError(f"the checkpoint cannot be resumed: malformed {key}")
-    from charrnn.sources import bundled_corpora
-
-    bundled = bundled_corpora()
-    present = all(s in bundled or os.path.lexists(s) for s in saved)
-    return saved if present else None
