@@ -146,3 +146,33 @@ def test_train_takes_corpus_repeated_and_a_folder_and_says_what_it_skipped(tree,
     saved = (tmp_path / "run" / "config.toml").read_text()
     assert f'corpus = ["{tree}", "{tree / "a.txt"}"]' in saved
     assert 'exclude = ["notes/**"]' in saved
+
+
+def saved_run(tmp_path, corpus: Path, edit) -> Path:
+    """A tiny run whose last.pt is then edited by `edit(checkpoint)`."""
+    from charrnn import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus, "--out", run, "--max-steps", 2)
+    assert result.exit_code == 0, result.output
+    checkpoint = ckpt.load(run / "last.pt")
+    edit(checkpoint)
+    ckpt.save(checkpoint, run / "last.pt")
+    return run
+
+
+def test_a_checkpoint_whose_corpus_now_is_a_device_is_refused(tmp_path, corpus_file):
+    run = saved_run(tmp_path, corpus_file, lambda c: c.update(corpus_sources=["/dev/zero"]))
+    result = run_cli("train", "--resume", run, "--max-steps", 4)
+    assert result.exit_code == 1 and "'/dev/zero' is not a regular file" in result.stderr
+
+
+def test_an_older_checkpoint_with_one_corpus_string_still_resumes(tmp_path, corpus_file):
+    def older(checkpoint):
+        for key in ("corpus_sources", "corpus_files", "corpus_fingerprint", "init_from"):
+            checkpoint.pop(key)
+        checkpoint["train_config"]["corpus"] = str(corpus_file)  # a string, as they wrote it
+
+    run = saved_run(tmp_path, corpus_file, older)
+    result = run_cli("train", "--resume", run, "--max-steps", 4)
+    assert result.exit_code == 0, result.output
