@@ -39,10 +39,12 @@ class Setting:
 
     ``flags`` are extra names for its option (``-b``, ``--lr``); ``run_control`` settings may
     change when a run is resumed, since they do not change what is learned; ``kind`` is the
-    type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value;
-    ``shape`` settings decide the model's weights' shapes (a fine-tune takes them from its
-    checkpoint). A setting whose default is a tuple is a list of strings (a TOML array, a
-    repeated option; a single string is a list of one); its ``min`` bounds its length.
+    type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value.
+    ``item`` makes a repeatable setting: its value is a tuple of values of that type (default
+    ``()``; the option is given once per value), each checked by the same rules; with
+    ``single`` one value alone is a list of one (what older runs and config files wrote).
+    ``shape`` settings decide the shapes of the model's weights (a fine-tune takes them from its
+    checkpoint).
     """
 
     help: str
@@ -57,6 +59,8 @@ class Setting:
     max_open: bool = False
     run_control: bool = False
     shape: bool = False
+    single: bool = False
+    item: type | None = None
 
     def bounds_text(self) -> str:
         """The accepted values in words, for --help and error messages."""
@@ -105,16 +109,18 @@ class ModelConfig:
 class TrainConfig:
     corpus: tuple[str, ...] = setting(
         ("shakespeare",),
-        "bundled corpus name, UTF-8 text file or folder (read recursively); repeat for several",
+        "bundled corpus name, UTF-8 text file or folder (read recursively)",
         DATA,
         flags=("-c",),
-        min=1,
+        item=str,
+        single=True,
     )
     include: tuple[str, ...] = setting(
-        (), "in folders, only files whose relative path matches this glob (** allowed)", DATA
-    )
+        (), "in folders, only files whose relative path matches this glob (** allowed)", DATA,
+        item=str,
+    )  # fmt: skip
     exclude: tuple[str, ...] = setting(
-        (), "in folders, leave out files whose relative path matches this glob", DATA
+        (), "in folders, leave out files whose relative path matches this glob", DATA, item=str
     )
     val_corpus: str = setting(
         "", "a separate validation text (file or folder); empty = the last val_fraction", DATA
@@ -222,6 +228,10 @@ class SampleConfig:
     num_samples: int = setting(
         1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
     )
+    stop: tuple[str, ...] = setting(
+        (), "a sample ends at the first of these strings it writes, which is kept at its end",
+        SAMPLING, item=str,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -350,12 +360,23 @@ def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_value(name: str, value: Any, cls: type | None = None) -> Any:
-    """Type-check and range-check one value; returns it converted (int -> float where due)."""
+    """Type-check and range-check one value; returns it converted (int -> float where due, a
+    repeatable setting's list -> a tuple)."""
     expected, default, rules = declaration(name, cls)
     if value is None and default is None:
         return value
-    if expected is tuple:
-        return _check_list(name, value, rules)
+    if rules.single and rules.item is not None and isinstance(value, rules.item):
+        value = (value,)  # `corpus = "a.txt"`, as older runs and config files wrote it
+    if rules.item is None:
+        return _check_one(name, value, expected, rules)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return tuple(_check_one(name, one, rules.item, rules) for one in value)
+
+
+def _check_one(name: str, value: Any, expected: type, rules: Setting) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
@@ -377,19 +398,6 @@ def check_value(name: str, value: Any, cls: type | None = None) -> Any:
         bound = f"less than {high}" if rules.max_open else f"at most {high}"
         raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
     return value
-
-
-def _check_list(name: str, value: Any, rules: Setting) -> tuple[str, ...]:
-    """A list setting: a string is a list of one (what older runs and config files wrote)."""
-    if isinstance(value, str):
-        value = (value,)
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(
-            f"{name} must be a string or a list of strings, got {type(value).__name__} {value!r}"
-        )
-    if rules.min is not None and len(value) < rules.min:
-        raise ConfigError(f"{name} needs at least {rules.min:g} entry, got none")
-    return tuple(value)
 
 
 def build(cls: type, values: dict[str, Any]) -> Any:

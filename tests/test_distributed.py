@@ -23,7 +23,13 @@ from tests.conftest import TINY_FLAGS, run_cli
 # Same global batch on one or two processes; fp32 and no dropout, so the curves can match.
 EXACT_FLAGS = (*TINY_FLAGS, "--precision", "fp32", "--dropout", "0", "--eval-every", "10")
 STEPS = 40
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def child_env() -> dict[str, str]:
+    """Taken when a child starts: after conftest has pointed $CHARRNN_CACHE at the session's."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 TIMEOUT = 300  # seconds; a run takes a few, but a loaded CI machine can be slow to start torch
 
 
@@ -37,7 +43,7 @@ def tiny_configs(corpus, **overrides):
 def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", "-m", "charrnn", *map(str, args)]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+    return subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=TIMEOUT)
 
 
 def metrics(run) -> list[dict]:
@@ -142,7 +148,9 @@ def test_nproc_resumes_on_two_processes_and_they_stop_together(tmp_path, corpus_
     # loop always takes a step before it looks at the clock, and it stops on the clock alone.
     command = [sys.executable, "-m", "charrnn", "train", "--resume", str(run), "--nproc", "2",
                "--max-steps", "0", "--max-time", "1", "--eval-every", "0"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=child_env(), timeout=TIMEOUT
+    )
     assert result.returncode == 0, result.stderr
     progress = ckpt.load(run, prefer=("last.pt",))["progress"]
     assert progress["step"] > STEPS
@@ -180,7 +188,7 @@ def test_ranks_that_read_different_texts_stop_with_one_error_line(tmp_path, corp
                 "--out",
                 str(tmp_path / "run"),
             ],
-            env={**ENV, **world, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            env={**child_env(), **world, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

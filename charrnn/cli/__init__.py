@@ -5,7 +5,7 @@ place that turns errors into exit codes, `settings` derives options from charrnn
 
     charrnn/cli/batches.py    inspect-batches
     charrnn/cli/train.py      train
-    charrnn/cli/sample.py     sample
+    charrnn/cli/sample.py     sample (charrnn/cli/interactive.py: its --interactive prompt)
     charrnn/cli/runs.py       inspect, runs
     charrnn/cli/evaluate.py   eval
     charrnn/cli/explain.py    explain

@@ -37,22 +37,26 @@ def option(
     is declared when it is not a model or training setting (config.SampleConfig).
     """
     kind, _, declared = config.declaration(name, cls)
-    bounds = "" if kind is tuple else declared.bounds_text()
+    bounds = declared.bounds_text()
     help_text = declared.help + (f" ({bounds})" if bounds else "")
-    # A list setting is a repeatable option (--corpus a.txt --corpus notes/).
+    metavar = None  # typer's own (`<int>`)
+    if declared.item is not None:  # repeatable: `--stop A --stop B` gives a list
+        kind, help_text = list[declared.item], help_text + "; repeat the option for more"
+        metavar = f"<{declared.item.__name__}>"
     return Annotated[
-        (list[str] if kind is tuple else kind) | None,
+        kind | None,
         typer.Option(
             *flags(name, cls),
             help=help_text,
             rich_help_panel=panel or declared.panel,
             show_default=shown_default,
+            metavar=metavar,
         ),
     ]
 
 
 def _shown(value: Any) -> str | bool:
-    if value is None:
+    if value is None or value == ():
         return False
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -109,8 +113,8 @@ def as_flags(values: dict[str, Any]) -> list[str]:
         dashed = name.replace("_", "-")
         if isinstance(value, bool):
             arguments.append(f"--{dashed}" if value else f"--no-{dashed}")
-        elif isinstance(value, (tuple, list)):
-            arguments += [part for item in value for part in (f"--{dashed}", str(item))]
+        elif isinstance(value, (list, tuple)):  # a repeatable setting: the option once a value
+            arguments += [part for one in value for part in (f"--{dashed}", str(one))]
         else:
             arguments += [f"--{dashed}", str(value)]
     return arguments
