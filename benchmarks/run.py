@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import data_scale, machine, sampling, throughput, tiny_shakespeare
+from benchmarks import corpora, data_scale, machine, sampling, throughput, tiny_shakespeare
 from charrnn.errors import CorpusError
 
 HERE = Path(__file__).parent
@@ -115,10 +115,13 @@ def main() -> None:
                         help="--full without the 10-minute lesson-style baseline")  # fmt: skip
     parser.add_argument("--corpus", type=Path, metavar="PATH", help=CORPUS_HELP)
     parser.add_argument("--out", type=Path, help="folder for RESULTS.md and results.json")
-    parser.add_argument("--update", choices=("data_scale", "sampling"),
+    parser.add_argument("--update", choices=("data_scale", "sampling", "corpora", "finetune"),
                         help="re-measure one section of results.json and re-render")  # fmt: skip
+    parser.add_argument("--finetune-corpus", type=Path, metavar="PATH",
+                        help="the fine-tuning benchmark's unrelated text (default: the World "
+                        "English Bible, benchmarks/finetune_text.py)")  # fmt: skip
     args = parser.parse_args()  # fmt: skip
-    if args.update != "data_scale":  # every other measurement trains or scores on the corpus
+    if args.update not in ("data_scale", "corpora", "finetune"):  # these bring their own texts
         args.corpus = corpus_or_exit(args.corpus)
 
     if args.tiny:
@@ -140,6 +143,11 @@ def main() -> None:
         print(f"[benchmarks] re-measuring {args.update} ...", file=sys.stderr, flush=True)
         if args.update == "data_scale":
             results["data_scale"] = data_scale.measure(megabytes)
+        elif args.update in ("corpora", "finetune"):
+            section = argparse.Namespace(scale=args.update == "corpora", tiny=args.tiny,
+                                         finetune=args.update == "finetune", megabytes=1000,
+                                         finetune_corpus=args.finetune_corpus)  # fmt: skip
+            results.update(corpora.measure(section))
         else:
             held_out = args.corpus.read_text(encoding="utf-8")[-quality_chars:]
             results["sampling"] = sampling.measure(config, length=length, repeats=repeats,
@@ -176,6 +184,10 @@ def main() -> None:
         results["lesson"] = baseline("lesson", args.corpus, budget)
         step("gate-level cells")
         results["gate_cells"] = gate_cells()
+        step("corpora at scale (1 GB) and fine-tuning (10 + 2 + 2 minutes)")
+        results.update(corpora.measure(argparse.Namespace(
+            scale=True, finetune=True, tiny=False, megabytes=1000,
+            finetune_corpus=args.finetune_corpus)))  # fmt: skip
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(report(results))
@@ -281,6 +293,7 @@ def report(r: dict) -> str:
     if "gate_cells" in r:
         lines += ["## 5. Gate-level cells against torch", "", "```", r["gate_cells"].rstrip(),
                   "```", ""]  # fmt: skip
+    lines += corpora.report(r.get("corpora"), r.get("finetune"))
     notes = HERE / "NOTES.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]

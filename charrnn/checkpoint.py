@@ -196,6 +196,7 @@ def check_resumable(checkpoint: dict[str, Any], batch_size: int) -> None:
         or _rng_problem(checkpoint["rng"])
         or (None if isinstance(checkpoint.get("corpus_path", ""), str) else "corpus_path")
         or _fingerprint_problem(checkpoint.get("corpus_fingerprint"))
+        or _corpus_record_problem(checkpoint)
     )
     if problem:
         raise CheckpointError(f"the checkpoint cannot be resumed: malformed {problem}")
@@ -311,6 +312,21 @@ def best_score(path: Path) -> tuple[float, str | None] | None:
     if _progress_problem(progress) or progress["best_val_loss"] is None:
         return None
     return progress["best_val_loss"], progress.get("best_precision")
+
+
+def _corpus_record_problem(checkpoint: dict[str, Any]) -> str | None:
+    """The record of the corpus (sources, files, fingerprints) a resume checks the text with."""
+    for prefix in ("corpus", "val_corpus"):
+        sources = checkpoint.get(f"{prefix}_sources", [])
+        if not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+            return f"{prefix}_sources"
+        if not isinstance(checkpoint.get(f"{prefix}_fingerprint", ""), (str, type(None))):
+            return f"{prefix}_fingerprint"
+        files = checkpoint.get(f"{prefix}_files", [])
+        if not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
+            return f"{prefix}_files"
+    start = checkpoint.get("init_from")
+    return None if start is None or isinstance(start, dict) else "init_from"
 
 
 def _rng_problem(rng: Any) -> str | None:

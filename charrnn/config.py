@@ -46,7 +46,9 @@ class Setting:
     machine (that many per available core): it refuses what a person types, while a saved run
     from a bigger machine still loads (its value is clamped where it is used). ``item`` makes
     a repeatable setting: its value is a tuple of values of that type (default ``()``; the
-    option is given once per value), each checked by the same rules.
+    option is given once per value), each checked by the same rules; with ``single`` one value
+    alone is a list of one (what older runs and config files wrote). ``shape`` settings decide
+    the shapes of the model's weights (a fine-tune takes them from its checkpoint).
     """
 
     help: str
@@ -62,6 +64,8 @@ class Setting:
     run_control: bool = False
     relocatable: bool = False
     max_per_core: int | None = None
+    shape: bool = False
+    single: bool = False
     item: type | None = None
 
     def bounds_text(self) -> str:
@@ -96,11 +100,11 @@ def _fraction(default: float, help: str, panel: str, **rules: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = setting("lstm", "recurrent core", MODEL, choices=CELLS)
-    hidden_size: int = setting(512, "units per recurrent layer", MODEL, min=1)
-    num_layers: int = setting(1, "stacked recurrent layers", MODEL, min=1)
+    cell: str = setting("lstm", "recurrent core", MODEL, choices=CELLS, shape=True)
+    hidden_size: int = setting(512, "units per recurrent layer", MODEL, min=1, shape=True)
+    num_layers: int = setting(1, "stacked recurrent layers", MODEL, min=1, shape=True)
     embedding_dim: int = setting(
-        64, "character embedding size; 0 = the lesson's one-hot input", MODEL, min=0
+        64, "character embedding size; 0 = the lesson's one-hot input", MODEL, min=0, shape=True
     )
     dropout: float = _fraction(0.0, "dropout between layers and before the head", MODEL)
     weight_drop: float = _fraction(
@@ -109,20 +113,39 @@ class ModelConfig:
         "regulariser for a small corpus",
         MODEL,
     )
-    bias: bool = setting(True, "learn bias terms in the recurrent core", MODEL)
+    bias: bool = setting(True, "learn bias terms in the recurrent core", MODEL, shape=True)
     nonlinearity: str = setting(
-        "tanh", "activation of the plain rnn cell", MODEL, choices=("tanh", "relu")
+        "tanh", "activation of the plain rnn cell", MODEL, choices=("tanh", "relu"), shape=True
     )
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    corpus: str = setting(
-        "shakespeare",
-        "bundled corpus name or path to a UTF-8 text file",
+    corpus: tuple[str, ...] = setting(
+        ("shakespeare",),
+        "bundled corpus name, UTF-8 text file or folder (read recursively)",
         DATA,
         flags=("-c",),
+        item=str,
+        single=True,
         relocatable=True,  # --resume --corpus: a moved copy, accepted when its fingerprint matches
+    )
+    include: tuple[str, ...] = setting(
+        (), "in folders, only files whose relative path matches this glob (** allowed)", DATA,
+        item=str,
+    )  # fmt: skip
+    exclude: tuple[str, ...] = setting(
+        (), "in folders, leave out files whose relative path matches this glob", DATA, item=str
+    )
+    val_corpus: str = setting(
+        "", "a separate validation text (file or folder); empty = the last val_fraction", DATA
+    )
+    max_vocab: int = setting(
+        0,
+        "keep the N most frequent characters, the rest become U+FFFD; 0 = all of them "
+        "(up to 10,000)",
+        DATA,
+        min=0,
     )
     val_fraction: float = _fraction(0.1, "last fraction of the text held out for validation", DATA)
     batch_size: int = setting(32, "parallel rows of text per step", DATA, flags=("-b",), min=1)
@@ -367,6 +390,8 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
         raise ConfigError(f"{name} must be at most {most} ({cores}), got {value!r}")
     if value is None and default is None:
         return value
+    if rules.single and rules.item is not None and isinstance(value, rules.item):
+        value = (value,)  # `corpus = "a.txt"`, as older runs and config files wrote it
     if rules.item is None:
         return _check_one(name, value, expected, rules)
     if not isinstance(value, (list, tuple)):
@@ -427,6 +452,11 @@ def resolve(config_file: str | None, overrides: dict[str, Any]) -> tuple[ModelCo
     return build(ModelConfig, model, typed=True), build(TrainConfig, train, typed=True)
 
 
+def shape_fields() -> set[str]:
+    """Model fields that decide the shapes of the weights (a fine-tune keeps its checkpoint's)."""
+    return {name for name, (_, _, s) in _declarations(ModelConfig) if s.shape}
+
+
 def run_control_fields() -> set[str]:
     """Training fields a resumed run may change (they do not change what is learned)."""
     return {name for name, (_, _, s) in _declarations(TrainConfig) if s.run_control}
@@ -471,6 +501,8 @@ def to_toml(model: ModelConfig, train: TrainConfig) -> str:
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

@@ -1,157 +1,61 @@
-"""Reading corpora and the character vocabulary.
+"""Corpora ready to train on: found (charrnn.sources), encoded once into the token cache
+(charrnn.tokens) and read from it through a memory map.
 
-A corpus is named by a bundled name (``shakespeare``) or by a path to any UTF-8 text file.
-The vocabulary is the sorted set of the corpus's Unicode code points (not bytes), so
-"naïve — 東京 🙂" is seven-plus characters, not a pile of UTF-8 bytes. The encoded corpus is
-a compact integer tensor (uint8 when the vocabulary has at most 256 characters, else int32):
-a 100 MB corpus must fit in memory next to the model.
+A corpus is one or more bundled names, UTF-8 files or folders, joined with one newline between
+documents. Its vocabulary (charrnn.vocab) is chosen from the character counts of the corpus and
+of a separate validation text, if any. The training and validation ids are tensors over the
+cache's memory map: a run's own memory does not grow with the corpus, whatever its size.
+
+``read_text`` reads one whole file as a string (for ``eval`` and ``explain``), through a
+read-only memory map of the file, so it holds the text and nothing beside it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import mmap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from charrnn.bundled import bundled_files
+from charrnn import tokens
 from charrnn.errors import CorpusError
+from charrnn.sources import SEPARATOR, Sources, bundled_corpora, find
+from charrnn.vocab import UNKNOWN, Choice, Vocabulary, choose, describe_char
 
-ENCODE_CHUNK = 1 << 20  # characters encoded at a time
-
-
-def bundled_corpora() -> dict[str, Path]:
-    """Names of the corpora that ship with charrnn, mapped to their files."""
-    return bundled_files("charrnn.corpora", ".txt")
+__all__ = [
+    "SEPARATOR", "Data", "Vocabulary", "bundled_corpora", "corpus_fingerprint", "describe_char",
+    "load_data", "read_text", "resolve_corpus", "split_train_val",
+]  # fmt: skip
 
 
 def resolve_corpus(name_or_path: str) -> Path:
-    """A bundled corpus name or a path -> the file to read. Raises CorpusError."""
-    bundled = bundled_corpora()
-    if name_or_path in bundled:
-        return bundled[name_or_path]
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
+    """A bundled corpus name or a path -> the one file to read. Raises CorpusError."""
+    if Path(name_or_path).expanduser().is_dir():
         raise CorpusError(f"corpus {name_or_path!r} is a directory; give a UTF-8 text file")
-    if not path.exists():
-        known = ", ".join(sorted(bundled)) or "none"
-        raise CorpusError(
-            f"corpus {name_or_path!r} is neither a file nor a bundled corpus (bundled: {known})"
-        )
-    return path
+    return find(name_or_path).files[0].path
 
 
 def read_text(name_or_path: str) -> str:
-    """Read a corpus as text. Empty files and invalid UTF-8 are refused with the byte offset."""
+    """Read a corpus file as text. Empty files, devices and invalid UTF-8 are refused."""
     path = resolve_corpus(name_or_path)
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CorpusError(f"cannot read corpus {str(path)!r}: {error.strerror}") from None
-    if not data:
-        raise CorpusError(f"corpus {str(path)!r} is empty; give a file with some text in it")
-    try:
-        return data.decode("utf-8")
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            # Decoded straight from the file's pages: the string is the only copy in memory.
+            return str(m, "utf-8")
     except UnicodeDecodeError as error:
         raise CorpusError(
             f"corpus {str(path)!r} is not valid UTF-8: byte {error.start} "
-            f"(0x{data[error.start]:02x}) cannot be decoded; convert the file to UTF-8"
+            f"(0x{error.object[error.start]:02x}) cannot be decoded; convert the file to UTF-8"
         ) from None
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """The characters a model knows, in sorted order; a character's id is its index."""
-
-    chars: tuple[str, ...]
-
-    @classmethod
-    def from_text(cls, text: str) -> Vocabulary:
-        return cls(tuple(sorted(set(text))))
-
-    @classmethod
-    def from_list(cls, chars: list[str]) -> Vocabulary:
-        """Rebuild from `to_list()`, e.g. from a checkpoint. Refuses anything malformed."""
-        if not isinstance(chars, (list, tuple)) or not all(
-            isinstance(c, str) and len(c) == 1 for c in chars
-        ):
-            raise CorpusError("a vocabulary must be a list of single characters")
-        if list(chars) != sorted(set(chars)):
-            raise CorpusError("a vocabulary must be sorted and without repeats")
-        return cls(tuple(chars))
-
-    def to_list(self) -> list[str]:
-        return list(self.chars)
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def __contains__(self, char: object) -> bool:
-        return char in self._index
-
-    @cached_property
-    def _index(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.chars)}
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The smallest integer dtype that holds every id (uint8 up to 256 characters)."""
-        return torch.uint8 if len(self.chars) <= 256 else torch.int32
-
-    def unknown(self, text: str) -> list[str]:
-        """Distinct characters of `text` missing from the vocabulary, in order of appearance."""
-        index = self._index
-        return list(dict.fromkeys(c for c in text if c not in index))
-
-    def encode(self, text: str) -> torch.Tensor:
-        """Text -> 1-D integer tensor of ids. Raises CorpusError naming unknown characters."""
-        missing = self.unknown(text)
-        if missing:
-            shown = ", ".join(describe_char(c) for c in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise CorpusError(f"characters not in the vocabulary: {shown}{more}")
-        # Vectorised through numpy in chunks of code points: no Python object per character,
-        # and the temporaries stay small, so a 100 MB corpus encodes in seconds without
-        # needing several times its size in memory.
-        # surrogatepass: a Python string may hold lone surrogates (from surrogateescape'd
-        # command-line arguments, say); they are code points like any other here.
-        chars = "".join(self.chars).encode("utf-32-le", "surrogatepass")
-        chars = np.frombuffer(chars, dtype=np.uint32)
-        ascii_table = np.zeros(128, dtype=np.int64)
-        ascii_chars = chars[chars < 128]
-        ascii_table[ascii_chars] = np.searchsorted(chars, ascii_chars)
-        out = np.empty(len(text), dtype=np.uint8 if self.dtype == torch.uint8 else np.int32)
-        for start in range(0, len(text), ENCODE_CHUNK):
-            piece = text[start : start + ENCODE_CHUNK]
-            if piece.isascii():
-                codes = np.frombuffer(piece.encode("ascii"), dtype=np.uint8)
-                out[start : start + len(piece)] = ascii_table[codes]
-            else:
-                codes = np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), np.uint32)
-                out[start : start + len(piece)] = np.searchsorted(chars, codes)  # chars sorted
-        return torch.from_numpy(out)
-
-    def decode(self, ids: torch.Tensor | list[int]) -> str:
-        chars = self.chars
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        return "".join(chars[i] for i in ids)
-
-
-def describe_char(char: str) -> str:
-    """A character as a learner can read it: 'a', '\\n', U+00A0."""
-    if char.isprintable() and not char.isspace():
-        return repr(char)
-    if char in "\n\t\r ":
-        return repr(char)
-    return f"U+{ord(char):04X}"
+    except (OSError, ValueError) as error:  # ValueError: mmap of a file emptied meanwhile
+        reason = getattr(error, "strerror", None) or str(error)
+        raise CorpusError(f"cannot read corpus {str(path)!r}: {reason}") from None
 
 
 def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first part trains, the last `val_fraction` validates; both contiguous."""
+    """The first part trains, the last `val_fraction` validates; both contiguous views."""
     n_val = int(len(ids) * val_fraction)
     n_train = len(ids) - n_val
     return ids[:n_train], ids[n_train:]
@@ -159,35 +63,110 @@ def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tenso
 
 @dataclass
 class Data:
-    """A corpus ready to train on: its vocabulary, and its encoded train and val splits."""
+    """A corpus ready to train on: its vocabulary, its train and val ids, and where they came
+    from (the files with their sha256, the fingerprint of the joined text, what was skipped)."""
 
     vocab: Vocabulary
     train: torch.Tensor
     val: torch.Tensor
-    corpus_path: Path
-    fingerprint: str  # of the text (see `fingerprint`)
+    corpus_path: Path  # the first file
+    sources: Sources
+    files: list[dict]  # {path, size, sha256} of every file, in reading order
+    fingerprint: str
+    choice: Choice
+    val_files: list[dict] | None = None  # a separate validation text's, if any
+    val_fingerprint: str | None = None
+    built: bool = False  # a token cache entry was built (not a cache hit)
 
 
-def fingerprint(text: str) -> str:
-    """A corpus's content fingerprint: the sha256 of its text (UTF-8), in hex.
+def corpus_fingerprint(
+    corpus: str | Sequence[str], include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+) -> str:
+    """The sha256 of a corpus's joined text (for one file: the file's sha256).
 
-    A checkpoint records it (``corpus_fingerprint``): a resumed run refuses a text that changed
-    since, even in a way its vocabulary does not show, and accepts a moved identical copy.
+    Taken when the corpus is first read and kept in the token cache, so asking again costs a
+    look at the files' sizes and times, not a re-hash.
     """
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return tokens.scan(find(corpus, include, exclude)).fingerprint
 
 
-def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None) -> Data:
-    """Read, encode and split a corpus. With `vocab` (a resumed run), the text must fit it."""
-    path = resolve_corpus(corpus)
-    text = read_text(str(path))
-    own = Vocabulary.from_text(text)
-    if vocab is not None and own != vocab:
+def load_data(
+    corpus: str | Sequence[str],
+    val_fraction: float,
+    vocab: Vocabulary | None = None,
+    *,
+    include: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    val_corpus: str = "",
+    max_vocab: int = 0,
+    grow: bool = False,
+    show_progress: bool | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> Data:
+    """Find, encode (or find in the cache) and split a corpus.
+
+    With `vocab` (a resumed run) the text must fit it: characters outside it are refused,
+    unless `max_vocab` maps them to U+FFFD; with `grow` as well (a fine-tune) they are appended.
+    The validation ids are `val_corpus`'s when given, else the last `val_fraction` of the text.
+    """
+    sources = find(corpus, include, exclude)
+    scanned = tokens.scan(sources, show_progress)
+    val_sources = find(val_corpus, include, exclude) if val_corpus else None
+    val_scanned = tokens.scan(val_sources, show_progress) if val_sources else None
+    counts = dict(scanned.counts)
+    for char, count in (val_scanned.counts if val_scanned else {}).items():
+        counts[char] = counts.get(char, 0) + count
+    choice = choose(counts, max_vocab, base=vocab)
+    if vocab is not None and choice.added and not grow:
+        shown = ", ".join(describe_char(c) for c in choice.added[:10])
         raise CorpusError(
-            f"corpus {corpus!r} has a different vocabulary ({len(own)} characters) from the "
-            f"run's ({len(vocab)}); resume with the corpus the run was trained on"
+            f"the corpus has {len(choice.added)} character(s) outside the run's vocabulary "
+            f"({shown}); resume with the corpus the run was trained on"
         )
-    vocab = vocab or own
-    ids = vocab.encode(text)
-    train, val = split_train_val(ids, val_fraction)
-    return Data(vocab, train, val, path.resolve(), fingerprint(text))
+    vocab = choice.vocab
+    map_unknown = bool(max_vocab) and UNKNOWN in vocab
+
+    def ids_of(found_sources: Sources, found: tokens.Scan) -> tuple[torch.Tensor, bool]:
+        entry = tokens.open_entry(found_sources, found, vocab, map_unknown, show_progress, log)
+        return torch.from_numpy(entry.ids), entry.built
+
+    ids, built = ids_of(sources, scanned)
+    if val_sources is not None:
+        train, (val, val_built) = ids, ids_of(val_sources, val_scanned)
+        built = built or val_built
+    else:
+        train, val = split_train_val(ids, val_fraction)
+    return Data(
+        vocab=vocab,
+        train=train,
+        val=val,
+        corpus_path=sources.files[0].path,
+        sources=sources,
+        files=_recorded(scanned),
+        fingerprint=scanned.fingerprint,
+        choice=choice,
+        val_files=_recorded(val_scanned) if val_scanned else None,
+        val_fingerprint=val_scanned.fingerprint if val_scanned else None,
+        built=built,
+    )
+
+
+def _recorded(found: tokens.Scan) -> list[dict]:
+    """What a run records of each file: path, size and sha256."""
+    return [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in found.files]
+
+
+def changed_files(recorded: list[dict], current: list[dict]) -> str:
+    """The difference between a run's recorded files and the corpus now, in a few words."""
+    before = {f.get("path"): f for f in recorded if isinstance(f, dict)}
+    now = {f["path"]: f for f in current}
+    gone = [p for p in before if p not in now]
+    new = [p for p in now if p not in before]
+    edited = [p for p in now if p in before and before[p].get("sha256") != now[p]["sha256"]]
+    named = (("changed:", edited), ("gone:", gone), ("new:", new))
+    parts = [
+        f"{label} {', '.join(map(str, paths[:3]))}{' ...' if len(paths) > 3 else ''}"
+        for label, paths in named
+        if paths
+    ]
+    return "; ".join(parts) or "the files were joined in another order"

@@ -7,6 +7,7 @@ these facts (``charrnn inspect``, ``charrnn runs``); ``to_json`` gives them to s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,9 @@ class CheckpointSummary:
     written: datetime
     charrnn_version: str | None
     metrics: list[dict[str, Any]]
+    corpus_files: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    corpus_fingerprint: str | None = None
+    init_from: dict[str, Any] | None = None  # a fine-tune's start
 
     @property
     def run_name(self) -> str:
@@ -67,6 +71,9 @@ class CheckpointSummary:
             "model_config": self.model_config,
             "train_config": self.train_config,
             "metrics": self.metrics,
+            "corpus_files": self.corpus_files,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "init_from": self.init_from,
         }
 
 
@@ -110,7 +117,20 @@ def summarize(path: str | Path) -> CheckpointSummary:
         written=datetime.fromtimestamp(file.stat().st_mtime),
         charrnn_version=checkpoint.get("charrnn_version"),
         metrics=rundir.read_metrics(file.parent),
+        corpus_files=_list_of_dicts(checkpoint.get("corpus_files")),
+        corpus_fingerprint=_text_or_none(checkpoint.get("corpus_fingerprint")),
+        init_from=checkpoint.get("init_from")
+        if isinstance(checkpoint.get("init_from"), dict)
+        else None,
     )
+
+
+def _list_of_dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:

@@ -19,30 +19,11 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn import rundir
-from charrnn.config import TrainConfig
-from charrnn.corpus import Data, Vocabulary, load_data
 from charrnn.devices import PRECISION_NAMES
 from charrnn.distributed import World
-from charrnn.errors import CheckpointError, CorpusError
+from charrnn.errors import CheckpointError
 from charrnn.model import CharModel, State
 from charrnn.schedule import Progress
-
-
-def resumed_data(checkpoint: dict[str, Any], config: TrainConfig) -> Data:
-    """The run's text, split, in its vocabulary; refused when it is not the text the run was
-    trained on. `config.corpus` differing from the saved one is a copy the user pointed to."""
-    corpus = checkpoint.get("corpus_path", config.corpus)
-    if config.corpus != checkpoint["train_config"].get("corpus") or not Path(corpus).is_file():
-        corpus = config.corpus  # the copy --corpus names, or (moved since) the name first given
-    data = load_data(corpus, config.val_fraction, Vocabulary.from_list(checkpoint["vocab"]))
-    recorded = checkpoint.get("corpus_fingerprint")  # None: a checkpoint of an older version
-    if recorded is not None and data.fingerprint != recorded:
-        raise CorpusError(
-            f"corpus {str(data.corpus_path)!r} changed since the run started: it is not the "
-            "text the run was trained on; resume with that text, or point --corpus at an "
-            "identical copy"
-        )
-    return data
 
 
 def restore(

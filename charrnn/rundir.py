@@ -89,11 +89,14 @@ def latest(root: Path = DEFAULT_ROOT) -> Path:
     return max(written, key=lambda path: path.stat().st_mtime).parent
 
 
-def default_dir(corpus: str, cell: str, root: Path = DEFAULT_ROOT) -> Path:
-    """checkpoints/<corpus name>-<cell>-<date>-<time>/ for a new run (`create_new` makes it,
-    with a suffix when another run started in the same second)."""
+def default_dir(corpus: str | tuple[str, ...], cell: str, root: Path = DEFAULT_ROOT) -> Path:
+    """checkpoints/<corpus name>-<cell>-<date>-<time>/ for a new run, named after the first of
+    several corpora (`create_new` makes it, with a suffix when another run started in the same
+    second)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    corpus = corpus if isinstance(corpus, str) else corpus[0]
     name = Path(corpus).stem if corpus.endswith(".txt") or "/" in corpus else corpus
+    name = name or Path(corpus).resolve().name  # "." or "notes/" name their folder
     return root / f"{name}-{cell}-{stamp}"
 
 

@@ -34,6 +34,7 @@ class Result:
     final_val_loss: float | None
     stopped_by: str  # budget | signal
     signal: int | None = None
+    final_val_scope: str = "all"  # all | sample (of a large validation text): see scoring
     checkpoint_warnings: list[str] = field(default_factory=list)
 
 
@@ -84,7 +85,8 @@ class MetricsLog:
     ) -> str:
         """Append an evaluation's line; returns it as one line of text for the log.
 
-        val_scope: "all" when the whole validation split was scored, else "part".
+        val_scope: "all" when the whole validation split was scored, "sample" for the fixed
+        sample of a large one (charrnn.scoring.sample_windows), "part" for its first eval_chars.
         """
         line = {
             "step": step,

@@ -82,6 +82,45 @@ def evaluate(
     return total / count, count
 
 
+# A validation text larger than this is scored through a fixed sample of it: SAMPLE_WINDOWS
+# windows of equal length, evenly spaced from its start to its end, SAMPLE_CHARS in all (a
+# window is scored as a text of its own, from a zero state). The same windows every time, so
+# the evaluations of a run compare with each other.
+SAMPLE_CHARS = 2_000_000
+SAMPLE_WINDOWS = 20
+
+
+def sample_windows(length: int) -> list[tuple[int, int]] | None:
+    """(start, stop) of the windows scored from a text of `length` ids; None: the whole text."""
+    if length <= SAMPLE_CHARS:
+        return None
+    window = SAMPLE_CHARS // SAMPLE_WINDOWS
+    stride = (length - window) / (SAMPLE_WINDOWS - 1)
+    return [(round(i * stride), round(i * stride) + window) for i in range(SAMPLE_WINDOWS)]
+
+
+def evaluate_sampled(
+    model: CharModel,
+    ids: torch.Tensor,
+    batch_size: int,
+    seq_length: int,
+    device: torch.device | None = None,
+    amp: torch.dtype | None = None,
+) -> tuple[float, int, bool]:
+    """`evaluate` over the whole of `ids`, or over its sample when it is large.
+
+    Returns (loss, characters scored, whether it was the sample).
+    """
+    windows = sample_windows(len(ids))
+    if windows is None:
+        return (*evaluate(model, ids, batch_size, seq_length, device, amp), False)
+    total, count = 0.0, 0
+    for start, stop in windows:
+        loss, scored = evaluate(model, ids[start:stop], batch_size, seq_length, device, amp)
+        total, count = total + loss * scored, count + scored
+    return total / count, count, True
+
+
 # --------------------------------------------------------------------------- reading a text
 
 

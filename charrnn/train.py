@@ -15,6 +15,7 @@ rows of every batch, and the ranks agree on what must be common to all of them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -26,18 +27,18 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
-from charrnn import files, rundir
+from charrnn import files, rundata, rundir
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import Data, load_data
+from charrnn.corpus import Data
 from charrnn.devices import PRECISION_NAMES, autocast, autocast_dtype, pick_device
 from charrnn.distributed import World
 from charrnn.errors import CheckpointError, CorpusError, TrainingError
 from charrnn.model import CharModel, State, detach_state
-from charrnn.resuming import adopt_saved_best, restore, resumed_data
+from charrnn.resuming import adopt_saved_best, restore
 from charrnn.runlog import MetricsLog, ProgressBar, Result
 from charrnn.schedule import Budget, Progress, Schedule
-from charrnn.scoring import char_loss, evaluate
+from charrnn.scoring import char_loss, evaluate, evaluate_sampled, sample_windows
 
 
 class StopRequest:
@@ -86,7 +87,10 @@ class Trainer:
         stop: StopRequest | None = None,
         progress_bar: bool | None = None,
         world: World | None = None,
+        start: Any = None,
     ):
+        """`resume`: a checkpoint to continue; `start`: a charrnn.finetune.Start, whose
+        weights a new run starts from (its vocabulary grows by the corpus's new characters)."""
         self.model_config = model_config
         self.config = train_config
         self._named = run_dir is not None  # else a default name, made unique when created
@@ -105,7 +109,7 @@ class Trainer:
         self.precision = PRECISION_NAMES[self.amp]
         if resume:
             ckpt.check_resumable(resume, cfg.batch_size)
-        self.data = self._load_data(resume)
+        self.data = self._load_data(resume, start)
         self.vocab = self.data.vocab
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
@@ -113,6 +117,11 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = self._build_model()
+        # Where the weights came from: a fine-tune's source, kept by its resumed runs too.
+        self.started_from = resume.get("init_from") if resume else None
+        if start is not None:
+            start.transplant(self.model, self.vocab)
+            self.started_from = start.record(self.data.choice.added)
         self.optimizer = self._make_optimizer()
         self.schedule = Schedule(
             cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
@@ -126,8 +135,12 @@ class Trainer:
                 resume, self.model, self.optimizer, self.rows, self.device
             )
             adopt_saved_best(self.progress, self.run_dir, self.world)
+        # The corpus's fingerprint from the token cache, not a hash of the ids: as cheap for
+        # a gigabyte as for a kilobyte.
+        facts = [self.data.fingerprint, self.data.val_fingerprint or "", str(len(self.data.val)),
+                 *self.vocab.to_list()]  # fmt: skip
         self.world.check_agreement(
-            self.data.fingerprint,
+            hashlib.sha256("\n".join(facts).encode("utf-8", "surrogatepass")).hexdigest(),
             self.progress.step,
             {**config_module.to_dict(model_config), **config_module.to_dict(cfg)},
         )
@@ -153,11 +166,10 @@ class Trainer:
         device = self.world.place(pick_device(cfg.device))
         return device, autocast_dtype(device, cfg.precision)
 
-    def _load_data(self, resume: dict[str, Any] | None) -> Data:
-        """The corpus, split (a resumed run's: see resuming.resumed_data), with some text to
-        validate on."""
-        cfg = self.config
-        data = resumed_data(resume, cfg) if resume else load_data(cfg.corpus, cfg.val_fraction)
+    def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:
+        """The corpus, split (see charrnn.rundata: a resume checks it is the same text)."""
+        vocab = start.vocab if start is not None else None
+        data = rundata.load(self.config, resume, vocab, self.progress_bar, self.log)
         if len(data.val) < 2:
             raise CorpusError(
                 f"the validation split has {len(data.val)} characters; raise val_fraction "
@@ -221,7 +233,8 @@ class Trainer:
             "train_config": config_module.to_dict(self.config),
             "vocab": self.vocab.to_list(),
             "corpus_path": str(self.data.corpus_path),
-            "corpus_fingerprint": self.data.fingerprint,
+            **rundata.record(self.config, self.data),
+            "init_from": self.started_from,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "progress": self.progress.to_dict(self.n_batches),
@@ -307,6 +320,7 @@ class Trainer:
             stopped_by="budget" if self.budget.spent(p.step, p.seconds) else "signal",
             signal=self.stop.signal,
             checkpoint_warnings=self.warnings,
+            final_val_scope=self._scope(whole=True),
         )
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -356,15 +370,24 @@ class Trainer:
         self.state = detach_state(state)
         return value
 
+    def _scope(self, whole: bool) -> str:
+        """What an evaluation scores: part (the first eval_chars of the validation text, for
+        periodic ones when set), sample (a large text's fixed sample) or all."""
+        if not whole and self.config.eval_chars:
+            return "part"
+        return "all" if sample_windows(len(self.data.val)) is None else "sample"
+
     def _evaluate(self, whole: bool) -> float:
         cfg = self.config
         val = self.data.val
-        if not whole and cfg.eval_chars:
-            val = val[: cfg.eval_chars + 1]
+        part = self._scope(whole) == "part"
 
         def score() -> float:
             model, device, amp = self.model, self.device, self.amp
-            return evaluate(model, val, cfg.batch_size, cfg.seq_length, device, amp)[0]
+            if part:
+                return evaluate(model, val[: cfg.eval_chars + 1], cfg.batch_size,
+                                cfg.seq_length, device, amp)[0]  # fmt: skip
+            return evaluate_sampled(model, val, cfg.batch_size, cfg.seq_length, device, amp)[0]
 
         # Rank 0 scores the plain model (not DDP's, whose forward would wait for the other
         # ranks); they wait for its result instead.
@@ -384,7 +407,7 @@ class Trainer:
         if improved:
             p.best_val_loss, p.best_precision = val_loss, self.precision
         epoch = p.step / self.n_batches
-        scope = "all" if whole else "part"
+        scope = self._scope(whole)
         line = metrics.record(p.step, epoch, p.seconds, train_loss, val_loss, scope, lr, rate)
         self.log(line + ("  *best" if improved else ""))
         if not math.isfinite(val_loss):

@@ -43,7 +43,12 @@ from charrnn.files import TEMPORARY_MARK
 
 MOMENTS = ("startup", "training", "writing", "writing-last", "after-save")
 POLL_SECONDS = 0.0005  # a checkpoint write of a few MB takes tens of milliseconds
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process, taken when it starts: after conftest has pointed
+    $CHARRNN_CACHE at the session's own folder, so children share the tests' token cache."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @dataclass
@@ -181,7 +186,7 @@ def kill_once(
         train_command(run_dir, args, resume),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=ENV,
+        env=child_env(),
     )
     try:
         killed = wait_for_moment(moment, process, run_dir, offset, rng)
@@ -227,6 +232,6 @@ def finish(run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
         train_command(run_dir, args, resume=(run_dir / "last.pt").exists()),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env=ENV,
+        env=child_env(),
         timeout=600,
     )

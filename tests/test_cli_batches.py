@@ -64,7 +64,7 @@ def test_val_split(corpus_file):
     [
         ("empty", (), "is empty"),
         ("missing", (), "neither a file nor a bundled corpus (bundled: shakespeare)"),
-        ("directory", (), "is a directory"),
+        ("directory", (), "has no text files to read"),
         ("latin1", (), "not valid UTF-8: byte 3 (0xe9)"),
         ("short", ("-b", "4", "-s", "10"), "too short for one step"),
         ("good", ("-b", "0"), "batch_size must be at least 1"),

@@ -53,5 +53,5 @@ def test_bundled_configs_load_and_round_trip(tmp_path):
 
 
 def test_missing_config_lists_bundled():
-    with pytest.raises(ConfigError, match="bundled: default, gpu, tiny"):
+    with pytest.raises(ConfigError, match="bundled: default, finetune, gpu, tiny"):
         config.resolve("nope", {})

@@ -28,7 +28,7 @@ from charrnn import checkpoint as ckpt
 from charrnn import config
 from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
-from tests.killing import ENV, temporaries
+from tests.killing import child_env, temporaries
 
 
 def digest(path) -> str:
@@ -42,7 +42,7 @@ def resume_with_file_size_cap(run, cap: int, *args) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "charrnn", "train", "--resume", str(run), *map(str, args)],
         capture_output=True,
-        env=ENV,
+        env=child_env(),
         preexec_fn=cap_file_size,
         timeout=300,
     )

@@ -26,7 +26,13 @@ from tests.no_pickles import OBJECT_COLLECTIVES, PickleExchanged, forbid_pickles
 # Same global batch on one or two processes; fp32 and no dropout, so the curves can match.
 EXACT_FLAGS = (*TINY_FLAGS, "--precision", "fp32", "--dropout", "0", "--eval-every", "10")
 STEPS = 40
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def child_env() -> dict[str, str]:
+    """Taken when a child starts: after conftest has pointed $CHARRNN_CACHE at the session's."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 TIMEOUT = 300  # seconds; a run takes a few, but a loaded CI machine can be slow to start torch
 # The ranks these tests start run charrnn with torch's object collectives made to fail.
 NO_PICKLES = str(Path(__file__).with_name("no_pickles.py"))
@@ -42,7 +48,7 @@ def tiny_configs(corpus, **overrides):
 def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={nproc}", NO_PICKLES, *map(str, args)]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+    return subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=TIMEOUT)
 
 
 def metrics(run) -> list[dict]:
@@ -147,7 +153,9 @@ def test_nproc_resumes_on_two_processes_and_they_stop_together(tmp_path, corpus_
     # loop always takes a step before it looks at the clock, and it stops on the clock alone.
     command = [sys.executable, "-m", "charrnn", "train", "--resume", str(run), "--nproc", "2",
                "--max-steps", "0", "--max-time", "1", "--eval-every", "0"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=child_env(), timeout=TIMEOUT
+    )
     assert result.returncode == 0, result.stderr
     progress = ckpt.load(run, prefer=("last.pt",))["progress"]
     assert progress["step"] > STEPS
@@ -184,7 +192,7 @@ def test_ranks_that_read_different_texts_stop_with_one_error_line(tmp_path, corp
                 "--out",
                 str(tmp_path / "run"),
             ],
-            env={**ENV, **world, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            env={**child_env(), **world, "RANK": str(rank), "LOCAL_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -227,7 +235,7 @@ def start_alone(rank: int, tmp_path, corpus_file, port: int) -> subprocess.Compl
     # its C++ logging (the harness imports it first).
     command = [sys.executable, "-m", "charrnn", "train", *TINY_FLAGS, "--corpus",
                str(corpus_file), "--out", str(tmp_path / "run"), "--init-timeout", "3"]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env={**ENV, **world},
+    return subprocess.run(command, capture_output=True, text=True, env={**child_env(), **world},
                           timeout=TIMEOUT)  # fmt: skip
 
 
@@ -270,7 +278,7 @@ def test_a_torchrun_environment_that_is_not_numbers_is_one_line(
 
 
 def test_a_world_size_that_is_not_a_number_ends_the_process_in_one_line(tmp_path):
-    env = {**ENV, "WORLD_SIZE": "many"}
+    env = {**child_env(), "WORLD_SIZE": "many"}
     done = subprocess.run([sys.executable, "-m", "charrnn", "train", "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=TIMEOUT)  # fmt: skip
     assert done.returncode == 1

@@ -251,7 +251,8 @@ DAMAGED = [
     ("a bidirectional model",
      lambda g, b: {**g, "model_config": {**g["model_config"], "bidirectional": True}},
      "bidirectional must be false"),
-    ("an unsorted vocabulary", lambda g, b: edited(g, vocab=g["vocab"][::-1]), "vocabulary"),
+    ("a repeated character in the vocabulary",
+     lambda g, b: edited(g, vocab=g["vocab"][:-1] + g["vocab"][:1]), "vocabulary"),
 ]  # fmt: skip
 
 

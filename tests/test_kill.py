@@ -17,7 +17,7 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from tests.conftest import TINY_FLAGS, run_cli
-from tests.killing import ENV, finish, kill_once, metrics_steps, temporaries, train_command
+from tests.killing import child_env, finish, kill_once, metrics_steps, temporaries, train_command
 
 CHECKPOINT_EVERY = 5
 MAX_STEPS = 240
@@ -86,7 +86,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, corpus_file):
         train_command(split, [*args, "--max-steps", "1000000"], resume=False),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=ENV,
+        env=child_env(),
     )
     try:
         # Somewhere after the first checkpoint, not at it: its metrics line for step 15 is out,
@@ -105,7 +105,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, corpus_file):
     end = killed_at + 50  # the budget both runs are compared at
 
     resumed = subprocess.run(train_command(split, [*args, "--max-steps", str(end)], resume=True),
-                             capture_output=True, env=ENV, timeout=300)  # fmt: skip
+                             capture_output=True, env=child_env(), timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     whole = run_cli("train", *args, "--max-steps", end, "--out", tmp_path / "whole")
     assert whole.exit_code == 0, whole.output

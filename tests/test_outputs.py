@@ -13,7 +13,7 @@ import pytest
 from charrnn import files
 from charrnn.errors import OutputError
 from tests.conftest import run_cli
-from tests.killing import ENV
+from tests.killing import child_env
 
 
 def one_error_line(result) -> str:
@@ -66,7 +66,7 @@ def test_samples_on_a_full_disk_leave_no_file_behind(tiny_run, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "charrnn", "sample", str(tiny_run), "-n", "5000", "-m", "3",
          "--seed", "1", "--exact", "--out-dir", str(out)],
-        capture_output=True, text=True, env=ENV, preexec_fn=cap_file_size, timeout=120,
+        capture_output=True, text=True, env=child_env(), preexec_fn=cap_file_size, timeout=120,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()

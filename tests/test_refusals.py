@@ -71,9 +71,11 @@ def workspace(tmp_path_factory, shakespeare_text) -> Path:
 
 
 def new(*extra: str) -> list[str]:
-    """A new run on the good corpus into the partial run's directory, then `extra` (later
-    flags win). Configs below avoid the keys the tiny flags set, which would override them."""
-    return [*TINY_FLAGS, "--corpus", "{root}/corpus.txt", "--out", "{root}/partial", *extra]
+    """A new run on the good corpus (unless `extra` names another: --corpus adds up) into the
+    partial run's directory, then `extra` (later flags win). Configs below avoid the keys the
+    tiny flags set, which would override them."""
+    corpus = [] if "--corpus" in extra else ["--corpus", "{root}/corpus.txt"]
+    return [*TINY_FLAGS, *corpus, "--out", "{root}/partial", *extra]
 
 
 # (id, arguments after `charrnn train` with {root} the workspace, what the one line must say)
@@ -81,7 +83,8 @@ ROWS = [
     # Corpora.
     ("empty corpus", new("--corpus", "{root}/empty.txt"), "is empty"),
     ("missing corpus", new("--corpus", "{root}/nope.txt"), "neither a file nor a bundled"),
-    ("directory corpus", new("--corpus", "{root}/a-directory"), "is a directory"),
+    ("folder without text", new("--corpus", "{root}/a-directory"), "has no text files to read"),
+    ("a device as corpus", new("--corpus", "/dev/zero"), "is not a regular file"),
     ("invalid UTF-8", new("--corpus", "{root}/latin1.txt"), "not valid UTF-8: byte 4"),
     ("too short for one step", new("--corpus", "{root}/short.txt"), "too short for one step"),
     ("no validation text", new("--val-fraction", "0"), "validation split has 0"),
@@ -130,11 +133,11 @@ ROWS = [
     ("resume on an unknown device", ["--resume", "{root}/done", "--device", "tpu"],
      "device must be one of"),
     ("resume a changed corpus", ["--resume", "{root}/moved", "--max-steps", "40"],
-     "different vocabulary"),
+     "outside the run's vocabulary ('ß')"),
     ("resume an edited corpus", ["--resume", "{root}/edited", "--max-steps", "40"],
-     "edited.txt' changed since the run started"),
+     "is not the text the run was trained on (changed: "),
     ("resume with another text", ["--resume", "{root}/done", "--corpus", "{root}/edited.txt"],
-     "edited.txt' changed since the run started"),
+     "is not the text the run was trained on"),
 ]  # fmt: skip
 
 

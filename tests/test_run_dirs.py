@@ -20,7 +20,7 @@ from charrnn.checkpoint import resume_configs
 from charrnn.machine import available_cores
 from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
-from tests.killing import ENV, train_command
+from tests.killing import child_env, train_command
 from tests.test_train import StopAfter, tiny_configs
 
 
@@ -58,7 +58,9 @@ def test_a_second_train_is_refused_while_the_first_runs_and_a_sigkill_frees_the_
     args = [*TINY_FLAGS, "--corpus", str(corpus_file), "--checkpoint-every", "5",
             "--eval-every", "5", "--eval-chars", "64"]  # fmt: skip
     command = train_command(run, [*args, "--max-steps", "1000000"], resume=False)
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    first = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env()
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run / "last.pt").exists():
@@ -66,7 +68,9 @@ def test_a_second_train_is_refused_while_the_first_runs_and_a_sigkill_frees_the_
             time.sleep(0.01)
         # (A second new run with --out is refused before that: the folder holds a run.)
         second = train_command(run, ["--max-steps", "1000000"], resume=True)
-        refused = subprocess.run(second, capture_output=True, text=True, env=ENV, timeout=120)
+        refused = subprocess.run(
+            second, capture_output=True, text=True, env=child_env(), timeout=120
+        )
         assert refused.returncode == 1, refused.stderr
         line = one_error_line(refused.stderr)
         assert f"is in use by another charrnn train (pid {first.pid})" in line
@@ -77,8 +81,8 @@ def test_a_second_train_is_refused_while_the_first_runs_and_a_sigkill_frees_the_
         first.kill()
     # The OS released the lock with the process: the run resumes.
     step = ckpt.load(run, prefer=("last.pt",))["progress"]["step"]
-    resumed = subprocess.run(train_command(run, ["--max-steps", str(step + 5)], resume=True),
-                             capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    command = train_command(run, ["--max-steps", str(step + 5)], resume=True)
+    resumed = subprocess.run(command, capture_output=True, text=True, env=child_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.load(run, prefer=("last.pt",))["progress"]["step"] == step + 5
 

@@ -20,7 +20,7 @@ from charrnn.files import TEMPORARY_MARK
 from charrnn.scoring import evaluate
 from charrnn.train import StopRequest, Trainer
 from tests.conftest import TINY_FLAGS, run_cli
-from tests.killing import ENV, freeze, metrics_steps, temporaries, train_command
+from tests.killing import child_env, freeze, metrics_steps, temporaries, train_command
 
 
 def tiny_configs(corpus, **train_overrides):
@@ -107,7 +107,7 @@ def test_resume_refuses_a_corpus_with_another_vocabulary(tmp_path, corpus_file):
     Trainer(model_config, train_config, tmp_path / "run").run()
     corpus_file.write_text(corpus_file.read_text() + "ü")
     saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
-    with pytest.raises(Exception, match="different vocabulary"):
+    with pytest.raises(Exception, match="outside the run's vocabulary"):
         Trainer(*resume_configs(saved, {}), tmp_path / "run", resume=saved)
 
 
@@ -219,7 +219,9 @@ def test_a_second_sigint_during_the_save_exits_at_once_and_keeps_the_old_checkpo
     command = [*train_command(run, [], resume=True), "--max-steps", "1000000",
                "--checkpoint-every", "0", "--eval-every", "5", "--eval-chars", "64"]  # fmt: skip
     offset = (run / "metrics.jsonl").stat().st_size
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env()
+    )
     try:
         deadline = time.monotonic() + 120
         while not metrics_steps(run, offset):

@@ -11,6 +11,7 @@ place that turns errors into exit codes, `settings` derives options from charrnn
     charrnn/cli/explain.py    explain
     charrnn/cli/serve.py      serve
     charrnn/cli/export.py     export
+    charrnn/cli/cache.py      cache list, cache clear
 """
 
 import os
@@ -21,7 +22,7 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
-from charrnn.cli import batches, evaluate, explain, export, runs, sample, serve, train
+from charrnn.cli import batches, cache, evaluate, explain, export, runs, sample, serve, train
 from charrnn.cli.common import Terminated, debugging, guarded, out
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ for name, command in (
     ("export", export.export),
 ):
     app.command(name)(guarded(command))
+app.add_typer(cache.app, name="cache")
 
 
 def version_callback(value: bool) -> None:

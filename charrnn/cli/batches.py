@@ -12,7 +12,10 @@ from charrnn.errors import ConfigError
 
 
 def inspect_batches(
-    corpus: settings.option("corpus") = "shakespeare",
+    corpus: settings.option("corpus") = None,
+    include: settings.option("include") = None,
+    exclude: settings.option("exclude") = None,
+    max_vocab: settings.option("max_vocab") = None,
     demo: Annotated[
         int | None,
         typer.Option(help="Use the integers 1..N as the data, as in the lesson.", min=1),
@@ -31,16 +34,20 @@ def inspect_batches(
     from charrnn.batching import CyclicBatches
     from charrnn.corpus import load_data
 
-    settings.check(batch_size=batch_size, seq_length=seq_length, val_fraction=val_fraction)
+    given = settings.check(batch_size=batch_size, seq_length=seq_length,
+                           val_fraction=val_fraction, max_vocab=max_vocab)  # fmt: skip
+    corpus = tuple(corpus or ("shakespeare",))
     if split not in ("train", "val"):
         raise ConfigError(f"split must be train or val, got {split!r}")
     if demo is not None:
         data, show = torch.arange(1, demo + 1), list  # rows of integers
         source = f"the integers 1..{demo}"
     else:
-        loaded = load_data(corpus, val_fraction)
+        # The token cache's memory map: only the rows shown are read from it.
+        globs = {"include": tuple(include or ()), "exclude": tuple(exclude or ())}
+        loaded = load_data(corpus, val_fraction, max_vocab=given.get("max_vocab", 0), **globs)
         data, show = (loaded.train if split == "train" else loaded.val), loaded.vocab.decode
-        source = f"{corpus} ({split} split)"
+        source = f"{', '.join(corpus)} ({split} split)"
     batches = CyclicBatches(data, batch_size, seq_length, offset)
     shown = [(k + 1, *batches[k]) for k in range(min(steps, len(batches)))]
 

@@ -36,7 +36,9 @@ def inspect_run(
     parts = ", ".join(f"{name} {count:,}" for name, count in summary.parameters_by_part.items())
     facts = facts_table()
     facts.add_row("checkpoint", Text(f"{summary.path} (written {summary.written:%Y-%m-%d %H:%M})"))
-    facts.add_row("corpus", Text(summary.corpus))
+    facts.add_row("corpus", Text(_corpus_text(summary)))
+    if summary.init_from:
+        facts.add_row("started from", Text(_start_text(summary.init_from)))
     facts.add_row("vocabulary", f"{len(summary.vocab)} characters")
     facts.add_row("", Text("".join(visible(c) for c in summary.vocab)))
     facts.add_row("model", Text(_model_text(summary.model_config)))
@@ -52,6 +54,30 @@ def inspect_run(
     out.print(facts)
     out.print(VISIBLE_LEGEND, style="dim")
     _curves(summary.metrics)
+
+
+def _corpus_text(summary) -> str:
+    files = summary.corpus_files
+    if len(files) <= 1:
+        text = summary.corpus
+    else:
+        total = sum(f.get("size", 0) for f in files if isinstance(f.get("size"), int))
+        text = f"{len(files)} files, {total:,} bytes: {files[0].get('path')}, ..."
+    fingerprint = summary.corpus_fingerprint
+    return text + (f" (sha256 {fingerprint[:16]}...)" if fingerprint else "")
+
+
+def _start_text(start: dict) -> str:
+    """Where a fine-tune started: the checkpoint, its step and loss, the characters added."""
+    step, loss = start.get("step"), start.get("best_val_loss")
+    added = start.get("added") or []
+    parts = [str(start.get("path"))]
+    if isinstance(step, int):
+        parts.append(f"step {step:,}")
+    if isinstance(loss, float):
+        parts.append(f"best val loss {loss:.4f}")
+    parts.append(f"vocabulary {start.get('vocab_size')} + {len(added)} new character(s)")
+    return ", ".join(parts)
 
 
 def _curves(metrics) -> None:

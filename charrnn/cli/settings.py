@@ -60,6 +60,8 @@ def _shown(value: Any) -> str | bool:
         return False
     if isinstance(value, bool):
         return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "none"
     return str(value)
 
 
@@ -90,8 +92,13 @@ def declared_options(names: list[str], cls: type | None = None):
 
 
 def typed(values: dict[str, Any]) -> dict[str, Any]:
-    """Only the settings the user typed (Typer passes None for the others)."""
-    return {name: value for name, value in values.items() if value is not None}
+    """Only the settings the user typed (Typer passes None, or no items, for the others);
+    a repeated option's values become a tuple, as the setting holds them."""
+    return {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in values.items()
+        if value is not None and value != [] and value != ()
+    }
 
 
 def check(**values: Any) -> dict[str, Any]:

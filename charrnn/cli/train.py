@@ -19,8 +19,13 @@ from charrnn.cli import settings
 from charrnn.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, debugging, err
 from charrnn.errors import ConfigError
 
-# The options of `train` that are not settings of the model or of training.
-RUN_LEVEL_OPTIONS = ("config", "out_dir", "resume", "verbose", "nproc", "init_timeout")
+# The options of `train` that are not settings of the model or of training. --init-from is
+# one of them, not a setting: like --resume it names where this invocation's weights come from
+# (a path on this machine) and decides where the model's shape comes from; the run records it
+# (inspect shows it), and a config file stays reusable for any start.
+RUN_LEVEL_OPTIONS = (
+    "config", "out_dir", "resume", "init_from", "verbose", "nproc", "init_timeout"
+)  # fmt: skip
 
 
 def _run_option(*names: str, **details: Any) -> Any:
@@ -43,6 +48,14 @@ def train(
     ] = None,
     resume: Annotated[
         Path | None, _run_option(help="Continue a run: its directory or a .pt file.")
+    ] = None,
+    init_from: Annotated[
+        Path | None,
+        _run_option(
+            "--init-from",
+            help="Fine-tune: a new run from this run's best.pt (or a .pt file); the model's "
+            "shape comes from it, the settings from --config (default: finetune) and flags.",
+        ),
     ] = None,
     verbose: Annotated[
         bool, _run_option("--verbose", "-v", help="Progress bar even when piped.")
@@ -69,18 +82,21 @@ def train(
     if world.local_rank:
         err.quiet = True  # the ranks agree on errors: one process per machine reports them
 
-    checkpoint, model_config, train_config, run_dir = _configs(config, out_dir, resume, overrides)
+    start, checkpoint, model_config, train_config, run_dir = _configs(
+        config, out_dir, resume, init_from, overrides
+    )
     if nproc is not None and nproc > 1:
         if world.size > 1:
             raise ConfigError("--nproc starts torchrun itself; leave it out under torchrun")
         distributed.check_batch_split(train_config.batch_size, nproc)
         # No --out: rank 0 makes the default directory itself, with a name no other run has.
         where = ["--resume", str(resume)] if resume else ["--out", str(run_dir)] if run_dir else []
+        where += ["--init-from", str(init_from)] if init_from else []
         config_file = ["--config", config] if config else []
         arguments = ["train", *where, *config_file, *(["--verbose"] if verbose else []),
                      "--init-timeout", str(init_timeout)]  # fmt: skip
         raise typer.Exit(code=distributed.launch(nproc, arguments + settings.as_flags(overrides)))
-    _train(model_config, train_config, run_dir, checkpoint, verbose, world)
+    _train(model_config, train_config, run_dir, checkpoint, verbose, world, start)
 
 
 def _join(init_timeout: float):
@@ -95,17 +111,25 @@ def _join(init_timeout: float):
     return distributed.join(init_timeout)
 
 
-def _configs(config: str | None, out_dir: Path | None, resume: Path | None, overrides: dict):
-    """(checkpoint or None, model config, train config, run directory) of a new or resumed run;
-    the directory is None for a new run under a default name (the Trainer makes it)."""
+def _configs(config, out_dir: Path | None, resume: Path | None, init_from: Path | None,
+             overrides: dict):  # fmt: skip
+    """(fine-tune start or None, checkpoint or None, model config, train config, run directory)
+    of a new, fine-tuned or resumed run; the directory is None for a new run under a default
+    name (the Trainer makes it)."""
     from charrnn import checkpoint as ckpt
-    from charrnn import rundir
+    from charrnn import finetune, rundir
 
+    if resume is not None and init_from is not None:
+        raise ConfigError("--init-from starts a new run; --resume continues one: give one of them")
     if resume is None:
-        model_config, train_config = config_module.resolve(config or "default", overrides)
+        start = finetune.Start.load(init_from) if init_from is not None else None
+        if start is not None:
+            model_config, train_config = finetune.configs(start, config, overrides)
+        else:
+            model_config, train_config = config_module.resolve(config or "default", overrides)
         if out_dir is not None:
             rundir.check_new(out_dir)  # early; the Trainer checks again once it owns the folder
-        return None, model_config, train_config, out_dir
+        return start, None, model_config, train_config, out_dir
     if config is not None:
         raise ConfigError("--config cannot be combined with --resume: a run keeps its config")
     path = rundir.find_checkpoint(resume, rundir.FOR_RESUMING)
@@ -113,17 +137,18 @@ def _configs(config: str | None, out_dir: Path | None, resume: Path | None, over
     model_config, train_config = ckpt.resume_configs(checkpoint, overrides)
     if out_dir is not None and out_dir.resolve() != path.parent.resolve():
         raise ConfigError("--out cannot move a resumed run; it continues in its directory")
-    return checkpoint, model_config, train_config, path.parent
+    return None, checkpoint, model_config, train_config, path.parent
 
 
-def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose, world) -> None:
+def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose: bool, world,
+           start) -> None:  # fmt: skip
     from charrnn.model import count_parameters
     from charrnn.train import StopRequest, Trainer
 
     stop = StopRequest()
     trainer = Trainer(model_config, train_config, run_dir, resume=checkpoint,
                       log=_above_bar, stop=stop, progress_bar=True if verbose else None,
-                      world=world)  # fmt: skip
+                      world=world, start=start)  # fmt: skip
     # After the Trainer accepted corpus and model: a refusal stays one line on stderr.
     table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
     table.add_column("setting", style="cyan")
@@ -133,11 +158,13 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
             table.add_row(key, str(value))
     err.print(table)
     err.print(
-        f"{trainer.data.corpus_path.name}: {len(trainer.data.train):,} training and "
+        f"{_corpus_text(trainer.data)}: {len(trainer.data.train):,} training and "
         f"{len(trainer.data.val):,} validation characters, vocabulary {len(trainer.vocab)}; "
         f"model {model_config.cell} with {count_parameters(trainer.model):,} parameters on "
         f"{trainer.device}; run directory {trainer.run_dir}"
     )
+    for line in _data_notes(trainer):
+        err.print(line)
 
     def on_signal(signum, frame) -> None:
         if stop.requested:  # a second one, while it saves: out now (the old file stays whole)
@@ -150,7 +177,7 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    _summary(result)
+    _summary(result, trainer.data)
     if result.stopped_by == "signal":
         err.print(f"stopped by signal; resume with: charrnn train --resume {result.run_dir}")
         interrupted = result.signal == signal.SIGINT
@@ -163,7 +190,39 @@ def _above_bar(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-def _summary(result) -> None:
+def _corpus_text(data) -> str:
+    files = data.sources.files
+    first = files[0].path.name
+    return first if len(files) == 1 else f"{len(files)} files ({first}, ...)"
+
+
+def _data_notes(trainer) -> list[str]:
+    """Lines on what reading the corpus skipped, mapped, added or sampled."""
+    data, notes = trainer.data, []
+    if data.sources.skipped:
+        notes.append(f"skipped {data.sources.skipped_text()}")
+    if data.choice.unknown_chars:
+        notes.append(
+            f"--max-vocab: {data.choice.unknown_chars:,} rarer distinct characters "
+            f"({data.choice.unknown_count:,} occurrences) are read as U+FFFD"
+        )
+    if trainer.started_from:
+        added = trainer.started_from.get("added") or []
+        notes.append(f"fine-tuning from {trainer.started_from.get('path')}; "
+                     f"{len(added)} new character(s) added to its vocabulary")  # fmt: skip
+    if trainer._scope(whole=True) == "sample":
+        notes.append(f"validation: every evaluation scores {_sample_text(len(data.val))}")
+    return notes
+
+
+def _sample_text(characters: int) -> str:
+    from charrnn.scoring import SAMPLE_CHARS, SAMPLE_WINDOWS
+
+    return (f"a fixed sample of {SAMPLE_CHARS:,} of its {characters:,} characters "
+            f"({SAMPLE_WINDOWS} evenly spaced windows)")  # fmt: skip
+
+
+def _summary(result, data) -> None:
     from charrnn.cli.common import loss_text
 
     table = Table(title="run summary", box=None, show_header=False)
@@ -174,7 +233,12 @@ def _summary(result) -> None:
     if result.best_val_loss is not None:
         table.add_row("best val loss", loss_text(result.best_val_loss))
     if result.final_val_loss is not None:
-        table.add_row("final val loss", f"{result.final_val_loss:.4f} nats/char")
+        scope = ("the whole validation text" if result.final_val_scope == "all"
+                 else f"on {_sample_text(len(data.val))} of the validation text")  # fmt: skip
+        table.add_row("final val loss", f"{result.final_val_loss:.4f} nats/char ({scope})")
+    if data.sources.skipped:
+        table.add_row("corpus", f"{len(data.sources.files)} file(s) read; skipped "
+                      f"{data.sources.skipped_text()}")  # fmt: skip
     table.add_row("checkpoints", f"{result.run_dir}/best.pt, {result.run_dir}/last.pt")
     table.add_row("sample with", f"charrnn sample {result.run_dir}")
     for warning in result.checkpoint_warnings:

@@ -1,0 +1,273 @@
+"""The token cache: built once, hit after, rebuilt when stale or damaged, one builder at a time,
+read through a memory map (the ids are the file's pages, not the process's own memory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from charrnn import token_files, tokens
+from charrnn.corpus import load_data
+from charrnn.errors import CorpusError
+from charrnn.scoring import sample_windows
+from charrnn.sources import find
+from charrnn.vocab import Vocabulary
+from tests.conftest import TINY_FLAGS, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """A cache of this test's own, so hits and misses are this test's."""
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path / "cache"))
+
+
+def entries(kind: str = "tokens") -> list[Path]:
+    return sorted(p for p in tokens.folder().iterdir() if p.name.endswith(f".{kind}"))
+
+
+def test_a_second_load_is_a_hit_without_reading_the_sources_again(corpus_file, monkeypatch):
+    first = load_data(str(corpus_file), 0.1)
+    assert first.built
+    text = corpus_file.read_text()
+    assert first.vocab.decode(first.train) + first.vocab.decode(first.val) == text
+
+    def no_reading(*args):
+        raise AssertionError("a hit must not read the sources")
+
+    monkeypatch.setattr(tokens, "_read", no_reading)
+    second = load_data(str(corpus_file), 0.1)
+    assert not second.built and torch.equal(second.train, first.train)
+    header = tokens.read_header(entries()[0])
+    assert header["count"] == len(text) and header["dtype"] == "uint8"
+    assert header["fingerprint"] == first.fingerprint == header["sources"][0]["sha256"]
+
+
+def test_the_ids_are_pages_of_the_token_file(corpus_file):
+    if not Path("/proc/self/maps").exists():
+        pytest.skip("needs /proc (Linux)")
+    data = load_data(str(corpus_file), 0.1)
+    pointer = data.train.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        start, stop = (int(x, 16) for x in fields[0].split("-"))
+        if start <= pointer < stop:
+            assert fields[-1].endswith(".tokens"), line
+            return
+    pytest.fail("the train ids are in no mapping")
+
+
+def test_an_edited_source_gets_a_new_entry_and_the_old_one_is_listed_stale(corpus_file):
+    load_data(str(corpus_file), 0.1)
+    os.utime(corpus_file, ns=(0, 1_000_000_000))  # same bytes, another time: another key
+    again = load_data(str(corpus_file), 0.1)
+    assert again.built and len(entries()) == 2
+    states = {item.path.name: item.state for item in token_files.list_cache()
+              if item.kind == "tokens"}  # fmt: skip
+    assert sorted(states.values()) == ["ok", "stale"]
+    result = run_cli("cache", "clear", "--stale")
+    assert result.exit_code == 0 and "removed 2 file(s)" in result.stderr  # tokens and scan
+    assert [p.name for p in entries()] == [n for n, s in states.items() if s == "ok"]
+    listed = json.loads(run_cli("cache", "list", "--json").stdout)
+    assert {f["state"] for f in listed["files"]} == {"ok"}
+    assert run_cli("cache", "clear").exit_code == 0 and entries() == []
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "a flipped header byte", "not a token file", "an empty file"],
+)
+def test_a_damaged_entry_is_rebuilt_never_trusted(corpus_file, damage):
+    first = load_data(str(corpus_file), 0.1)
+    expected = first.train.clone()
+    path = entries()[0]
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[:-10]
+    elif damage == "a flipped header byte":
+        data[tokens.PREFIX.size + 20] ^= 0x01
+    elif damage == "not a token file":
+        data[:8] = b"GARBAGE!"
+    else:
+        data = bytearray()
+    del first  # let the old mapping go before the file is rewritten
+    path.write_bytes(bytes(data))
+    messages = []
+    again = load_data(str(corpus_file), 0.1, log=messages.append)
+    assert again.built and torch.equal(again.train, expected)
+    assert messages and messages[0].startswith("rebuilding the token cache entry")
+
+
+def test_a_damaged_scan_is_taken_again(corpus_file):
+    first = load_data(str(corpus_file), 0.1)
+    entries("json")[0].write_text("{not json")
+    assert load_data(str(corpus_file), 0.1).fingerprint == first.fingerprint
+
+
+def test_two_builds_of_one_entry_at_once_build_it_once(corpus_file, monkeypatch):
+    sources = find(str(corpus_file))
+    scanned = tokens.scan(sources)
+    vocab = Vocabulary(tuple(sorted(scanned.counts)))
+    built = []
+    real_build = tokens._build
+
+    def slow_build(*args):
+        built.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for the other builder to arrive and wait
+        real_build(*args)
+
+    monkeypatch.setattr(tokens, "_build", slow_build)
+    results = []
+
+    def build():
+        results.append(tokens.open_entry(sources, scanned, vocab))
+
+    workers = [threading.Thread(target=build) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(built) == 1  # flock excludes every other open file description, threads too
+    assert sorted(r.built for r in results) == [False, False, True]
+    assert all(np.array_equal(r.ids, results[0].ids) for r in results)
+
+
+@pytest.mark.slow
+def test_two_processes_building_one_entry_build_it_once(tmp_path, shakespeare_text):
+    """The same across processes: each child slows its build down and reports whether it
+    built; exactly one of them does, and both read the same ids."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shakespeare_text * 20, encoding="utf-8")  # 1.2 MB
+    child = (
+        "import sys, time, charrnn.tokens as t\n"
+        "from charrnn.corpus import load_data\n"
+        "real = t._build\n"
+        "t._build = lambda *a: (time.sleep(0.5), real(*a))\n"
+        "data = load_data(sys.argv[1], 0.1)\n"
+        "print(int(data.built), int(data.train.sum()))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, "-c", child, str(corpus)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=120)[0].split() for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert sorted(built for built, _ in outputs) == ["0", "1"]
+    assert outputs[0][1] == outputs[1][1]
+
+
+def test_a_separate_validation_text_and_the_vocabulary_of_both(tmp_path, corpus_file):
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text("Zebras? Quixotic! ü\n" * 50, encoding="utf-8")
+    data = load_data(str(corpus_file), 0.1, val_corpus=str(held_out))
+    assert data.vocab.decode(data.val) == held_out.read_text()
+    assert data.vocab.decode(data.train) == corpus_file.read_text()  # all of it trains
+    assert "ü" in data.vocab and data.val_fingerprint != data.fingerprint
+
+
+def test_sample_windows_are_evenly_spaced_and_fixed():
+    assert sample_windows(2_000_000) is None
+    windows = sample_windows(100_000_000)
+    assert len(windows) == 20 and windows[0][0] == 0 and windows[-1][1] == 100_000_000
+    assert sum(stop - start for start, stop in windows) == 2_000_000
+    gaps = {b[0] - a[0] for a, b in zip(windows, windows[1:], strict=False)}
+    assert max(gaps) - min(gaps) <= 1
+
+
+def test_a_large_validation_text_is_scored_through_the_sample_and_says_so(
+    tmp_path, corpus_file, monkeypatch
+):
+    import charrnn.scoring as scoring
+
+    monkeypatch.setattr(scoring, "SAMPLE_CHARS", 1_000)  # the 6,000-character val is "large"
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus_file, "--out", tmp_path / "run",
+                     "--max-steps", 4, "--eval-every", 2)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["val_scope"] for x in lines] == ["sample", "sample"]
+    said = " ".join(result.stderr.split())
+    assert "every evaluation scores a fixed sample of 1,000 of its 5,995 characters" in said
+    assert "(on a fixed sample of 1,000 of its 5,995 characters (20 evenly spaced" in said
+
+
+def test_token_files_widen_with_the_vocabulary(tmp_path):
+    """uint16 past 256 characters, uint32 past 65,536; the ids read back are the text's."""
+    for size, dtype in ((300, "uint16"), (70_000, "uint32")):
+        chars = [chr(c) for c in range(0x4E00, 0x4E00 + size)] if size < 20_000 else [
+            chr(c) for c in range(0x20000, 0x20000 + size)]  # fmt: skip
+        path = tmp_path / f"wide-{size}.txt"
+        path.write_text("".join(chars), encoding="utf-8")
+        data = load_data(str(path), 0.5, max_vocab=size)
+        assert data.train.dtype == getattr(torch, dtype) and len(data.vocab) == size
+        assert data.vocab.decode(data.val[-5:]) == "".join(chars[-5:])
+
+
+def test_an_unwritable_cache_is_one_line(tmp_path, corpus_file, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("CHARRNN_CACHE", str(blocker / "cache"))
+    with pytest.raises(CorpusError, match="CHARRNN_CACHE"):
+        load_data(str(corpus_file), 0.1)
+
+
+MEASURE_CHILD = """
+import sys, threading, time
+from pathlib import Path
+import torch
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.train import Trainer
+
+def rss_anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+peak, done = [rss_anon()], threading.Event()
+def watch():
+    while not done.wait(0.002):
+        peak.append(rss_anon())
+threading.Thread(target=watch, daemon=True).start()
+before = rss_anon()
+model = ModelConfig(hidden_size=32, embedding_dim=16)
+train = TrainConfig(corpus=(sys.argv[1],), val_fraction=0.002, batch_size=8, seq_length=32,
+                    max_steps=5, eval_every=0, checkpoint_every=0, threads=1)
+Trainer(model, train, Path(sys.argv[2])).run()
+done.set()
+print(max(peak) - before)
+"""
+
+
+@pytest.mark.slow
+def test_a_runs_own_memory_does_not_grow_with_the_corpus(tmp_path):
+    """RssAnon (the process's own memory, not the file pages it maps) of a short training run
+    on 40 MB against the same run on 4 MB: encoding, training and evaluation all stay within
+    bounded buffers, so the two differ by far less than the 36 MB between the corpora."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux)")
+    from charrnn.corpus import read_text
+
+    text = read_text("shakespeare")
+    growth = {}
+    for megabytes in (4, 40):
+        corpus = tmp_path / f"corpus-{megabytes}.txt"
+        with open(corpus, "w", encoding="utf-8") as out:
+            written = 0
+            while written < megabytes * 1_000_000:
+                out.write(text[: megabytes * 1_000_000 - written])
+                written = out.tell()
+        child = subprocess.run(
+            [sys.executable, "-c", MEASURE_CHILD, str(corpus), str(tmp_path / f"run-{megabytes}")],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        assert child.returncode == 0, child.stderr[-2000:]
+        growth[megabytes] = int(child.stdout.split()[-1])
+    assert abs(growth[40] - growth[4]) < 6_000_000, growth
