@@ -23,7 +23,7 @@ from typing import Any
 
 from charrnn.bundled import bundled_files
 from charrnn.cell_kinds import CELLS
-from charrnn.errors import ConfigError
+from charrnn.errors import ConfigError, shown
 
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
@@ -225,7 +225,7 @@ def section_of(name: str) -> str:
     for section, cls in SECTIONS.items():
         if name in fields_of(cls):
             return section
-    raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(all_fields())}")
+    raise ConfigError(f"unknown setting {shown(name)}; valid: {', '.join(all_fields())}")
 
 
 def declaration(name: str, cls: type | None = None) -> tuple[type, Any, Setting]:
@@ -234,7 +234,7 @@ def declaration(name: str, cls: type | None = None) -> tuple[type, Any, Setting]
     known = all_fields() if cls is None else fields_of(cls)
     f = known.get(name)
     if f is None:
-        raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(known)}")
+        raise ConfigError(f"unknown setting {shown(name)}; valid: {', '.join(known)}")
     declared = f.metadata["setting"]
     return declared.kind or type(f.default), f.default, declared
 
@@ -280,7 +280,7 @@ def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
         for key in result[section]:
             if key not in known:
                 raise ConfigError(
-                    f"config {str(path)!r}: unknown key {key!r} in [{section}]; "
+                    f"config {str(path)!r}: unknown key {shown(key)} in [{section}]; "
                     f"valid keys: {', '.join(known)}"
                 )
     return result
@@ -311,19 +311,19 @@ def check_value(name: str, value: Any, cls: type | None = None) -> Any:
             raise ConfigError(f"{name} must be a finite number, got a huge integer") from None
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(
-            f"{name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            f"{name} must be {expected.__name__}, got {type(value).__name__} {shown(value)}"
         )
     if expected is float and not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number, got {shown(value)}")
     if rules.choices and value not in rules.choices:
-        raise ConfigError(f"{name} must be {rules.bounds_text()}; got {value!r}")
+        raise ConfigError(f"{name} must be {rules.bounds_text()}; got {shown(value)}")
     low, high = rules.min, rules.max
     if low is not None and (value < low or (rules.min_open and value == low)):
         bound = f"greater than {low}" if rules.min_open else f"at least {low}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
+        raise ConfigError(f"{name} must be {bound}, got {shown(value)}{rules.hint}")
     if high is not None and (value > high or (rules.max_open and value == high)):
         bound = f"less than {high}" if rules.max_open else f"at most {high}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
+        raise ConfigError(f"{name} must be {bound}, got {shown(value)}{rules.hint}")
     return value
 
 
@@ -331,7 +331,7 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     known = fields_of(cls)
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(known)}")
+            raise ConfigError(f"unknown key {shown(key)}; valid keys: {', '.join(known)}")
     return cls(**{key: check_value(key, value, cls) for key, value in values.items()})
 
 
