@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charrnn import files, tomlfile
 from charrnn.bundled import bundled_files
 from charrnn.cell_kinds import CELLS
 from charrnn.errors import ConfigError, shown
@@ -249,6 +249,7 @@ def resolve_config(name_or_path: str) -> Path:
     if name_or_path in bundled:
         return bundled[name_or_path]
     path = Path(name_or_path).expanduser()
+    files.refuse_special(path, ConfigError, "config")  # a FIFO would block: refused unopened
     if not path.is_file():
         known = ", ".join(sorted(bundled))
         raise ConfigError(
@@ -260,12 +261,7 @@ def resolve_config(name_or_path: str) -> Path:
 def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
     """Read a config file into {section: {key: value}}, refusing unknown tables and keys."""
     path = resolve_config(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config {str(path)!r}: {error}") from None
-    except ValueError as error:  # TOMLDecodeError, or an integer of over 4300 digits
-        raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
+    raw = tomlfile.read(path)  # a regular file, at most 1 MB, nested at most 32 deep
     result: dict[str, dict[str, Any]] = {}
     for section, values in raw.items():
         if section not in SECTIONS or not isinstance(values, dict):
@@ -388,14 +384,6 @@ def to_toml(model: ModelConfig, train: TrainConfig) -> str:
     for section, config in (("model", model), ("train", train)):
         lines.append(f"[{section}]")
         for key, value in to_dict(config).items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {tomlfile.value(value)}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)

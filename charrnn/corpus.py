@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn import files
 from charrnn.bundled import bundled_files
 from charrnn.errors import CorpusError
 
@@ -46,6 +47,7 @@ def resolve_corpus(name_or_path: str) -> Path:
 def read_text(name_or_path: str) -> str:
     """Read a corpus as text. Empty files and invalid UTF-8 are refused with the byte offset."""
     path = resolve_corpus(name_or_path)
+    files.refuse_special(path, CorpusError, "corpus")  # a FIFO or /dev/zero: never read
     try:
         data = path.read_bytes()
     except OSError as error:
