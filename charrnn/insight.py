@@ -7,13 +7,14 @@ these facts (``charrnn inspect``, ``charrnn runs``); ``to_json`` gives them to s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from charrnn import checkpoint as ckpt
-from charrnn import rundir
+from charrnn import config, rundir, validate
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.model import count_parameters
 from charrnn.scoring import bits_per_char
@@ -38,6 +39,7 @@ class CheckpointSummary:
     written: datetime
     charrnn_version: str | None
     metrics: list[dict[str, Any]]
+    metrics_notes: list[str]  # lines of metrics.jsonl left out, and why
 
     @property
     def run_name(self) -> str:
@@ -67,6 +69,7 @@ class CheckpointSummary:
             "model_config": self.model_config,
             "train_config": self.train_config,
             "metrics": self.metrics,
+            "metrics_notes": self.metrics_notes,
         }
 
 
@@ -75,41 +78,39 @@ def _bpc(nats: float | None) -> float | None:
 
 
 def summarize(path: str | Path) -> CheckpointSummary:
-    """Read a .pt file or a run directory (its last.pt, else best.pt). Raises CheckpointError."""
+    """Read a .pt file or a run directory (its last.pt, else best.pt). Raises CheckpointError.
+
+    Every fact comes from values charrnn.validate accepted (when the checkpoint was loaded),
+    never from the file's raw dicts.
+    """
     file = rundir.find_checkpoint(path, rundir.FOR_DESCRIBING)
     checkpoint = ckpt.load(file)
     # Building the model checks that the weights fit the description, and counts what is there.
     model, vocab = ckpt.restore_model(checkpoint)
-    progress = checkpoint.get("progress") or {}
-    try:
-        step = int(progress.get("step", 0))
-        epoch = float(progress.get("epoch", 0.0))
-        seconds = float(progress.get("seconds", 0.0))
-        best, last = progress.get("best_val_loss"), progress.get("last_val_loss")
-        best = None if best is None else float(best)
-        last = None if last is None else float(last)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{str(file)!r} has malformed progress: {error}") from None
+    train_config = validate.train_config(checkpoint)
+    progress = validate.progress(checkpoint)
+    metrics = rundir.read_metrics(file.parent)
     return CheckpointSummary(
         path=file,
-        corpus=str(checkpoint.get("corpus_path") or checkpoint["train_config"].get("corpus", "?")),
+        corpus=checkpoint.get("corpus_path") or train_config.corpus,
         vocab=vocab.to_list(),
-        model_config=dict(checkpoint["model_config"]),
-        train_config=dict(checkpoint["train_config"]),
+        model_config=config.to_dict(model.config),
+        train_config=config.to_dict(train_config),
         parameters=count_parameters(model),
         parameters_by_part={
             name: count_parameters(part)
             for name, part in model.named_children()
             if count_parameters(part)
         },  # fmt: skip
-        step=step,
-        epoch=epoch,
-        seconds=seconds,
-        best_val_loss=best,
-        last_val_loss=last,
+        step=progress.step,
+        epoch=progress.epoch,
+        seconds=progress.seconds,
+        best_val_loss=progress.best_val_loss,
+        last_val_loss=progress.last_val_loss,
         written=datetime.fromtimestamp(file.stat().st_mtime),
         charrnn_version=checkpoint.get("charrnn_version"),
-        metrics=rundir.read_metrics(file.parent),
+        metrics=metrics.entries,
+        metrics_notes=metrics.notes,
     )
 
 
@@ -119,7 +120,7 @@ def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     for entry in metrics:
         for name in curves:
             value = entry.get(f"{name}_loss")
-            if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 curves[name].append((float(entry["step"]), float(value)))
     return curves
 

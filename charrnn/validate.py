@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from charrnn import config as config_module
-from charrnn import memory
+from charrnn import memory, rundir
 from charrnn.corpus import Vocabulary
 from charrnn.errors import CharRNNError, CheckpointError, shown
 from charrnn.model import CharModel
@@ -39,9 +39,7 @@ MAX_DEPTH = 32  # a checkpoint nests 5 deep (optimizer -> state -> 0 -> exp_avg)
 # Values in all, shared containers counted once per place: a vocabulary of every Unicode
 # character (1.1 million) fits with room to spare.
 MAX_ITEMS = 4_000_000
-MAX_STEP = 10**15  # far beyond any run (a million steps a second for 30 years)
-MAX_SECONDS = 1e12
-MAX_LOSS = 1e6  # nats per character; a uniform guess over all of Unicode is 14
+MAX_STEP, MAX_SECONDS, MAX_LOSS = rundir.MAX_STEP, rundir.MAX_SECONDS, rundir.MAX_LOSS
 
 
 def checkpoint(saved: Any, where: str) -> None:
