@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn import checkpoint as ckpt
+from charrnn import memory
 from charrnn.cores import core_of
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
@@ -320,12 +321,31 @@ class TextGenerator:
         """The prime followed by `length` new characters; a list of strings if num_samples > 1."""
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
+        check_fits(self.model, num_samples, length)
         prime = self.clean_prime(prime, skip_unknown)
         options = SamplingOptions(temperature, top_k, top_p, greedy)
         steps = list(self.stream_ids(prime, length, options, num_samples, seed))
         columns = torch.stack(steps, dim=1).tolist() if steps else [[]] * num_samples
         texts = [prime + self.vocab.decode(row) for row in columns]
         return texts[0] if num_samples == 1 else texts
+
+
+# Memory per generated character until the texts are joined: its id in each step's tensor and
+# in the stacked one, a list slot and an int of the .tolist(), a slot of the decode and the str.
+BYTES_PER_CHAR = 64
+
+
+def check_fits(model: CharModel, num_samples: int, length: int) -> None:
+    """Refuse (ConfigError) samples that, kept whole, would not fit in half the free memory:
+    before a single character is generated, not after minutes of swapping."""
+    state = 4 * (4 * model.config.num_layers * model.config.hidden_size + 3 * model.vocab_size)
+    needed = num_samples * (length * BYTES_PER_CHAR + state) + length * 256  # a tensor a step
+    too_big = memory.beyond_half(needed, free=True)
+    if too_big:
+        raise ConfigError(
+            f"{num_samples:,} samples x {length:,} characters would take {too_big}; ask for "
+            "fewer or shorter samples (one sample to stdout streams in constant memory)"
+        )
 
 
 def load_model(
