@@ -32,6 +32,7 @@ BAD = {
     "NaN": '{"step": 25, "val_loss": NaN}',
     "Infinity": '{"step": 25, "train_loss": -Infinity}',
     "5000 digits": '{"step": ' + "9" * 5000 + "}",
+    "4000 digits": '{"step": 3, "val_loss": ' + "9" * 4000 + "}",
     "1e308 loss": '{"step": 25, "train_loss": 1e308}',
     "-1e308 loss": '{"step": 25, "val_loss": -1e308}',
     "negative step": '{"step": -3, "val_loss": 2.0}',
