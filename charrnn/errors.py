@@ -31,6 +31,11 @@ class ExportError(CharRNNError):
     """A model cannot be exported (a gate-level cell, no export extra, a file in the way)."""
 
 
+class OutputError(CharRNNError):
+    """An output file cannot be written: its folder is missing or a file, or it would replace a
+    file without --force, or the disk refused it."""
+
+
 def shown(value: object, limit: int = 80) -> str:
     """A value as an error message names it: one short line, however large or odd the value.
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from charrnn import memory
+from charrnn import machine
 from charrnn.batching import evaluation_chunks
 from charrnn.corpus import Vocabulary, describe_char, split_train_val
 from charrnn.devices import autocast
@@ -94,7 +94,7 @@ def pass_bytes(model: CharModel, characters: int) -> int:
 
 def check_pass_fits(model: CharModel, characters: int, what: str) -> None:
     """Refuse (ConfigError) a pass over `characters` at once that would not fit in memory."""
-    too_big = memory.beyond_half(pass_bytes(model, characters), free=True)
+    too_big = machine.beyond_half(pass_bytes(model, characters), free=True)
     if too_big:
         raise ConfigError(
             f"one pass of the model over {characters:,} characters at once ({what}) would take "

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from charrnn import config as config_module
-from charrnn import memory, rundir
+from charrnn import machine, rundir
 from charrnn.corpus import Vocabulary
 from charrnn.errors import CharRNNError, CheckpointError, shown
 from charrnn.model import CharModel
@@ -189,6 +189,8 @@ def progress_problem(saved: Any) -> str | None:
     for key in ("best_val_loss", "last_val_loss"):
         if key not in saved or not (saved[key] is None or _number(saved[key], float, MAX_LOSS)):
             return f"progress {key}"
+    if saved.get("best_precision") not in (None, "fp32", "bf16", "fp16"):
+        return "progress best_precision"
     budget_seconds = saved.get("budget_seconds", "missing")
     if not (budget_seconds is None or finite_float(budget_seconds)):
         return "progress budget_seconds"
@@ -264,7 +266,7 @@ def described_model(saved: dict[str, Any]) -> CharModel:
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise CheckpointError(f"the checkpoint describes an impossible model: {first}") from None
     weight_bytes = sum(p.numel() * 4 for p in model.parameters())  # fp32 once built
-    too_big = memory.beyond_half(weight_bytes, free=False)
+    too_big = machine.beyond_half(weight_bytes, free=False)
     if too_big:
         raise CheckpointError(
             f"the checkpoint describes a model of {weight_bytes // 4:,} parameters: {too_big}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn import memory
+from charrnn import machine
 from tests.conftest import run_cli
 from tests.test_hostile_checkpoints import assert_refused, folder_state
 
@@ -153,7 +153,7 @@ def test_a_model_beyond_half_the_memory_is_refused_before_it_is_built(tmp_path, 
                                                                      monkeypatch):  # fmt: skip
     torch.save(good, tmp_path / "last.pt")
     assert run_cli("inspect", tmp_path / "last.pt").exit_code == 0
-    monkeypatch.setattr(memory, "total_bytes", lambda: 20_000)  # the tiny model needs ~40 kB
+    monkeypatch.setattr(machine, "total_bytes", lambda: 20_000)  # the tiny model needs ~40 kB
     for command in READERS.values():
         assert_refused(run_cli(*command(tmp_path / "last.pt")),
                        "more than half this machine's memory")  # fmt: skip

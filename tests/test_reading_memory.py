@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from charrnn import checkpoint as ckpt
-from charrnn import explain, memory, scoring
+from charrnn import explain, machine, scoring
 from charrnn.errors import CorpusError
 from tests.conftest import run_cli
 from tests.test_hostile_checkpoints import assert_refused
@@ -101,7 +101,7 @@ def test_eval_refuses_one_pass_that_would_not_fit(tiny_run, monkeypatch):
     corpus = tiny_run.parent / "corpus.txt"
     ok = run_cli("eval", tiny_run, "--corpus", corpus, "--batch-size", 64)
     assert ok.exit_code == 0, ok.output
-    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000)
+    monkeypatch.setattr(machine, "available_bytes", lambda: 10_000_000)
     refused = run_cli("eval", tiny_run, "--corpus", corpus, "--batch-size", 10**6,
                       "--seq-length", 10**6)  # fmt: skip
     assert_refused(refused, "one pass of the model over", "use smaller sizes")
@@ -155,7 +155,7 @@ def test_samples_beyond_half_the_free_memory_are_refused_before_generating(tiny_
 
 
 def test_the_sampling_bound_follows_the_free_memory(tiny_run, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 1_000_000)
+    monkeypatch.setattr(machine, "available_bytes", lambda: 1_000_000)
     assert_refused(run_cli("sample", tiny_run, "-m", 100, "-n", 1000), "free memory (1.0 MB)")
 
 
@@ -163,6 +163,6 @@ def test_inspect_batches_bounds(monkeypatch):
     assert run_cli("inspect-batches", "--demo", 10**6, "--json").exit_code == 0
     too_many = run_cli("inspect-batches", "--demo", 10**6 + 1)
     assert too_many.exit_code == 2 and "1000000" in too_many.output
-    monkeypatch.setattr(memory, "available_bytes", lambda: 1_000_000)
+    monkeypatch.setattr(machine, "available_bytes", lambda: 1_000_000)
     assert_refused(run_cli("inspect-batches", "--demo", 10**6, "--batch-size", 100,
                            "--seq-length", 100), "show fewer steps")  # fmt: skip

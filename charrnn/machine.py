@@ -1,13 +1,23 @@
-"""How much memory this machine has: what cannot fit is refused before it is allocated.
+"""Facts about the machine that do not need torch: how many cores this process may use, and
+how much memory it has.
 
-A checkpoint may describe a model of at most half the machine's memory; sampling and the
-batch views may ask for at most half the memory free now. Refusing up front turns what would
-be an out-of-memory kill (or minutes of swapping) into one line.
+What cannot fit is refused before it is allocated: a checkpoint may describe a model of at
+most half the machine's memory; a generation, one pass of eval and the batches
+inspect-batches shows may take at most half the memory free now. Refusing up front turns what
+would be an out-of-memory kill (or minutes of swapping) into one line.
 """
 
 from __future__ import annotations
 
 import os
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
 
 UNKNOWN = 1 << 50  # where the machine cannot say (no sysconf): nothing is refused for memory
 
