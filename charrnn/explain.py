@@ -93,14 +93,13 @@ class CharValues:
         }
 
 
+CHUNK_BYTES = 32 << 20  # activations of one pass of the model
+
+
 def chunk_length(model: CharModel, gates: bool = False) -> int:
     """Characters the model reads per pass: as many as fit in CHUNK_BYTES, so the memory of a
     pass does not grow with the text (the state carries over from one chunk to the next)."""
-    per_char = scoring.pass_bytes(model, 1) * (2 if gates else 1)
-    return max(16, min(4096, CHUNK_BYTES // per_char))
-
-
-CHUNK_BYTES = 32 << 20
+    return max(16, min(4096, CHUNK_BYTES // (scoring.pass_bytes(model, 1) * (1 + gates))))
 
 
 def limit(text: str, max_chars: int) -> str:

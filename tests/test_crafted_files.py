@@ -203,3 +203,20 @@ def test_lists_nested_a_million_deep_are_refused(tmp_path, good):
     swapped_value(path, "PLACEHOLDER", b"]" * depth + b"a" * (depth - 1))
     for command in READERS.values():
         assert_refused(run_cli(*command(path)), "more than 32 deep")
+
+
+def test_weights_that_share_one_buffer_without_overlap_are_read(tmp_path, good, tiny_run):
+    """cuDNN keeps an LSTM's weights as views of one flat buffer: that holds what it declares."""
+    flat = torch.cat([tensor.flatten() for tensor in good["model"].values()])
+    model, offset = {}, 0
+    for name, tensor in good["model"].items():
+        model[name] = flat[offset : offset + tensor.numel()].view(tensor.shape)
+        offset += tensor.numel()
+    torch.save({**good, "model": model}, tmp_path / "last.pt")
+    loaded = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert len({t.untyped_storage().data_ptr() for t in loaded.values()}) == 1  # still shared
+    corpus = tiny_run.parent / "corpus.txt"
+    for command in (("sample", "--length", 5), ("inspect",), ("explain", "--text", "To be"),
+                    ("eval", "--corpus", corpus)):  # fmt: skip
+        result = run_cli(command[0], tmp_path / "last.pt", *command[1:])
+        assert result.exit_code == 0, result.output
