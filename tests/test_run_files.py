@@ -67,6 +67,15 @@ def test_implausible_metrics_lines_are_left_out_with_a_note(run):
     assert left_out == len(BAD)
 
 
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_tokens_are_not_json(run, token):
+    write_metrics(run, [json.dumps(GOOD[0]), '{"step": 25, "val_loss": ' + token + "}"])
+    metrics = rundir.read_metrics(run)
+    assert metrics.entries == GOOD[:1]
+    assert metrics.notes == [f"{str(run / rundir.METRICS)!r}: left out 1 line(s) that are not "
+                             "strict JSON (cut short by a kill? NaN?) (line 2)"]  # fmt: skip
+
+
 def test_the_chart_still_draws_beside_a_damaged_metrics_file(run):
     write_metrics(run, [json.dumps(GOOD[0]), *BAD.values(), *map(json.dumps, GOOD[1:])])
     result = run_cli("inspect", run)
