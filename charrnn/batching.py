@@ -34,7 +34,23 @@ from dataclasses import dataclass
 
 import torch
 
-from charrnn.errors import CorpusError
+from charrnn import machine
+from charrnn.errors import ConfigError, CorpusError
+
+# Memory to show one value of a batch (inputs or targets) as a learner sees it: the index and
+# id tensors, the list of the row, and a cell of the drawn table.
+BYTES_PER_SHOWN_VALUE = 1024
+
+
+def check_shown_fits(batch_size: int, seq_length: int, steps: int) -> None:
+    """Refuse (ConfigError) showing `steps` batches that would not fit in half the free memory."""
+    values = 2 * steps * batch_size * (seq_length + 1)  # inputs and targets
+    too_big = machine.beyond_half(values * BYTES_PER_SHOWN_VALUE, free=True)
+    if too_big:
+        raise ConfigError(
+            f"showing {steps:,} step(s) of {batch_size:,} x {seq_length:,} characters would "
+            f"take {too_big}; show fewer steps or smaller batches"
+        )
 
 
 def check_shape(batch_size: int, seq_length: int) -> None:

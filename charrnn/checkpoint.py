@@ -6,14 +6,14 @@ a temporary file in the same folder, flushes and fsyncs it, then ``os.replace``s
 old one: a crash at any moment leaves either the old or the new checkpoint, never half of one.
 
 Loading trusts nothing in the file: every record is checked against its CRC-32 (torch does
-not, so a flipped bit would load silently), and the weights must be exactly the finite tensors
-of the model the file describes before that model is built (so a few bytes cannot ask for a
-model of terabytes).
+not, so a flipped bit would load silently), and what was unpickled goes through
+charrnn.validate (bounded nesting and size, tensors that hold what they declare, the configs,
+the progress, and weights that are exactly the finite tensors of the model the file describes)
+before any reader sees it.
 """
 
 from __future__ import annotations
 
-import math
 import pickle
 import re
 import struct
@@ -24,16 +24,15 @@ from typing import Any
 
 import torch
 
-from charrnn import __version__, rundir
+from charrnn import __version__, rundir, validate
 from charrnn import config as config_module
 from charrnn.cell_kinds import cell_kind
-from charrnn.corpus import Vocabulary
-from charrnn.errors import CharRNNError, CheckpointError, ConfigError
+from charrnn.errors import CheckpointError, ConfigError
 from charrnn.files import write_atomically
 from charrnn.model import CharModel
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "model_config", "train_config", "vocab", "model")
+FORMAT_VERSION, REQUIRED_KEYS = validate.FORMAT_VERSION, validate.REQUIRED_KEYS
+describe_model = validate.describe_model  # the readers' name for it
 
 
 def save(checkpoint: dict[str, Any], path: Path) -> None:
@@ -79,7 +78,7 @@ def load(path: str | Path, prefer: tuple[str, ...] = rundir.FOR_USING) -> dict[s
         raise CheckpointError(
             f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?): {_first(error)}"
         ) from None
-    check(checkpoint, path)
+    validate.checkpoint(checkpoint, repr(str(path)))
     return checkpoint
 
 
@@ -117,58 +116,6 @@ def _first(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
-def check(checkpoint: Any, path: Path) -> None:
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{str(path)!r} is not a charrnn checkpoint (not a dict)")
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(
-            f"{str(path)!r} is not a charrnn checkpoint: missing {', '.join(missing)}"
-        )
-    version = checkpoint["format_version"]
-    if not isinstance(version, int):
-        raise CheckpointError(f"{str(path)!r} has a malformed format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{str(path)!r} has format version {version}, newer than this charrnn reads "
-            f"({FORMAT_VERSION}); upgrade charrnn (it was written by "
-            f"{checkpoint.get('charrnn_version', 'a newer version')})"
-        )
-    for key in ("model_config", "train_config", "model"):
-        if not isinstance(checkpoint[key], dict):
-            raise CheckpointError(f"{str(path)!r} has a malformed {key!r}")
-    _check_weights(checkpoint, path)
-
-
-def _check_weights(checkpoint: dict[str, Any], path: Path) -> None:
-    """The weights must be exactly the finite tensors of the model the checkpoint describes.
-
-    The model is built on the meta device (shapes, no memory), so a file that describes a huge
-    model but holds small weights is refused before anything is allocated.
-    """
-    expected = _described_model(checkpoint).state_dict()
-    weights = checkpoint["model"]
-    missing = [name for name in expected if name not in weights]
-    extra = [name for name in weights if name not in expected]
-    if missing or extra:
-        problem = f"missing {missing[0]!r}" if missing else f"unexpected {str(extra[0])!r}"
-        raise CheckpointError(
-            f"{str(path)!r}: the weights do not fit the model it describes ({problem})"
-        )
-    for name, tensor in weights.items():
-        needed = tuple(expected[name].shape)
-        if isinstance(tensor, torch.Tensor) and tuple(tensor.shape) != needed:
-            raise CheckpointError(
-                f"{str(path)!r}: weight {name!r} has shape {list(tensor.shape)}, the model it "
-                f"describes needs {list(needed)}"
-            )
-        if not _finite_tensor(tensor, needed):
-            raise CheckpointError(
-                f"{str(path)!r}: weight {name!r} is not a finite float tensor (NaN, infinity or "
-                "not numbers); it cannot write text"
-            )
-
-
 def header() -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "charrnn_version": __version__}
 
@@ -187,52 +134,18 @@ def check_resumable(checkpoint: dict[str, Any], batch_size: int) -> None:
         raise CheckpointError(
             f"the checkpoint cannot be resumed: it has no {', '.join(missing)} (weights only?)"
         )
-    model = _described_model(checkpoint)
+    model = validate.described_model(checkpoint)
     shapes = [tuple(p.shape) for p in model.parameters()]
     problem = (
         _optimizer_problem(checkpoint["optimizer"], shapes)
-        or _progress_problem(checkpoint["progress"])
+        or validate.progress_problem(checkpoint["progress"])
         or _hidden_problem(checkpoint["hidden_state"], model.config, batch_size)
         or _rng_problem(checkpoint["rng"])
-        or (None if isinstance(checkpoint.get("corpus_path", ""), str) else "corpus_path")
         or _fingerprint_problem(checkpoint.get("corpus_fingerprint"))
         or _corpus_record_problem(checkpoint)
     )
     if problem:
         raise CheckpointError(f"the checkpoint cannot be resumed: malformed {problem}")
-
-
-def _described_model(checkpoint: dict[str, Any]) -> CharModel:
-    """The model a checkpoint describes, on the meta device: its shapes, and no memory."""
-    model_config, vocab = describe_model(checkpoint)
-    # Every layer has weights, so a file cannot ask for more layers than it holds weights
-    # (building 10**30 layers would never finish, even without memory).
-    if model_config.num_layers > len(checkpoint["model"]):
-        raise CheckpointError(
-            f"the checkpoint describes {model_config.num_layers} layers but holds only "
-            f"{len(checkpoint['model'])} weights"
-        )
-    try:
-        with torch.device("meta"):
-            return CharModel(model_config, len(vocab))
-    except (RuntimeError, OverflowError, ValueError, TypeError) as error:  # beyond any tensor
-        raise CheckpointError(
-            f"the checkpoint describes an impossible model: {_first(error)}"
-        ) from None
-
-
-def _finite_float(value: Any) -> bool:
-    return isinstance(value, float) and math.isfinite(value)
-
-
-def _finite_tensor(value: Any, shape: tuple[int, ...] | None = None) -> bool:
-    """A floating-point tensor without NaN or infinity (of `shape`, if given)."""
-    return (
-        isinstance(value, torch.Tensor)
-        and value.is_floating_point()
-        and (shape is None or tuple(value.shape) == shape)
-        and bool(torch.isfinite(value).all())
-    )
 
 
 def _optimizer_problem(saved: Any, shapes: list[tuple[int, ...]]) -> str | None:
@@ -246,30 +159,8 @@ def _optimizer_problem(saved: Any, shapes: list[tuple[int, ...]]) -> str | None:
             return f"optimizer state of weight {index}"
         for key, value in entry.items():
             shape = () if key == "step" else shapes[index]
-            if not _finite_tensor(value, shape):
+            if not validate.finite_tensor(value, shape):
                 return f"optimizer state {key!r} of weight {index}"
-    return None
-
-
-def _progress_problem(saved: Any) -> str | None:
-    if not isinstance(saved, dict):
-        return "progress"
-    step, anchor = saved.get("step"), saved.get("anchor")
-    if type(step) is not int or step < 0:
-        return "progress step"
-    if not (_finite_float(saved.get("seconds")) and saved["seconds"] >= 0):
-        return "progress seconds"
-    for key in ("best_val_loss", "last_val_loss", "budget_seconds"):
-        if key not in saved or not (saved[key] is None or _finite_float(saved[key])):
-            return f"progress {key}"
-    if saved.get("best_precision") not in (None, "fp32", "bf16", "fp16"):
-        return "progress best_precision"
-    budget_steps = saved.get("budget_steps", "missing")
-    if not (budget_steps is None or (type(budget_steps) is int and budget_steps >= 0)):
-        return "progress budget_steps"
-    if not (isinstance(anchor, (list, tuple)) and len(anchor) == 2
-            and all(map(_finite_float, anchor))):  # fmt: skip
-        return "progress anchor"
     return None
 
 
@@ -287,12 +178,12 @@ def non_finite(checkpoint: dict[str, Any]) -> str | None:
     replace a good checkpoint: a diverged run stops instead of saving it.
     """
     for name, tensor in checkpoint["model"].items():
-        if not _finite_tensor(tensor):
+        if not validate.finite_tensor(tensor):
             return f"the weight {name!r}"
     for index, entry in checkpoint["optimizer"]["state"].items():
-        if not all(_finite_tensor(value) for value in entry.values()):
+        if not all(validate.finite_tensor(value) for value in entry.values()):
             return f"the optimiser state of weight {index}"
-    if not all(_finite_tensor(h) for h in checkpoint["hidden_state"] or ()):
+    if not all(validate.finite_tensor(h) for h in checkpoint["hidden_state"] or ()):
         return "the hidden state"
     return None
 
@@ -309,7 +200,7 @@ def best_score(path: Path) -> tuple[float, str | None] | None:
         progress = load(path)["progress"]
     except (CheckpointError, KeyError):
         return None
-    if _progress_problem(progress) or progress["best_val_loss"] is None:
+    if validate.progress_problem(progress) or progress["best_val_loss"] is None:
         return None
     return progress["best_val_loss"], progress.get("best_precision")
 
@@ -344,21 +235,9 @@ def _hidden_problem(hidden: Any, model_config: Any, batch_size: int) -> str | No
     parts = cell_kind(model_config.cell).state_count
     shape = (model_config.num_layers, batch_size, model_config.hidden_size)
     if not (isinstance(hidden, (list, tuple)) and len(hidden) == parts
-            and all(_finite_tensor(h, shape) for h in hidden)):  # fmt: skip
+            and all(validate.finite_tensor(h, shape) for h in hidden)):  # fmt: skip
         return f"hidden state (it must be {parts} finite tensor(s) of shape {list(shape)})"
     return None
-
-
-def describe_model(checkpoint: dict[str, Any]) -> tuple[config_module.ModelConfig, Vocabulary]:
-    """The model config and vocabulary a checkpoint names, validated."""
-    try:
-        model_config = config_module.from_saved(
-            config_module.ModelConfig, checkpoint["model_config"]
-        )
-        vocab = Vocabulary.from_list(checkpoint["vocab"])
-    except CharRNNError as error:
-        raise CheckpointError(f"checkpoint has an invalid model description: {error}") from None
-    return model_config, vocab
 
 
 def resume_configs(
@@ -379,7 +258,7 @@ def resume_configs(
 
 def restore_model(checkpoint: dict[str, Any]):
     """The model and vocabulary a checkpoint describes, with its weights loaded (on the CPU)."""
-    model_config, vocab = describe_model(checkpoint)
+    model_config, vocab = validate.describe_model(checkpoint)
     model = CharModel(model_config, len(vocab))
     try:
         model.load_state_dict(checkpoint["model"])

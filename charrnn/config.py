@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charrnn import files, tomlfile
 from charrnn.bundled import bundled_files
 from charrnn.cell_kinds import CELLS
-from charrnn.errors import ConfigError
+from charrnn.errors import ConfigError, shown
 from charrnn.machine import available_cores
 
 # The --help panels of `charrnn train`, in the order they are shown.
@@ -302,7 +302,7 @@ def section_of(name: str) -> str:
     for section, cls in SECTIONS.items():
         if name in fields_of(cls):
             return section
-    raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(all_fields())}")
+    raise ConfigError(f"unknown setting {shown(name)}; valid: {', '.join(all_fields())}")
 
 
 def declaration(name: str, cls: type | None = None) -> tuple[type, Any, Setting]:
@@ -311,7 +311,7 @@ def declaration(name: str, cls: type | None = None) -> tuple[type, Any, Setting]
     known = all_fields() if cls is None else fields_of(cls)
     f = known.get(name)
     if f is None:
-        raise ConfigError(f"unknown setting {name!r}; valid: {', '.join(known)}")
+        raise ConfigError(f"unknown setting {shown(name)}; valid: {', '.join(known)}")
     declared = f.metadata["setting"]
     return declared.kind or type(f.default), f.default, declared
 
@@ -326,6 +326,7 @@ def resolve_config(name_or_path: str) -> Path:
     if name_or_path in bundled:
         return bundled[name_or_path]
     path = Path(name_or_path).expanduser()
+    files.refuse_special(path, ConfigError, "config")  # a FIFO would block: refused unopened
     if not path.is_file():
         known = ", ".join(sorted(bundled))
         raise ConfigError(
@@ -337,12 +338,7 @@ def resolve_config(name_or_path: str) -> Path:
 def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
     """Read a config file into {section: {key: value}}, refusing unknown tables and keys."""
     path = resolve_config(name_or_path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config {str(path)!r}: {error}") from None
-    except ValueError as error:  # TOMLDecodeError, or an integer of over 4300 digits
-        raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
+    raw = tomlfile.read(path)  # a regular file, at most 1 MB, nested at most 32 deep
     result: dict[str, dict[str, Any]] = {}
     for section, values in raw.items():
         if section not in SECTIONS or not isinstance(values, dict):
@@ -357,7 +353,7 @@ def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
         for key in result[section]:
             if key not in known:
                 raise ConfigError(
-                    f"config {str(path)!r}: unknown key {key!r} in [{section}]; "
+                    f"config {str(path)!r}: unknown key {shown(key)} in [{section}]; "
                     f"valid keys: {', '.join(known)}"
                 )
     return result
@@ -387,7 +383,7 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
     most = rules.machine_max() if typed else None
     if most is not None and isinstance(value, int) and value > most:
         cores = f"{rules.max_per_core} x the {available_cores()} cores of this machine"
-        raise ConfigError(f"{name} must be at most {most} ({cores}), got {value!r}")
+        raise ConfigError(f"{name} must be at most {most} ({cores}), got {shown(value)}")
     if value is None and default is None:
         return value
     if rules.single and rules.item is not None and isinstance(value, rules.item):
@@ -396,7 +392,8 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
         return _check_one(name, value, expected, rules)
     if not isinstance(value, (list, tuple)):
         raise ConfigError(
-            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} {value!r}"
+            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} "
+            f"{shown(value)}"
         )
     return tuple(_check_one(name, one, rules.item, rules) for one in value)
 
@@ -409,19 +406,19 @@ def _check_one(name: str, value: Any, expected: type, rules: Setting) -> Any:
             raise ConfigError(f"{name} must be a finite number, got a huge integer") from None
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(
-            f"{name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            f"{name} must be {expected.__name__}, got {type(value).__name__} {shown(value)}"
         )
     if expected is float and not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number, got {shown(value)}")
     if rules.choices and value not in rules.choices:
-        raise ConfigError(f"{name} must be {rules.bounds_text()}; got {value!r}")
+        raise ConfigError(f"{name} must be {rules.bounds_text()}; got {shown(value)}")
     low, high = rules.min, rules.max
     if low is not None and (value < low or (rules.min_open and value == low)):
         bound = f"greater than {low}" if rules.min_open else f"at least {low}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
+        raise ConfigError(f"{name} must be {bound}, got {shown(value)}{rules.hint}")
     if high is not None and (value > high or (rules.max_open and value == high)):
         bound = f"less than {high}" if rules.max_open else f"at most {high}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}{rules.hint}")
+        raise ConfigError(f"{name} must be {bound}, got {shown(value)}{rules.hint}")
     return value
 
 
@@ -429,7 +426,7 @@ def build(cls: type, values: dict[str, Any], *, typed: bool = False) -> Any:
     known = fields_of(cls)
     for key in values:
         if key not in known:
-            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(known)}")
+            raise ConfigError(f"unknown key {shown(key)}; valid keys: {', '.join(known)}")
     return cls(**{key: check_value(key, v, cls, typed=typed) for key, v in values.items()})
 
 
@@ -495,16 +492,6 @@ def to_toml(model: ModelConfig, train: TrainConfig) -> str:
     for section, config in (("model", model), ("train", train)):
         lines.append(f"[{section}]")
         for key, value in to_dict(config).items():
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {tomlfile.value(value)}")
         lines.append("")
     return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from charrnn import tokens
+from charrnn import files, tokens
 from charrnn.errors import CorpusError
 from charrnn.sources import SEPARATOR, Sources, bundled_corpora, find
 from charrnn.vocab import UNKNOWN, Choice, Vocabulary, choose, describe_char
@@ -40,6 +40,7 @@ def resolve_corpus(name_or_path: str) -> Path:
 def read_text(name_or_path: str) -> str:
     """Read a corpus file as text. Empty files, devices and invalid UTF-8 are refused."""
     path = resolve_corpus(name_or_path)
+    files.refuse_special(path, CorpusError, "corpus")  # a FIFO or /dev/zero: never read
     try:
         with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
             # Decoded straight from the file's pages: the string is the only copy in memory.

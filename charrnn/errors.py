@@ -1,5 +1,7 @@
 """The project's exceptions. Library code raises these; only the CLI turns them into exit codes."""
 
+import math
+
 
 class CharRNNError(Exception):
     """Base of every error a user can cause and fix (bad input, not a bug)."""
@@ -32,3 +34,27 @@ class ExportError(CharRNNError):
 class OutputError(CharRNNError):
     """An output file cannot be written: its folder is missing or a file, or it would replace a
     file without --force, or the disk refused it."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A value as an error message names it: one short line, however large or odd the value.
+
+    ``repr`` would print a 5000-digit integer (or refuse to: Python caps int-to-text at 4300
+    digits), a megabyte string, or a nested list that never ends; this never does.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        if value.bit_length() <= 200:
+            return repr(value)
+        digits = int(math.log10(abs(value))) + 1  # exact but at powers of ten; no text made
+        return f"an integer of {digits:,} digits"
+    if isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[: limit - 5]}...' ({len(value):,} chars)"
+    size = getattr(value, "shape", None)
+    if size is not None:
+        return f"a {type(value).__name__} of shape {list(size)}"
+    if isinstance(value, (list, tuple, dict, set, frozenset, bytes)):
+        return f"a {type(value).__name__} of {len(value):,} items"
+    return f"a {type(value).__name__}"

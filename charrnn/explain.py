@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from charrnn import scoring
 from charrnn.cell_kinds import GATE_VIEW_CELLS
-from charrnn.cells import GateLSTM
+from charrnn.cells import LSTM_GATE_KEYS, GateLSTM
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
@@ -91,27 +93,50 @@ class CharValues:
         }
 
 
+CHUNK_BYTES = 32 << 20  # activations of one pass of the model
+
+
+def chunk_length(model: CharModel, gates: bool = False) -> int:
+    """Characters the model reads per pass: as many as fit in CHUNK_BYTES, so the memory of a
+    pass does not grow with the text (the state carries over from one chunk to the next)."""
+    return max(16, min(4096, CHUNK_BYTES // (scoring.pass_bytes(model, 1) * (1 + gates))))
+
+
+def limit(text: str, max_chars: int) -> str:
+    """The first `max_chars` characters of `text`: what explain shows (one value each)."""
+    if max_chars < 1:
+        raise ConfigError(f"the number of characters to show must be at least 1, got {max_chars}")
+    return text[:max_chars]
+
+
 def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValues:
     """The model's loss on each character given the ones before it (nats). The first character
     read has nothing before it, so it is not scored; nor are skipped unknown characters."""
-    ids = reading.ids.long().unsqueeze(0)  # (1, N)
+    ids = reading.ids.long()  # (N,)
+    losses, best, best_log_prob = [], [], []
+    step, state = chunk_length(model), None
     with evaluation_mode(model):
-        logits, _ = model(ids)  # (1, N, V): position t predicts character t + 1
-        losses = char_loss(logits[:, :-1], ids[:, 1:], reduction="none")  # (N - 1,)
-        # The character the model expected most, and how sure it was.
-        best_log_prob, best = torch.log_softmax(logits[0, :-1].float(), dim=-1).max(dim=-1)
+        for start in range(0, len(ids) - 1, step):  # position t predicts character t + 1
+            targets = ids[start + 1 : start + step + 1].unsqueeze(0)  # (1, n)
+            logits, state = model(ids[start : start + targets.shape[1]].unsqueeze(0), state)
+            losses.append(char_loss(logits, targets, reduction="none"))  # (n,)
+            # The character the model expected most, and how sure it was.
+            most, expected = torch.log_softmax(logits[0].float(), dim=-1).max(dim=-1)
+            best_log_prob.append(most)
+            best.append(expected)
+    losses_list, best_list, log_probs = (torch.cat(parts).tolist() if parts else []
+                                         for parts in (losses, best, best_log_prob))  # fmt: skip
     values: list[float | None] = [None] * len(reading.text)
     notes = ["not in the model's vocabulary: not read, not scored"] * len(reading.text)
     positions = reading.positions.tolist()
     notes[positions[0]] = "first character: nothing before it to predict it"
     for k, position in enumerate(positions[1:]):
-        loss = float(losses[k])
+        loss = losses_list[k]
         values[position] = loss
-        expected = vocab.chars[int(best[k])]
         notes[position] = (
             f"{describe_char(reading.text[position])}: {loss:.2f} nats "
             f"({bits_per_char(loss):.2f} bits, p={math.exp(-loss):.2f}); most expected "
-            f"{describe_char(expected)} (p={math.exp(float(best_log_prob[k])):.2f})"
+            f"{describe_char(vocab.chars[best_list[k]])} (p={math.exp(log_probs[k]):.2f})"
         )
     # Full red at the loss of a uniform guess over the vocabulary: anything that surprising
     # means the model learnt nothing that helps here.
@@ -119,10 +144,12 @@ def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValue
                       "surprise (nats per character)")  # fmt: skip
 
 
-def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]:
-    """Every gate of every unit after each character read: key -> (num_layers, N, hidden_size).
+def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.Tensor]]:
+    """Every gate of every unit, a chunk of characters at a time: key (as in
+    cells.LSTM_GATE_KEYS) -> (num_layers, n, hidden_size). The state carries over from chunk to
+    chunk, so memory stays that of one chunk however long the text.
 
-    Keys as in cells.LSTM_GATE_KEYS. For LSTM models only.
+    For LSTM models only.
     """
     if not model.kind.gate_views:
         raise ConfigError(
@@ -136,11 +163,23 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
                         batch_first=True)  # fmt: skip
         twin.load_state_dict(core.state_dict())
         core = twin.to(model.head.weight.device)
+    ids, step, state = reading.ids.long(), chunk_length(model, gates=True), None
     with evaluation_mode(model):
         core.eval()
-        inputs = model.encode_input(reading.ids.long().unsqueeze(0))  # (1, N, E)
-        _, _, gates = core.forward_with_gates(inputs)  # each (L, 1, N, H)
-    return {key: value[:, 0] for key, value in gates.items()}
+        for start in range(0, len(ids), step):
+            inputs = model.encode_input(ids[start : start + step].unsqueeze(0))  # (1, n, E)
+            _, state, gates = core.forward_with_gates(inputs, state)  # each (L, 1, n, H)
+            yield {key: value[:, 0] for key, value in gates.items()}
+
+
+def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]:
+    """Every gate of every unit after each character read: key -> (num_layers, N, hidden_size).
+
+    Keys as in cells.LSTM_GATE_KEYS. For LSTM models only. Memory grows with the text: the
+    commands use ``gate_chunks``, which keeps one chunk at a time.
+    """
+    chunks = list(gate_chunks(model, reading))
+    return {key: torch.cat([chunk[key] for chunk in chunks], dim=1) for key in LSTM_GATE_KEYS}
 
 
 def gate_name(gate: str) -> str:
@@ -158,7 +197,7 @@ def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: 
         raise ConfigError(f"layer must be 0 to {layers - 1} (the model has {layers}), got {layer}")
     if not 0 <= unit < units:
         raise ConfigError(f"unit must be 0 to {units - 1} (a layer has {units}), got {unit}")
-    trace = gate_activity(model, reading)[key][layer, :, unit]  # (N,)
+    trace = torch.cat([chunk[key][layer, :, unit] for chunk in gate_chunks(model, reading)])
     named = gate if gate == key else f"{gate} gate ({key} factor)"
     return _values_at(reading, trace.tolist(), f"layer {layer} unit {unit}: {named}", key)
 
@@ -222,13 +261,38 @@ class UnitMatch:
                 "unit": self.unit, "correlation": self.correlation}  # fmt: skip
 
 
+class Correlation:
+    """Pearson's r of each unit's activity with a pattern, summed a chunk at a time (in float64,
+    around the first chunk's means), so that memory does not grow with the text."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shift: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.sums: list[torch.Tensor] = []  # a, a*a, a*p (per unit), p, p*p
+
+    def add(self, activity: torch.Tensor, pattern: torch.Tensor) -> None:
+        """activity (n, U), pattern (n,)."""
+        a, p = activity.double(), pattern.double()
+        if self.shift is None:
+            self.shift = (a.mean(dim=0), p.mean())
+        a, p = a - self.shift[0], p - self.shift[1]
+        parts = [a.sum(dim=0), (a * a).sum(dim=0), (a * p[:, None]).sum(dim=0), p.sum(), p @ p]
+        self.sums = [s + x for s, x in zip(self.sums, parts, strict=True)] if self.sums else parts
+        self.count += len(p)
+
+    def result(self) -> torch.Tensor:
+        """r per unit; 0 where a unit never changes."""
+        n, (a, aa, ap, p, pp) = self.count, self.sums
+        spread = ((n * aa - a * a).clamp_min(0) * (n * pp - p * p).clamp_min(0)).sqrt()
+        return torch.where(spread > 0, (n * ap - a * p) / spread.clamp_min(1e-300), 0.0)
+
+
 def correlations(activity: torch.Tensor, pattern: torch.Tensor) -> torch.Tensor:
     """Pearson's r of each column of `activity` (N, U) with `pattern` (N,); 0 where a unit
     never changes."""
-    a = activity.double() - activity.double().mean(dim=0)
-    p = pattern.double() - pattern.double().mean()
-    spread = a.norm(dim=0) * p.norm()
-    return torch.where(spread > 0, (a * p[:, None]).sum(dim=0) / spread.clamp_min(1e-300), 0.0)
+    total = Correlation()
+    total.add(activity, pattern)
+    return total.result()
 
 
 def top_units(
@@ -248,26 +312,30 @@ def top_units(
     unknown = [pattern for pattern in patterns if pattern not in PATTERNS]
     if unknown:
         raise ConfigError(f"pattern must be one of {', '.join(PATTERNS)}; got {unknown[0]!r}")
-    key = gate_name(gate)
-    activity = gate_activity(model, reading)[key]  # (L, N, H)
-    layers, steps, units = activity.shape
-    per_unit = activity.permute(1, 0, 2).reshape(steps, layers * units)  # (N, L*H)
+    key, units = gate_name(gate), model.config.hidden_size
+    values = {pattern: torch.tensor(pattern_values(reading.text, pattern))[reading.positions]
+              for pattern in patterns}  # fmt: skip
+    varying = [p for p, v in values.items() if len(v) >= 2 and not bool((v == v[0]).all())]
+    if not varying:
+        raise CorpusError(
+            f"the text does not vary in {' or '.join(patterns)} (no quotes or no newlines in it?),"
+            " so no unit can follow it; give a longer or more varied text"
+        )
+    sums, start = {pattern: Correlation() for pattern in varying}, 0
+    for chunk in gate_chunks(model, reading):
+        layers, steps, _ = chunk[key].shape
+        per_unit = chunk[key].permute(1, 0, 2).reshape(steps, layers * units)  # (n, L*H)
+        for pattern in varying:
+            sums[pattern].add(per_unit, values[pattern][start : start + steps])
+        start += steps
     matches: dict[str, list[UnitMatch]] = {}
-    for pattern in patterns:
-        values = torch.tensor(pattern_values(reading.text, pattern))[reading.positions]
-        if len(values) < 2 or bool((values == values[0]).all()):
-            continue
-        r = correlations(per_unit, values)
+    for pattern in varying:
+        r = sums[pattern].result()
         best = r.abs().argsort(descending=True)[:count].tolist()
         matches[pattern] = [
             UnitMatch(pattern, gate, index // units, index % units, float(r[index]))
             for index in best
         ]
-    if not matches:
-        raise CorpusError(
-            f"the text does not vary in {' or '.join(patterns)} (no quotes or no newlines in it?),"
-            " so no unit can follow it; give a longer or more varied text"
-        )
     return matches
 
 

@@ -1,4 +1,5 @@
-"""Writing files so that a crash, a kill or a full disk never leaves half of one.
+"""Writing files so that a crash, a kill or a full disk never leaves half of one; reading only
+what is a file.
 
 Every file charrnn writes (checkpoints, ``config.toml``, exported models, sampled text, HTML
 views) goes through `write_atomically`: a temporary file beside the target is filled, flushed
@@ -9,17 +10,24 @@ writer is gone.
 The outputs a person names on the command line (``sample --out-dir``, ``explain --html``) are
 checked before any work is done (`check_outputs`): a folder that is a file, a missing folder or
 an existing file (without ``--force``) is one clear refusal, not a traceback after a long run.
+
+Reading takes only regular files where a file is expected (configs, checkpoints, metrics,
+corpora): a FIFO, a socket or a device would block forever (a FIFO nobody writes to) or never
+end (``/dev/zero``), so each is refused before a byte is read. `open_regular` opens with
+``O_NONBLOCK`` and checks what it opened (``fstat``), so a path swapped for a FIFO between a
+check and the read cannot block either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from charrnn.errors import OutputError
+from charrnn.errors import CharRNNError, OutputError
 
 TEMPORARY_MARK = ".tmp-"  # .last.pt.tmp-<pid>: a write in progress, or one a kill interrupted
 
@@ -174,3 +182,66 @@ def _fsync_directory(folder: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+# --------------------------------------------------------------------------- reading
+
+KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def kind(mode: int) -> str:
+    return KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def refuse_special(path: str | Path, error: type[CharRNNError], what: str) -> None:
+    """Raise `error` when `path` exists and is a FIFO, socket or device (not a file or folder).
+
+    For paths handed to another reader (torch.load, a corpus reader) that would open them.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # missing or unreadable: the reader says so in its own words
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise error(f"{what} {str(path)!r} is {kind(mode)}, not a regular file")
+
+
+def open_regular(path: str | Path, error: type[CharRNNError], what: str) -> BinaryIO:
+    """`path` opened for reading in binary; anything but a regular file is refused unread."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error_:
+        reason = "it is a socket" if error_.errno == 6 else error_.strerror  # ENXIO: a socket
+        raise error(f"cannot read {what} {str(path)!r}: {reason}") from None
+    except ValueError:  # a NUL character in the path
+        raise error(f"cannot read {what} {str(path)!r}: the path holds a NUL character") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise error(f"{what} {str(path)!r} is {kind(mode)}, not a regular file")
+    return os.fdopen(descriptor, "rb")
+
+
+def read_bytes(path: str | Path, error: type[CharRNNError], what: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; larger ones are refused unread."""
+    with open_regular(path, error, what) as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > limit:
+            raise error(
+                f"{what} {str(path)!r} is {size:,} bytes; at most {limit:,} are read "
+                f"(is it really a {what}?)"
+            )
+        try:
+            data = file.read(limit + 1)
+        except OSError as error_:
+            raise error(f"cannot read {what} {str(path)!r}: {error_.strerror}") from None
+    if len(data) > limit:  # it grew while being read
+        raise error(f"{what} {str(path)!r} is over {limit:,} bytes; at most that is read")
+    return data

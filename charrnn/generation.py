@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from charrnn import machine
 from charrnn.devices import sampling_threads
 from charrnn.errors import ConfigError
 from charrnn.priming import Context
@@ -44,6 +45,27 @@ SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (config.SampleConfig.seed)
 def new_seed() -> int:
     """A seed for a generation that was given none, to be reported so it can be repeated."""
     return secrets.randbelow(SEED_LIMIT)
+
+
+# Memory per character a generation keeps: a slot in its sample's list of characters, and a
+# character of the joined text (up to 4 bytes), with room for the list's growth.
+BYTES_PER_CHAR = 16
+
+
+def check_fits(num_samples: int, length: int, model: torch.nn.Module | None = None) -> None:
+    """Refuse (ConfigError) samples that, kept whole, would not fit in half the free memory:
+    before a single character is generated, not after minutes of swapping. Without the
+    `model`, its state (a few kB a sample) is left out: a check before it is loaded."""
+    state = 0
+    if model is not None:
+        config = model.config
+        state = 4 * (4 * config.num_layers * config.hidden_size + 3 * model.vocab_size)
+    too_big = machine.beyond_half(num_samples * (length * BYTES_PER_CHAR + state), free=True)
+    if too_big:
+        raise ConfigError(
+            f"{num_samples:,} samples x {length:,} characters would take {too_big}; ask for "
+            "fewer or shorter samples"
+        )
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,7 @@ class Generation:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
         if seed is not None and not 0 <= seed < SEED_LIMIT:
             raise ConfigError(f"seed must be from 0 to {SEED_LIMIT - 1}, got {seed}")
+        check_fits(num_samples, length, generator.model)
         self.generator, self.length, self.options = generator, length, options
         self.num_samples, self.seed = num_samples, new_seed() if seed is None else seed
         self.watchers = [StopStrings(stops) for _ in range(num_samples)]

@@ -8,13 +8,14 @@ these facts (``charrnn inspect``, ``charrnn runs``); ``to_json`` gives them to s
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from charrnn import checkpoint as ckpt
-from charrnn import rundir
+from charrnn import config, rundir, validate
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.model import count_parameters
 from charrnn.scoring import bits_per_char
@@ -42,6 +43,7 @@ class CheckpointSummary:
     corpus_files: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     corpus_fingerprint: str | None = None
     init_from: dict[str, Any] | None = None  # a fine-tune's start
+    metrics_notes: list[str] = dataclasses.field(default_factory=list)  # lines left out, why
 
     @property
     def run_name(self) -> str:
@@ -74,6 +76,7 @@ class CheckpointSummary:
             "corpus_files": self.corpus_files,
             "corpus_fingerprint": self.corpus_fingerprint,
             "init_from": self.init_from,
+            "metrics_notes": self.metrics_notes,
         }
 
 
@@ -82,46 +85,44 @@ def _bpc(nats: float | None) -> float | None:
 
 
 def summarize(path: str | Path) -> CheckpointSummary:
-    """Read a .pt file or a run directory (its last.pt, else best.pt). Raises CheckpointError."""
+    """Read a .pt file or a run directory (its last.pt, else best.pt). Raises CheckpointError.
+
+    Every fact comes from values charrnn.validate accepted (when the checkpoint was loaded),
+    never from the file's raw dicts.
+    """
     file = rundir.find_checkpoint(path, rundir.FOR_DESCRIBING)
     checkpoint = ckpt.load(file)
     # Building the model checks that the weights fit the description, and counts what is there.
     model, vocab = ckpt.restore_model(checkpoint)
-    progress = checkpoint.get("progress") or {}
-    try:
-        step = int(progress.get("step", 0))
-        epoch = float(progress.get("epoch", 0.0))
-        seconds = float(progress.get("seconds", 0.0))
-        best, last = progress.get("best_val_loss"), progress.get("last_val_loss")
-        best = None if best is None else float(best)
-        last = None if last is None else float(last)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{str(file)!r} has malformed progress: {error}") from None
+    train_config = validate.train_config(checkpoint)
+    progress = validate.progress(checkpoint)
+    metrics = rundir.read_metrics(file.parent)
     return CheckpointSummary(
         path=file,
-        corpus=str(checkpoint.get("corpus_path") or checkpoint["train_config"].get("corpus", "?")),
+        corpus=checkpoint.get("corpus_path") or train_config.corpus,
         vocab=vocab.to_list(),
-        model_config=dict(checkpoint["model_config"]),
-        train_config=dict(checkpoint["train_config"]),
+        model_config=config.to_dict(model.config),
+        train_config=config.to_dict(train_config),
         parameters=count_parameters(model),
         parameters_by_part={
             name: count_parameters(part)
             for name, part in model.named_children()
             if count_parameters(part)
         },  # fmt: skip
-        step=step,
-        epoch=epoch,
-        seconds=seconds,
-        best_val_loss=best,
-        last_val_loss=last,
+        step=progress.step,
+        epoch=progress.epoch,
+        seconds=progress.seconds,
+        best_val_loss=progress.best_val_loss,
+        last_val_loss=progress.last_val_loss,
         written=datetime.fromtimestamp(file.stat().st_mtime),
         charrnn_version=checkpoint.get("charrnn_version"),
-        metrics=rundir.read_metrics(file.parent),
         corpus_files=_list_of_dicts(checkpoint.get("corpus_files")),
         corpus_fingerprint=_text_or_none(checkpoint.get("corpus_fingerprint")),
         init_from=checkpoint.get("init_from")
         if isinstance(checkpoint.get("init_from"), dict)
         else None,
+        metrics=metrics.entries,
+        metrics_notes=metrics.notes,
     )
 
 
@@ -139,7 +140,7 @@ def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     for entry in metrics:
         for name in curves:
             value = entry.get(f"{name}_loss")
-            if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 curves[name].append((float(entry["step"]), float(value)))
     return curves
 

@@ -17,10 +17,13 @@ import contextlib
 import itertools
 import json
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from charrnn import files
 from charrnn.errors import CheckpointError, ConfigError, TrainingError
 
 try:
@@ -58,9 +61,8 @@ def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = FOR_USING) -> Pa
         )
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if not path.is_file():
-        # A FIFO or a device would block or stream forever instead of failing.
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file")
+    # A FIFO or a device would block or stream forever instead of failing.
+    files.refuse_special(path, CheckpointError, "checkpoint")
     return path
 
 
@@ -174,25 +176,102 @@ class RunLock:
             self.descriptor = None
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The evaluations a run logged, in order; [] when the run has no metrics.jsonl.
+# What a run's numbers can be. Beyond these a value is damage or a forgery, not a run: the
+# metrics reader leaves such a line out and the checkpoint reader refuses such a progress.
+MAX_STEP = 10**15  # a million steps a second for 30 years
+MAX_SECONDS = 1e12
+MAX_LOSS = 1e6  # nats per character; a uniform guess over all of Unicode is 14
+MAX_NUMBER = 1e15  # any other number of a metrics line (rate, epoch, learning rate)
 
-    A line that is not a JSON object is skipped: a run killed mid-write can leave half a line at
-    the end, and the curve before it is still worth seeing.
+METRICS_LINE_BYTES = 64 * 1024  # a line is about 250 bytes
+METRICS_ENTRIES = 20_000  # kept in memory; beyond, every other one (the curve keeps its shape)
+METRICS_FIELDS = ("step", "epoch", "time", "train_loss", "val_loss", "val_bpc", "val_scope",
+                  "lr", "chars_per_sec")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The evaluations a run logged (checked values only), and notes on what was left out."""
+
+    entries: list[dict[str, Any]]
+    notes: list[str]
+
+
+def read_metrics(run_dir: Path) -> Metrics:
+    """The evaluations a run logged, in order; none when the run has no metrics.jsonl.
+
+    A line that is not a JSON object of plausible numbers is left out with a note: a run killed
+    mid-write can leave half a line, and a damaged or hand-edited file anything (NaN, 5000-digit
+    integers, losses of 1e308), and the curve around it is still worth seeing. Memory stays
+    bounded whatever the file: lines are read one at a time, each at most
+    ``METRICS_LINE_BYTES``, and at most ``METRICS_ENTRIES`` are kept.
     """
     path = Path(run_dir) / METRICS
+    if not os.path.lexists(path):
+        return Metrics([], [])
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"cannot read {str(path)!r}: {error}") from None
-    metrics = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
-            metrics.append(entry)
-    return metrics
+        file = files.open_regular(path, CheckpointError, "metrics file")
+    except CheckpointError as error:  # a FIFO, say: the run's other facts still show
+        return Metrics([], [str(error)])
+    kept: list[dict[str, Any]] = []
+    left_out: dict[str, list[int]] = {}  # reason -> line numbers
+    stride, valid = 1, 0
+    with file:
+        for number, line in enumerate(_lines(file), 1):
+            entry, problem = _metrics_entry(line)
+            if problem:
+                left_out.setdefault(problem, []).append(number)
+                continue
+            if valid % stride == 0:
+                kept.append(entry)
+                if len(kept) > METRICS_ENTRIES:
+                    kept, stride = kept[::2], stride * 2
+            valid += 1
+    notes = [
+        f"{str(path)!r}: left out {len(numbers)} line(s) {problem} (line {numbers[0]}"
+        f"{' and more' if len(numbers) > 1 else ''})"
+        for problem, numbers in left_out.items()
+    ]
+    if stride > 1:
+        notes.append(f"{str(path)!r} holds {valid:,} evaluations; every {stride}th is shown")
+    return Metrics(kept, notes)
+
+
+def _lines(file: BinaryIO) -> Iterator[bytes | None]:
+    """The lines of a file, or None for a line longer than METRICS_LINE_BYTES (never read whole)."""
+    while line := file.readline(METRICS_LINE_BYTES):
+        if len(line) == METRICS_LINE_BYTES and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # skip the rest of it, a piece at a time
+                line = file.readline(METRICS_LINE_BYTES)
+            yield None
+        else:
+            yield line
+
+
+def _not_a_number(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")  # json.loads accepts NaN and Infinity otherwise
+
+
+def _metrics_entry(line: bytes | None) -> tuple[dict[str, Any], str | None]:
+    """A metrics line's known fields, checked; or the reason it is left out."""
+    if line is None:
+        return {}, f"over {METRICS_LINE_BYTES:,} bytes long"
+    try:
+        entry = json.loads(line, parse_constant=_not_a_number)
+    except (ValueError, RecursionError):  # not JSON, NaN, an integer of over 4300 digits
+        return {}, "that are not strict JSON (cut short by a kill? NaN?)"
+    if not isinstance(entry, dict) or type(entry.get("step")) is not int:
+        return {}, "that are not an evaluation (a JSON object with a step)"
+    checked = {key: entry[key] for key in METRICS_FIELDS if key in entry}
+    for key, value in checked.items():
+        high = MAX_STEP if key == "step" else MAX_LOSS if "loss" in key else MAX_NUMBER
+        if key == "val_scope":
+            plausible = value in ("all", "part")
+        else:
+            plausible = value is None or (
+                isinstance(value, (int, float)) and type(value) is not bool
+                and 0 <= value <= high  # compares exactly, a 4000-digit int too; NaN fails
+            )  # fmt: skip
+        if not plausible:
+            return {}, f"with an absurd {key}"
+    return checked, None

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from charrnn import machine
 from charrnn.batching import evaluation_chunks
 from charrnn.corpus import Vocabulary, describe_char, split_train_val
 from charrnn.devices import autocast
@@ -121,6 +123,24 @@ def evaluate_sampled(
     return total / count, count, True
 
 
+def pass_bytes(model: CharModel, characters: int) -> int:
+    """About how much memory one forward pass over `characters` characters takes (fp32): the
+    inputs, every layer's outputs and gates, and the logits with their fp32 loss."""
+    config = model.config
+    per_char = config.embedding_dim + 6 * config.hidden_size * config.num_layers
+    return 4 * characters * (per_char + 3 * model.vocab_size)
+
+
+def check_pass_fits(model: CharModel, characters: int, what: str) -> None:
+    """Refuse (ConfigError) a pass over `characters` at once that would not fit in memory."""
+    too_big = machine.beyond_half(pass_bytes(model, characters), free=True)
+    if too_big:
+        raise ConfigError(
+            f"one pass of the model over {characters:,} characters at once ({what}) would take "
+            f"{too_big}; use smaller sizes"
+        )
+
+
 # --------------------------------------------------------------------------- reading a text
 
 
@@ -138,8 +158,27 @@ class Reading:
         return len(self.text) - len(self.positions)
 
 
+def check_text(text: str) -> None:
+    """A text a model can read: not empty, and only characters. A lone surrogate is not one:
+    it is how Python carries the bytes of a command-line argument that are not UTF-8."""
+    if not text:
+        raise CorpusError("the text is empty; give the model something to read")
+    lone = LONE_SURROGATE.search(text)
+    if lone:
+        raise CorpusError(
+            f"the text holds U+{ord(lone.group()):04X} at character {lone.start() + 1:,}, which "
+            "is not a character (bytes that are not UTF-8 in the command line?); pass valid "
+            "UTF-8 text"
+        )
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def read(vocab: Vocabulary, text: str, skip_unknown: bool = False) -> Reading:
-    """Encode `text`; unknown characters are refused by name, or left out with `skip_unknown`."""
+    """Encode `text` (checked by check_text); unknown characters are refused by name, or left
+    out with `skip_unknown`."""
+    check_text(text)
     missing = vocab.unknown(text)
     if missing and not skip_unknown:
         shown = ", ".join(describe_char(c) for c in missing[:10])
@@ -214,6 +253,10 @@ def score(
         ids = train_ids if split == "train" else val_ids
     if len(ids) < 2:
         raise CorpusError(f"the {split} text has {len(ids)} character(s); at least 2 are needed")
+    # One pass reads a chunk of (rows, seq_length): its memory does not grow with the text,
+    # but sizes from a command line or a crafted checkpoint could make one chunk huge.
+    first = evaluation_chunks(ids, batch_size, seq_length)[0].inputs.numel()
+    check_pass_fits(model, first, "batch_size x seq_length")
     if device is not None:
         model = model.to(device)
     loss, count = evaluate(model, ids, batch_size, seq_length, device, amp)

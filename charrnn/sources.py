@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from charrnn import files
 from charrnn.bundled import bundled_files
-from charrnn.errors import CorpusError
+from charrnn.errors import CorpusError, shown
 
 SEPARATOR = "\n"  # between two documents of a corpus
 SNIFF_BYTES = 8192  # how much of a file in a folder is checked for being text
@@ -111,12 +112,12 @@ def _resolve(spec: str) -> Path:
     except OSError:
         known = ", ".join(sorted(bundled)) or "none"
         raise CorpusError(
-            f"corpus {spec!r} is neither a file nor a bundled corpus (bundled: {known})"
+            f"corpus {shown(spec)} is neither a file nor a bundled corpus (bundled: {known})"
         ) from None
     if not (stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)):
         raise CorpusError(
-            f"corpus {spec!r} is not a regular file (a device, FIFO or socket may never end); "
-            "give a text file or a folder"
+            f"corpus {shown(spec)} is {files.kind(status.st_mode)}, not a regular file (it may "
+            "never end); give a text file or a folder"
         )
     return path
 

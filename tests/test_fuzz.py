@@ -5,6 +5,10 @@
 - Real checkpoints with one value replaced or deleted anywhere in their nested dict, through
   both readers: sampling (load, restore_model, generate) and resuming (load, resume_configs,
   a Trainer that runs three steps).
+- Every command that reads a checkpoint (sample, inspect, eval, explain, and runs over its
+  folder) over the same replaced values and mutated bytes: each uses the file or refuses it in
+  one line, and they agree (one check decides for all).
+- inspect over any metrics.jsonl: it draws, and shows only plausible numbers.
 - config.load_toml (and building the configs) over random TOML-like text and random bytes.
 """
 
@@ -13,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -142,6 +148,108 @@ def test_a_checkpoint_with_any_value_replaced_is_used_or_refused(run, data):
             checkpoint = ckpt.load(file, prefer=("last.pt",))
             overrides = {"max_steps": 9, "threads": 1}  # three steps past the checkpoint
             Trainer(*resume_configs(checkpoint, overrides), Path(folder), resume=checkpoint).run()
+
+
+# --------------------------------------------------------------------------- every reader
+
+TEXT = "ROMEO.\nBut soft, what light\n"
+READERS = {
+    "sample": lambda path: ("sample", path, "--length", 3, "--seed", 0),
+    "inspect": lambda path: ("inspect", path),
+    "inspect --json": lambda path: ("inspect", path, "--json"),
+    "eval": lambda path: ("eval", path, "--corpus", path.parent / "text.txt", "--json"),
+    "explain": lambda path: ("explain", path, "--text", TEXT, "--skip-unknown", "--json"),
+}
+
+
+def one_line_or_output(result) -> bool:
+    """Exit 0, or exit 1 with one charrnn error line (no traceback, no "unexpected" error)."""
+    assert result.exit_code in (0, 1), result.output
+    if result.exit_code == 1:
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "unexpected" not in lines[0] and result.stdout == ""
+    return result.exit_code == 0
+
+
+def check_readers(folder: Path, good_run: Path) -> None:
+    """Every reader over folder/run/last.pt: used or refused in one line, and they agree."""
+    file = folder / "run" / "last.pt"
+    (folder / "run" / "text.txt").write_text(TEXT, encoding="utf-8")
+    outcomes = {name: one_line_or_output(run_cli(*args(file))) for name, args in READERS.items()}
+    assert len(set(outcomes.values())) == 1, outcomes  # one check: all accept or all refuse
+    if outcomes["inspect --json"]:
+        shown = json.loads(run_cli("inspect", file, "--json").stdout)
+        assert shown["step"] >= 0 and shown["vocab_size"] == len(shown["vocab"])
+        scored = json.loads(run_cli(*READERS["eval"](file)).stdout)
+        assert math.isfinite(scored["loss"]) and scored["loss"] >= 0
+        explained = json.loads(run_cli(*READERS["explain"](file)).stdout)
+        assert len(explained["values"]) == len(TEXT)
+    shutil.copytree(good_run, folder / "good")
+    listed = run_cli("runs", folder)
+    assert listed.exit_code == 0 and "Traceback" not in listed.output, listed.output
+    skipped = listed.stderr.strip().splitlines()
+    assert "good" in listed.stdout
+    assert (skipped == []) == outcomes["inspect"], skipped
+    assert all(line.startswith("skipped run: ") for line in skipped)
+
+
+@pytest.mark.slow  # 60 checkpoints, each through six commands: ~25 s
+@settings(FUZZ, max_examples=60)
+@given(st.data())
+def test_every_reader_uses_or_refuses_a_checkpoint_with_any_value_replaced(run, data):
+    good = torch.load(run / "last.pt", weights_only=True)
+    places = [p for p in paths_in(good) if p]
+    path = data.draw(st.sampled_from(places), label="where")
+    value = data.draw(st.sampled_from([*HOSTILE_VALUES, DELETE]), label="value")
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "run").mkdir()
+        torch.save(replaced(good, path, value), Path(folder) / "run" / "last.pt")
+        check_readers(Path(folder), run)
+
+
+@settings(FUZZ, max_examples=25)
+@given(st.data())
+def test_every_reader_uses_or_refuses_mutated_checkpoint_bytes(run, data):
+    damaged = bytearray((run / "last.pt").read_bytes())
+    for _ in range(data.draw(st.integers(1, 4), label="flips")):
+        position = data.draw(st.integers(0, len(damaged) - 1), label="position")
+        damaged[position] = data.draw(st.integers(0, 255), label="byte")
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "run").mkdir()
+        (Path(folder) / "run" / "last.pt").write_bytes(bytes(damaged))
+        check_readers(Path(folder), run)
+
+
+METRICS_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
+    st.sampled_from([10**300, -(10**400), [], {}, [1.5]]),
+)  # fmt: skip
+METRICS_LINES = st.one_of(
+    st.dictionaries(st.sampled_from(["step", "train_loss", "val_loss", "epoch", "lr", "x"]),
+                    METRICS_VALUES, max_size=5).map(lambda d: json.dumps(d, default=str)),
+    st.text(max_size=40).map(lambda text: text.replace("\n", " ")),
+    st.sampled_from(["NaN", '{"step": 1, "val_loss": Infinity}', "[" * 3000, "{}", "null",
+                     '{"step": ' + "9" * 5000 + "}", '{"step": 2, "val_loss": 1e308}']),
+)  # fmt: skip
+
+
+@settings(FUZZ, max_examples=40)
+@given(st.lists(METRICS_LINES, max_size=12))
+def test_inspect_draws_whatever_metrics_jsonl_holds(run, lines):
+    with tempfile.TemporaryDirectory() as folder:
+        copy = shutil.copytree(run, Path(folder) / "run")
+        text = "\n".join(lines).encode("utf-8", "surrogatepass")
+        (copy / "metrics.jsonl").write_bytes(text)
+        result = run_cli("inspect", copy)
+        assert result.exit_code == 0, result.output
+        assert "Traceback" not in result.output
+        assert all(line.startswith("note: ") for line in result.stderr.splitlines())
+        entries = json.loads(run_cli("inspect", copy, "--json").stdout)["metrics"]
+        assert all(type(e["step"]) is int and e["step"] >= 0 for e in entries)
+        for entry in entries:
+            for key in ("train_loss", "val_loss"):
+                assert entry.get(key) is None or 0 <= entry[key] <= 1e6
 
 
 # --------------------------------------------------------------------------- configs

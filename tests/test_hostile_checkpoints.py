@@ -244,7 +244,8 @@ DAMAGED = [
      lambda g, b: edited(g, model={**g["model"], first_weight(g): g["model"][first_weight(g)]
                                    .long()}),
      "not a finite float tensor"),
-    ("a terabyte model in a small file", lambda g, b: edited(g, hidden_size=10**7), "has shape"),
+    ("a petabyte model in a small file", lambda g, b: edited(g, hidden_size=10**7),
+     "more than half this machine's memory"),
     ("10**30 layers", lambda g, b: edited(g, num_layers=10**30), "layers but holds only"),
     ("an unknown cell", lambda g, b: edited(g, cell="transformer"), "cell must be one of"),
     # Older versions saved `bidirectional` (always false); a true one is still refused.
@@ -314,19 +315,14 @@ def test_weights_only_checkpoint_samples_but_does_not_resume(tmp_path, good):
     [
         ("hidden_state", [torch.zeros(1, 3, 5), torch.zeros(1, 3, 5)], "hidden state"),
         ("hidden_state", [torch.zeros(1)], "hidden state"),
-        ("progress", {"step": -7}, "progress"),
         ("optimizer", {"state": {0: {"step": torch.tensor(1.0)}}}, "optimizer state"),
         ("optimizer", {"state": {99: {}}}, "optimizer state"),
         ("rng", torch.zeros(3), "random number generator"),
-        ("corpus_path", 3.5, "corpus_path"),
     ],
 )
 def test_what_only_a_resume_reads_is_checked_before_use(tmp_path, good, part, value, message):
-    damaged = dict(good)
-    if part == "progress":
-        damaged[part] = {**good["progress"], **value}
-    else:
-        damaged[part] = value
+    # (A malformed progress or corpus_path is refused by every reader: test_crafted_files.)
+    damaged = {**good, part: value}
     torch.save(damaged, tmp_path / "last.pt")
     before = folder_state(tmp_path)
     assert_refused(run_cli("train", "--resume", tmp_path), "cannot be resumed", message)

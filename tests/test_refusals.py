@@ -84,7 +84,7 @@ ROWS = [
     ("empty corpus", new("--corpus", "{root}/empty.txt"), "is empty"),
     ("missing corpus", new("--corpus", "{root}/nope.txt"), "neither a file nor a bundled"),
     ("folder without text", new("--corpus", "{root}/a-directory"), "has no text files to read"),
-    ("a device as corpus", new("--corpus", "/dev/zero"), "is not a regular file"),
+    ("a device as corpus", new("--corpus", "/dev/zero"), "character device, not a regular file"),
     ("invalid UTF-8", new("--corpus", "{root}/latin1.txt"), "not valid UTF-8: byte 4"),
     ("too short for one step", new("--corpus", "{root}/short.txt"), "too short for one step"),
     ("no validation text", new("--val-fraction", "0"), "validation split has 0"),

@@ -164,7 +164,10 @@ def saved_run(tmp_path, corpus: Path, edit) -> Path:
 def test_a_checkpoint_whose_corpus_now_is_a_device_is_refused(tmp_path, corpus_file):
     run = saved_run(tmp_path, corpus_file, lambda c: c.update(corpus_sources=["/dev/zero"]))
     result = run_cli("train", "--resume", run, "--max-steps", 4)
-    assert result.exit_code == 1 and "'/dev/zero' is not a regular file" in result.stderr
+    assert (
+        result.exit_code == 1
+        and "'/dev/zero' is a character device, not a regular file" in result.stderr
+    )
 
 
 def test_an_older_checkpoint_with_one_corpus_string_still_resumes(tmp_path, corpus_file):

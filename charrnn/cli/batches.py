@@ -10,6 +10,8 @@ from charrnn.cli import settings
 from charrnn.cli.common import VISIBLE_LEGEND, out, print_json, visible
 from charrnn.errors import ConfigError
 
+MAX_DEMO = 10**6  # the lesson's integers: a million of them is already more than anyone reads
+
 
 def inspect_batches(
     corpus: settings.option("corpus") = None,
@@ -18,7 +20,9 @@ def inspect_batches(
     max_vocab: settings.option("max_vocab") = None,
     demo: Annotated[
         int | None,
-        typer.Option(help="Use the integers 1..N as the data, as in the lesson.", min=1),
+        typer.Option(
+            help="Use the integers 1..N as the data, as in the lesson.", min=1, max=MAX_DEMO
+        ),
     ] = None,
     batch_size: settings.option("batch_size") = 2,
     seq_length: settings.option("seq_length") = 3,
@@ -31,7 +35,7 @@ def inspect_batches(
     """Show what the cyclic loader feeds the model: inputs beside targets, step by step."""
     import torch
 
-    from charrnn.batching import CyclicBatches
+    from charrnn.batching import CyclicBatches, check_shown_fits
     from charrnn.corpus import load_data
 
     given = settings.check(batch_size=batch_size, seq_length=seq_length,
@@ -49,6 +53,7 @@ def inspect_batches(
         data, show = (loaded.train if split == "train" else loaded.val), loaded.vocab.decode
         source = f"{', '.join(corpus)} ({split} split)"
     batches = CyclicBatches(data, batch_size, seq_length, offset)
+    check_shown_fits(batch_size, seq_length, min(steps, len(batches)))
     shown = [(k + 1, *batches[k]) for k in range(min(steps, len(batches)))]
 
     if as_json:

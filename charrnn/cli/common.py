@@ -45,9 +45,23 @@ INT8 = Annotated[
 ]
 
 
+MAX_MESSAGE = 1000  # characters of an error line; a path of 900 kB is not worth reading whole
+
+
 def fail(message: str) -> typer.Exit:
-    err.print(Text(f"error: {message}", style="bold red"))
+    err.print(Text(f"error: {one_line(message)}", style="bold red"))
     return typer.Exit(code=EXIT_ERROR)
+
+
+def one_line(message: str) -> str:
+    """`message` on one line of at most MAX_MESSAGE characters: a newline (or any control
+    character) in a path or a value is shown escaped, never printed."""
+    if not message.isprintable():
+        message = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+    if len(message) > MAX_MESSAGE:
+        half = MAX_MESSAGE // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    return message
 
 
 class Terminated(Exception):

@@ -12,6 +12,9 @@ from charrnn.cli.common import err, out, print_json, visible
 from charrnn.cli.evaluate import CHECKPOINT
 from charrnn.errors import ConfigError
 
+# One value, a note and a coloured character each: 20,000 is pages of text, a few MB of HTML.
+MAX_CHARS, MAX_CHARS_LIMIT = 20_000, 10_000_000
+
 
 # Typer reads a command's options from its signature, so most of this function's length is
 # its option list; the work is the dozen lines of its body.
@@ -21,6 +24,15 @@ def explain(
     file: Annotated[
         Path | None, typer.Option("--file", help="Read the text from this file.")
     ] = None,
+    max_chars: Annotated[
+        int,
+        typer.Option(
+            "--max-chars",
+            help="Read and show at most this many characters of the text (the first ones).",
+            min=1,
+            max=MAX_CHARS_LIMIT,
+        ),
+    ] = MAX_CHARS,
     show: Annotated[
         str, typer.Option(help="surprise (the loss on each character) or gate (one unit's gate).")
     ] = "surprise",
@@ -75,8 +87,11 @@ def explain(
         files.check_outputs([html_file], force, create_folder=False)  # before the work
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
     model, vocab = ckpt.restore_model(ckpt.load(path))
-    reading = read(vocab, text if text is not None else read_text(str(file)),
-                              skip_unknown)  # fmt: skip
+    whole = text if text is not None else read_text(str(file))
+    shown = explaining.limit(whole, max_chars)
+    if len(shown) < len(whole):
+        err.print(f"showing the first {len(shown):,} of {len(whole):,} characters (--max-chars)")
+    reading = read(vocab, shown, skip_unknown)
 
     matches = None
     if find is not None or top_units is not None:

@@ -8,7 +8,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.cli.common import VISIBLE_LEGEND, err, facts_table, loss_text, out, print_json, visible
+from charrnn.cli.common import (
+    VISIBLE_LEGEND,
+    err,
+    facts_table,
+    loss_text,
+    one_line,
+    out,
+    print_json,
+    visible,
+)
 
 CURVE_MARKERS = {"train": "•", "val": "◆"}
 CURVE_STYLES = {"•": "cyan", "◆": "magenta"}
@@ -54,6 +63,8 @@ def inspect_run(
     out.print(facts)
     out.print(VISIBLE_LEGEND, style="dim")
     _curves(summary.metrics)
+    for note in summary.metrics_notes:
+        err.print(Text(one_line(f"note: {note}"), style="yellow"))
 
 
 def _corpus_text(summary) -> str:
@@ -110,7 +121,7 @@ def runs(
 
 def _show_runs(listing, as_json: bool) -> None:
     for name, reason in listing.unreadable.items():
-        err.print(Text(f"skipped {name}: {reason}", style="yellow"))
+        err.print(Text(one_line(f"skipped {name}: {reason}"), style="yellow"))
     if as_json:
         print_json({"runs": [run.to_json() for run in listing.runs],
                     "unreadable": listing.unreadable})  # fmt: skip

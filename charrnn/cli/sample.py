@@ -82,6 +82,7 @@ def sample(
     the end of its text; they are looked for in the new text only, not in the prime.
     """
     from charrnn import rundir
+    from charrnn.generation import check_fits
     from charrnn.machine import available_cores
     from charrnn.sample import load_model
     from charrnn.stops import StopStrings
@@ -90,6 +91,7 @@ def sample(
     chosen = config.build(config.SampleConfig, settings.typed(sampling))
     StopStrings(chosen.stop)  # an empty one is refused before anything is loaded or written
     _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive)
+    check_fits(chosen.num_samples, chosen.length)  # before a million output paths are checked
     if out_dir is not None:  # before the work, not after it
         files.check_outputs(sample_files(out_dir, chosen.num_samples), force, create_folder=True)
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
