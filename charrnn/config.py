@@ -28,6 +28,7 @@ from charrnn.errors import ConfigError
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
 SAMPLING = "Sampling"
+DYNAMIC = "Dynamic evaluation"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -196,6 +197,20 @@ class SampleConfig:
     )  # fmt: skip
     num_samples: int = setting(
         1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
+    )
+
+
+@dataclass(frozen=True)
+class DynamicConfig:
+    """Dynamic evaluation (`charrnn eval --dynamic`, charrnn.dynamic): how fast the model adapts
+    to the text it has just scored. Defaults chosen on held-out training text
+    (benchmarks/dynamic_eval.py), never on the validation split they are reported on."""
+
+    dynamic_lr: float = setting(
+        3e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
+    )
+    dynamic_decay: float = setting(
+        1e-3, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
     )
 
 
