@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from charrnn import __version__, rundir
+from charrnn import __version__, averaging, rundir
 from charrnn import config as config_module
 from charrnn.cell_kinds import cell_kind
 from charrnn.corpus import Vocabulary
@@ -259,6 +259,7 @@ def check_resumable(checkpoint: dict[str, Any], batch_size: int) -> None:
         or _progress_problem(checkpoint["progress"])
         or _hidden_problem(checkpoint["hidden_state"], model.config, batch_size)
         or _rng_problem(checkpoint["rng"])
+        or averaging.resume_problem(checkpoint, model.state_dict())
         or (None if isinstance(checkpoint.get("corpus_path", ""), str) else "corpus_path")
     )
     if problem:

@@ -125,6 +125,12 @@ class TrainConfig:
     grad_clip: float = setting(
         5.0, "clip the gradient norm to this; 0 = off", OPTIMISATION, min=0.0
     )
+    ema: float = _fraction(
+        0.0,
+        "exponential moving average of the weights, with this decay (e.g. 0.999): evaluated, "
+        "and saved in best.pt and last.pt as the model; 0 = off",
+        OPTIMISATION,
+    )
     # At most 2**32 - 1: epoch shifts seed a generator with seed * 1_000_003 + epoch, which
     # must fit torch's 64 bits.
     seed: int = setting(

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
+from charrnn import averaging, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
-from charrnn import rundir
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Data, Vocabulary, load_data
@@ -114,6 +114,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = self._build_model()
         self.optimizer = self._make_optimizer()
+        self.average = averaging.WeightAverage.for_config(cfg.ema, self.model)  # None: off
         self.schedule = Schedule(
             cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
         )
@@ -187,7 +188,7 @@ class Trainer:
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         try:
-            self.model.load_state_dict(checkpoint["model"])
+            averaging.restore(checkpoint, self.model, self.average)
             # Only the learned moments come from the file. How the optimiser runs (rate, betas,
             # flags such as fused, which depend on the device) is this run's config and device.
             groups = self.optimizer.state_dict()["param_groups"]
@@ -215,7 +216,7 @@ class Trainer:
             "train_config": config_module.to_dict(self.config),
             "vocab": self.vocab.to_list(),
             "corpus_path": str(self.data.corpus_path),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            **averaging.checkpoint_entries(self.model, self.average),  # model (+ averaging)
             "optimizer": self.optimizer.state_dict(),
             "progress": self.progress.to_dict(self.n_batches),
             "hidden_state": hidden,
@@ -337,6 +338,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update(self.model)
         self.state = detach_state(state)
         return value
 
@@ -347,7 +350,9 @@ class Trainer:
             val = val[: cfg.eval_chars + 1]
 
         def score() -> float:
-            model, device, amp = self.model, self.device, self.amp
+            # With weight averaging on, the average is the model that is scored and saved.
+            model = self.model if self.average is None else self.average.model
+            device, amp = self.device, self.amp
             return evaluate(model, val, cfg.batch_size, cfg.seq_length, device, amp)[0]
 
         # Rank 0 scores the plain model (not DDP's, whose forward would wait for the other
