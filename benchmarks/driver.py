@@ -1,0 +1,112 @@
+"""The quality benchmark's training run: `charrnn train`'s Trainer, plus copies of the weights at
+log-spaced early steps, so that the time to a loss is measured, not bounded by the first
+periodic evaluation.
+
+    python -m benchmarks.driver --config default --corpus PATH --max-time 600 --out DIR \\
+        [--set learning_rate=3e-3 ...]
+
+The run is the one `charrnn train --config C --corpus PATH --max-time S --out DIR` makes (the
+same Trainer with the same settings, writing the same files). The only addition: right after
+each step of SNAPSHOT_STEPS, the weights that evaluation would score are copied in memory
+(a few milliseconds each; the copies run inside the budget, on the training clock, and their
+total time is recorded). They are written to DIR/snapshots.pt after the run, each with the
+training time it was taken at, and evaluated by benchmarks.quality after the run, outside the
+budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn import averaging, config
+from charrnn.train import Trainer
+
+SNAPSHOTS = "snapshots.pt"
+
+
+def snapshot_steps(last: int = 512) -> list[int]:
+    """Steps 4, 6, 8, 11, 16, 23, 32, ... up to `last`: two a doubling (log-spaced)."""
+    steps, k = [], 4
+    while round(2 ** (k / 2)) <= last:
+        steps.append(round(2 ** (k / 2)))
+        k += 1
+    return steps
+
+
+class SnapshotTrainer(Trainer):
+    """A Trainer that copies the evaluated weights after the steps in `steps`."""
+
+    def __init__(self, *args: Any, steps: list[int], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.snapshot_steps = set(steps)
+        self.snapshots: list[dict[str, Any]] = []
+        self.snapshot_seconds = 0.0  # wall time spent copying, inside the budget
+
+    def _agree(self, stop: bool) -> bool:
+        # Called once the step count and the training clock are updated (and again after an
+        # evaluation of the same step, which takes no second copy).
+        stopping = super()._agree(stop)
+        step = self.progress.step
+        taken = self.snapshots and self.snapshots[-1]["step"] == step
+        if step in self.snapshot_steps and not taken:
+            start = time.perf_counter()
+            weights = averaging.checkpoint_entries(self.model, self.average)["model"]
+            weights = {k: v.clone() for k, v in weights.items()}  # on the CPU .cpu() is a view
+            self.snapshots.append({"step": step, "seconds": self.progress.seconds,
+                                   "model": weights})  # fmt: skip
+            self.snapshot_seconds += time.perf_counter() - start
+        return stopping
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs, values read as TOML (3e-3, true, "adam"; a bare word is a string)."""
+    overrides = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            overrides[key.strip()] = value
+    return overrides
+
+
+def train(config_name: str, corpus: str, seconds: float, out: Path, sets: dict[str, Any]) -> dict:
+    overrides = {**sets, "corpus": corpus, "max_time": seconds}
+    model_config, train_config = config.resolve(config_name, overrides)
+    trainer = SnapshotTrainer(model_config, train_config, out, progress_bar=False,
+                              steps=snapshot_steps())  # fmt: skip
+    result = trainer.run()
+    torch.save({"snapshots": trainer.snapshots}, out / SNAPSHOTS)
+    amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp, "fp32")
+    return {
+        "precision": amp,  # what the run's autocast really was (auto resolved)
+        "steps": result.step,
+        "seconds": result.seconds,
+        "snapshot_count": len(trainer.snapshots),
+        "snapshot_seconds": trainer.snapshot_seconds,
+        "settings": {**config.to_dict(model_config), **config.to_dict(train_config)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--max-time", type=float, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting, as in a config's [model] or [train] table")  # fmt: skip
+    args = parser.parse_args()
+    print(json.dumps(train(args.config, args.corpus, args.max_time, args.out,
+                           parse_sets(args.set))))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
