@@ -29,6 +29,7 @@ from charrnn.errors import ConfigError
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
 SAMPLING = "Sampling"
 DYNAMIC = "Dynamic evaluation"
+SERVING = "Serving"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -217,6 +218,31 @@ class DynamicConfig:
     )
     dynamic_decay: float = setting(
         1e-3, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
+    )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where `charrnn serve` listens and the limits that keep it up under any load."""
+
+    host: str = setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only)", SERVING)
+    port: int = setting(8000, "TCP port to listen on", SERVING, min=1, max=65535)
+    max_length: int = setting(
+        2000, "the most new characters one request may ask for", SERVING, min=1
+    )
+    max_streams: int = setting(
+        32, "samples generated at once, in one batch; later requests wait", SERVING, min=1
+    )
+    max_queue: int = setting(
+        64, "requests that may wait for a place in the batch; past that, 503", SERVING, min=0
+    )
+    max_samples: int = setting(8, "the most num_samples of one request", SERVING, min=1)
+    max_request_bytes: int = setting(
+        65536, "the largest request body (prime, text to score); past that, 413", SERVING,
+        min=1024,
+    )  # fmt: skip
+    grace: float = setting(
+        5.0, "seconds that running streams get to finish after SIGTERM", SERVING, min=0.0
     )
 
 

@@ -9,6 +9,7 @@ place that turns errors into exit codes, `settings` derives options from charrnn
     charrnn/cli/runs.py       inspect, runs
     charrnn/cli/evaluate.py   eval
     charrnn/cli/explain.py    explain
+    charrnn/cli/serve.py      serve
     charrnn/cli/export.py     export
 """
 
@@ -20,7 +21,7 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
-from charrnn.cli import batches, evaluate, explain, export, runs, sample, train
+from charrnn.cli import batches, evaluate, explain, export, runs, sample, serve, train
 from charrnn.cli.common import Terminated, debugging, guarded, out
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ for name, command in (
     ("runs", runs.runs),
     ("eval", evaluate.eval_command),
     ("explain", explain.explain),
+    ("serve", serve.serve),
     ("export", export.export),
 ):
     app.command(name)(guarded(command))

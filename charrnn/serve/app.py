@@ -1,0 +1,415 @@
+"""The HTTP side of `charrnn serve`: a FastAPI app around one engine.
+
+    POST /v1/generate   the prime and new characters (JSON), or streamed (text/event-stream)
+    POST /v1/score      the model's surprise at each character of a text (as `explain --json`)
+    GET  /v1/model      the served checkpoint's facts (as `inspect --json`)
+    GET  /health        up, and how busy
+    GET  /              the page (charrnn/serve/page/)
+
+The request's sampling fields and their bounds are not written here: they are built from
+charrnn.config.SampleConfig's declarations (the server's own limits narrow `length` and
+`num_samples`), so the validation, the 422 messages and the OpenAPI schema say what
+`charrnn sample --help` says.
+
+No `from __future__ import annotations` here: FastAPI reads the handlers' annotations, and the
+request models are made inside create_app.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from charrnn import config
+from charrnn.errors import CharRNNError
+from charrnn.sample import SamplingOptions, TextGenerator
+from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream, new_seed
+
+MAX_STOPS, MAX_STOP_CHARS = 8, 64
+PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+# ---------------------------------------------------------------------------------- requests
+
+
+def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
+    """A request field for the declared sampling setting `name`: its type, default, bounds and
+    description from SampleConfig; `length` and `num_samples` capped by the server's limits."""
+    kind, default, declared = config.declaration(name, config.SampleConfig)
+    if name == "length":
+        declared = dataclasses.replace(declared, max=limits.max_length)
+        default = min(default, limits.max_length)
+    elif name == "num_samples":
+        declared = dataclasses.replace(declared, max=min(limits.max_samples, limits.max_streams))
+    bounds: dict[str, Any] = {}
+    if declared.min is not None:
+        bounds["gt" if declared.min_open else "ge"] = declared.min
+    if declared.max is not None:
+        bounds["lt" if declared.max_open else "le"] = declared.max
+    words = declared.bounds_text()
+    description = declared.help + (f" ({words})" if words else "")
+    annotation = kind | None if default is None else kind
+    return annotation, Field(default, description=description, **bounds)
+
+
+def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(GenerateRequest, ScoreRequest) for these limits."""
+    stop = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+    sampling = {name: sample_field(name, limits) for name in config.fields_of(config.SampleConfig)}
+    generate = create_model(
+        "GenerateRequest",
+        __config__=STRICT,
+        prime=(
+            str | None,
+            Field(
+                None,
+                description="text to start from; the reply's text begins with it "
+                "(absent or empty: a newline, as `charrnn sample`)",
+            ),
+        ),  # fmt: skip
+        **sampling,
+        stop=(
+            list[stop],
+            Field(
+                default_factory=list,
+                max_length=MAX_STOPS,
+                description=f"stop strings (at most {MAX_STOPS}, each 1 to {MAX_STOP_CHARS} "
+                "characters): a sample ends with the first one it writes, which is kept",
+            ),
+        ),
+        stream=(
+            bool,
+            Field(
+                False,
+                description='answer text/event-stream: one `data: {"text": ...}` '
+                "event per piece of new text, then `event: done` with the summary",
+            ),
+        ),  # fmt: skip
+        skip_unknown=(
+            bool,
+            Field(False, description="drop prime characters the model never saw (else 422)"),
+        ),
+    )
+    score = create_model(
+        "ScoreRequest",
+        __config__=STRICT,
+        text=(
+            str,
+            Field(
+                min_length=1,
+                description="the text to read; its first character is "
+                "not scored (nothing comes before it)",
+            ),
+        ),  # fmt: skip
+        skip_unknown=(
+            bool,
+            Field(False, description="show characters the model never saw unscored (else 422)"),
+        ),
+    )
+    return generate, score
+
+
+class GenerateReply(BaseModel):
+    """The answer to a generation (also the data of a stream's `done` event)."""
+
+    text: str = Field(description="the prime followed by the new characters (sample 1)")
+    texts: list[str] = Field(description="every sample's text, prime included")
+    finish_reasons: list[str] = Field(description="per sample: length or stop")
+    new_characters: list[int] = Field(description="new characters per sample")
+    seed: int = Field(description="the seed used (drawn when none was given): ask again with it")
+    seconds: float = Field(description="from the prime's reading to the last character")
+    queued_seconds: float = Field(description="time spent waiting for a place in the batch")
+    chars_per_second: float | None = Field(description="new characters per second")
+
+
+class Problem(BaseModel):
+    error: str = Field(description="what is wrong, in one line")
+
+
+# ---------------------------------------------------------------------------------- the app
+
+
+def create_app(
+    generator: TextGenerator,
+    limits: config.ServeConfig | None = None,
+    checkpoint: str | Path | None = None,
+) -> FastAPI:
+    """The app serving `generator` within `limits`; `checkpoint` is the file it was loaded from
+    (described by GET /v1/model)."""
+    limits = limits or config.ServeConfig()
+    GenerateRequest, ScoreRequest = request_models(limits)  # noqa: N806 - classes
+    described = _describe(checkpoint)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = Engine(generator, limits)
+        app.state.engine.start()
+        try:
+            yield
+        finally:  # uvicorn has let the open requests finish (or cut them off after the grace)
+            await asyncio.to_thread(app.state.engine.close)
+
+    app = FastAPI(
+        title="charrnn",
+        summary="Text from a character-level recurrent network, one character at a time.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    errors = {422: {"model": Problem}, 503: {"model": Problem}}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [_problem(e) for e in error.errors()]
+        body = {"error": "; ".join(problems), "detail": jsonable_encoder(error.errors())}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(CharRNNError)
+    async def refused(request: Request, error: CharRNNError) -> JSONResponse:
+        if isinstance(error, Busy | ShuttingDown):
+            return JSONResponse({"error": str(error)}, 503, headers={"Retry-After": "1"})
+        return JSONResponse({"error": str(error)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, 500)
+
+    @app.post(
+        "/v1/generate",
+        response_model=None,
+        responses={200: {"model": GenerateReply, "content": {"text/event-stream": {}}}, **errors},
+    )
+    async def generate(request: Request, body: GenerateRequest) -> Response:  # type: ignore[valid-type]
+        """Write text: the prime followed by `length` new characters, as `charrnn sample`
+        prints it. With `"stream": true` the new text arrives as server-sent events."""
+        engine: Engine = request.app.state.engine
+        stream = engine.submit(_job(generator, body))
+        if body.stream:
+            return StreamingResponse(
+                _events(engine, stream),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await _reply(request, engine, stream)
+
+    @app.post("/v1/score", responses=errors)
+    async def score(request: Request, body: ScoreRequest) -> dict:  # type: ignore[valid-type]
+        """The model's surprise (loss in nats) at each character given the ones before it, as
+        `charrnn explain --json` gives it; `mean` is their mean."""
+        from charrnn import explain, scoring
+
+        reading = scoring.read(generator.vocab, body.text, body.skip_unknown)
+        view = await request.app.state.engine.run(
+            lambda: explain.surprise(generator.model, generator.vocab, reading)
+        )
+        payload = view.to_json()
+        scored = [v for v in view.values if v is not None]
+        payload["mean"] = sum(scored) / len(scored) if scored else None
+        return payload
+
+    @app.get("/v1/model")
+    async def model() -> dict:
+        """The served checkpoint: corpus, vocabulary, model, training (`charrnn inspect
+        --json`)."""
+        if described is None:
+            return JSONResponse({"error": "no checkpoint file behind this model"}, 404)
+        return described
+
+    @app.get("/health")
+    async def health(request: Request) -> dict:
+        """Up, how many samples are being generated, how many requests wait, the limits."""
+        engine: Engine = request.app.state.engine
+        return {
+            "status": "ok",
+            **engine.stats(),
+            "device": str(generator.device),
+            "int8": generator.int8,
+            "limits": config.to_dict(limits),
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_page_file("index.html"))
+
+    @app.get("/page/{name}", include_in_schema=False)
+    async def page_file(name: str) -> Response:
+        if name not in PAGE_FILES:
+            return JSONResponse({"error": f"no page file {name!r}"}, 404)
+        return Response(_page_file(name), media_type=PAGE_FILES[name])
+
+    return app
+
+
+def serve_forever(app: FastAPI, limits: config.ServeConfig) -> None:
+    """Run `app` on uvicorn until SIGINT or SIGTERM.
+
+    On the signal uvicorn stops accepting connections and waits for the open ones; the engine
+    lets its streams run for `limits.grace` seconds, then ends the rest with an `error` event
+    (a clean end of their responses), so uvicorn's own cut-off (later) has nothing to cut."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            engine = getattr(app.state, "engine", None)
+            if engine is not None:
+                engine.drain(limits.grace)
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=limits.host,
+            port=limits.port,
+            timeout_graceful_shutdown=limits.grace + 2,
+            log_level="warning",
+        )
+    )
+    server.run()
+
+
+def _job(generator: TextGenerator, body: Any) -> Job:
+    """The checked request as the engine takes it (the prime cleaned as `charrnn sample` does:
+    absent or empty is the default prime; unknown characters refused or skipped)."""
+    prime = generator.clean_prime(body.prime, body.skip_unknown)
+    options = SamplingOptions(body.temperature, body.top_k, body.top_p, body.greedy)
+    seed = new_seed() if body.seed is None else body.seed
+    return Job(prime, body.length, options, seed, body.num_samples, tuple(body.stop))
+
+
+async def _events(engine: Engine, stream: Stream) -> AsyncIterator[str]:
+    """Server-sent events: the new text in pieces, then `done` (or `error`)."""
+    several = stream.job.num_samples > 1
+    try:
+        async for event in stream:
+            if event[0] == "text":
+                data = {"text": event[2], "index": event[1]} if several else {"text": event[2]}
+                yield f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+            elif event[0] == "done":
+                yield f"event: done\ndata: {json.dumps(event[1], ensure_ascii=False)}\n\n"
+            else:
+                yield f"event: error\ndata: {json.dumps({'error': event[1]})}\n\n"
+    finally:  # done, or the client went away (the response was cancelled): free the rows
+        engine.cancel(stream)
+
+
+async def _reply(request: Request, engine: Engine, stream: Stream) -> Response:
+    """The whole answer as JSON; a client that disconnects first frees its rows at once."""
+
+    async def end() -> tuple:
+        async for event in stream:
+            if event[0] != "text":
+                return event
+        raise RuntimeError("the stream ended without a result")
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    finished, watcher = asyncio.ensure_future(end()), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({finished, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not finished.done():
+            finished.cancel()
+            engine.cancel(stream)
+    if not finished.done() or finished.cancelled():
+        return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
+    kind, payload = finished.result()
+    if kind == "done":
+        return JSONResponse(payload)
+    return JSONResponse({"error": payload}, status_code=500)
+
+
+def _problem(error: dict) -> str:
+    """One validation error in words that name the field, the rule and the value given."""
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+    if error.get("type") == "json_invalid":
+        at = error.get("loc", ())[-1:]
+        place = f" at character {at[0]}" if at and isinstance(at[0], int) else ""
+        return f"malformed JSON{place}: {error.get('ctx', {}).get('error', error.get('msg'))}"
+    given = error.get("input")
+    shown = "" if error.get("type") == "missing" or isinstance(given, dict) else f", got {given!r}"
+    return f"{where}: {error.get('msg')}{shown}"
+
+
+def _describe(checkpoint: str | Path | None) -> dict | None:
+    if checkpoint is None:
+        return None
+    from charrnn import insight
+
+    return jsonable_encoder(insight.summarize(checkpoint).to_json())
+
+
+def _page_file(name: str) -> str:
+    return resources.files("charrnn.serve").joinpath("page", name).read_text(encoding="utf-8")
+
+
+def _version() -> str:
+    from charrnn import __version__
+
+    return __version__
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` with 413, before the app reads them.
+
+    The body is read here (at most max_bytes of it) and handed on; then the app's later
+    `receive` calls go to the server, so it still hears when the client disconnects."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps(
+            {
+                "error": f"the request body is larger than {self.max_bytes} bytes "
+                "(--max-request-bytes)"
+            }  # fmt: skip
+        ).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})

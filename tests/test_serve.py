@@ -1,0 +1,409 @@
+"""charrnn serve: the HTTP answers equal the CLI's, the limits hold, and nothing stops it.
+
+In-process (Starlette's TestClient) for the answers; real HTTP on 127.0.0.1 for what needs
+real connections: requests that overlap, a client that leaves, a full queue, and SIGTERM to a
+`charrnn serve` process. The model samples with int8 weights, whose rows do not depend on the
+batch around them, so a seeded request must give exactly `charrnn sample --int8`'s text alone
+and beside others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from charrnn import config, load_model, rundir
+from tests.conftest import run_cli
+from tests.serving import SlowStepper, free_port, live_server, need, sse_events
+
+need("fastapi")
+need("uvicorn")
+httpx = need("httpx", "test")
+
+with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from charrnn.serve.app import create_app  # noqa: E402 - after the extra is known to be here
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS = config.ServeConfig(max_length=400, max_streams=8, max_queue=4, max_request_bytes=4096)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_run):
+    return load_model(str(tiny_run), "cpu", int8=True)
+
+
+@pytest.fixture(scope="module")
+def client(generator, tiny_run):
+    app = create_app(generator, LIMITS, rundir.find_checkpoint(tiny_run))
+    with TestClient(app, raise_server_exceptions=False) as http:
+        yield http
+
+
+def slowed(generator, delay: float = 0.01):
+    """The same model, a step every `delay` seconds at least."""
+    slow = copy.copy(generator)
+    slow.stepper = SlowStepper(generator.stepper, delay)
+    return slow
+
+
+def sample_cli(run, prime: str, length: int, seed: int, *flags) -> str:
+    result = run_cli("sample", run, "--prime", prime, "--length", length, "--seed", seed,
+                     "--int8", *flags)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+# ---------------------------------------------------------------------------------- answers
+
+
+def test_generate_answers_the_prime_then_length_new_characters(client):
+    reply = client.post("/v1/generate", json={"prime": "ROMEO:", "length": 120, "seed": 1})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["text"].startswith("ROMEO:") and len(body["text"]) == len("ROMEO:") + 120
+    assert body["finish_reasons"] == ["length"] and body["new_characters"] == [120]
+    assert body["seed"] == 1
+
+
+@pytest.mark.parametrize(
+    "options, flags",
+    [
+        ({}, ()),
+        ({"temperature": 1.3, "top_k": 5}, ("--temperature", 1.3, "--top-k", 5)),
+        ({"top_p": 0.7, "temperature": 0.5}, ("--top-p", 0.7, "--temperature", 0.5)),
+        ({"greedy": True}, ("--greedy",)),
+    ],
+)
+def test_seeded_request_equals_charrnn_sample(client, tiny_run, options, flags):
+    body = {"prime": "JULIET:", "length": 150, "seed": 42, **options}
+    text = client.post("/v1/generate", json=body).json()["text"]
+    assert text + "\n" == sample_cli(tiny_run, "JULIET:", 150, 42, *flags)
+
+
+def test_several_samples_equal_charrnn_samples_batch(client, generator):
+    body = {"prime": "A", "length": 60, "seed": 5, "num_samples": 3}
+    texts = client.post("/v1/generate", json=body).json()["texts"]
+    assert texts == generator.generate("A", 60, seed=5, num_samples=3)
+
+
+def test_without_a_seed_the_reply_names_the_seed_that_repeats_it(client):
+    first = client.post("/v1/generate", json={"length": 80}).json()
+    again = client.post("/v1/generate", json={"length": 80, "seed": first["seed"]}).json()
+    assert again["text"] == first["text"] and first["text"].startswith("\n")  # default prime
+
+
+def test_a_stop_string_ends_the_text_after_it(client, generator):
+    full = generator.generate("ROMEO:", 300, seed=9)
+    new = full[len("ROMEO:") :]
+    stop = "e "
+    assert stop in new, "the test needs a text that contains the stop string"
+    body = {"prime": "ROMEO:", "length": 300, "seed": 9, "stop": [stop]}
+    reply = client.post("/v1/generate", json=body).json()
+    assert reply["text"] == "ROMEO:" + new[: new.index(stop) + len(stop)]
+    assert reply["finish_reasons"] == ["stop"]
+
+
+def test_stream_sends_the_new_text_in_events_then_done(client):
+    body = {"prime": "ROMEO:", "length": 200, "seed": 3}
+    whole = client.post("/v1/generate", json=body).json()
+    reply = client.post("/v1/generate", json={**body, "stream": True})
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    events = list(sse_events(iter(reply.text.split("\n"))))
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"message"}
+    pieces = [json.loads(data)["text"] for _, data in events[:-1]]
+    done = json.loads(events[-1][1])
+    assert "ROMEO:" + "".join(pieces) == done["text"] == whole["text"]
+
+
+def test_score_gives_explains_surprise(client, tiny_run):
+    text = "ROMEO: What light\nthrough yonder window?"
+    served = client.post("/v1/score", json={"text": text}).json()
+    result = run_cli("explain", tiny_run, "--text", text, "--json")
+    assert result.exit_code == 0, result.output
+    explained = json.loads(result.stdout)
+    assert served["chars"] == explained["chars"] and served["title"] == explained["title"]
+    assert served["values"][0] is None and explained["values"][0] is None
+    assert served["values"][1:] == pytest.approx(explained["values"][1:], rel=1e-5)
+    assert served["mean"] == pytest.approx(sum(served["values"][1:]) / (len(text) - 1))
+
+
+def test_model_gives_inspect_json_of_the_served_checkpoint(client, tiny_run):
+    served = rundir.find_checkpoint(tiny_run)  # what sample and serve read: best.pt
+    result = run_cli("inspect", served, "--json")
+    assert result.exit_code == 0, result.output
+    assert client.get("/v1/model").json() == json.loads(result.stdout)
+
+
+def test_health_says_up_and_how_busy(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["streams"] == 0 and health["queued"] == 0
+    assert health["limits"]["max_streams"] == LIMITS.max_streams and health["int8"] is True
+
+
+def test_the_page_and_its_files_are_served_from_the_package(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="prime"' in page.text and 'id="generate"' in page.text
+    for name, kind in (("app.js", "javascript"), ("style.css", "css")):
+        reply = client.get(f"/page/{name}")
+        assert reply.status_code == 200 and kind in reply.headers["content-type"]
+        assert "http://" not in reply.text and "https://" not in reply.text  # nothing external
+    assert "https://" not in page.text and "http://" not in page.text
+    assert client.get("/page/secret.py").status_code == 404
+
+
+# ---------------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"temperature": 0}, ["temperature", "greater than or equal to 0.001", "got 0"]),
+        ({"top_p": 0}, ["top_p", "greater than 0"]),
+        ({"top_p": 1.5}, ["top_p", "less than or equal to 1"]),
+        ({"top_k": -1}, ["top_k", "greater than or equal to 0"]),
+        (
+            {"length": LIMITS.max_length + 1},
+            ["length", f"less than or equal to {LIMITS.max_length}"],
+        ),
+        ({"length": -1}, ["length", "greater than or equal to 0"]),
+        ({"seed": -5}, ["seed", "greater than or equal to 0"]),
+        ({"seed": 2**63}, ["seed", "less than or equal to"]),
+        ({"num_samples": 0}, ["num_samples", "greater than or equal to 1"]),
+        ({"temperature": "hot"}, ["temperature", "valid number"]),
+        ({"lenght": 5}, ["lenght", "Extra inputs are not permitted"]),
+        ({"stop": [""]}, ["stop.0", "at least 1 character"]),
+        ({"prime": "ROMEO\u263a"}, ["never saw", "\u263a"]),
+    ],
+)
+def test_out_of_range_values_are_422_naming_the_field_and_the_bound(client, body, words):
+    reply = client.post("/v1/generate", json=body)
+    assert reply.status_code == 422, reply.text
+    message = reply.json()["error"]
+    for word in words:
+        assert word in message, message
+
+
+def test_malformed_json_is_422(client):
+    reply = client.post("/v1/generate", content=b'{"length": 5,',
+                        headers={"content-type": "application/json"})  # fmt: skip
+    assert reply.status_code == 422 and "malformed JSON" in reply.json()["error"]
+
+
+def test_a_body_over_the_size_limit_is_413(client):
+    reply = client.post("/v1/score", json={"text": "a" * (LIMITS.max_request_bytes + 1)})
+    assert reply.status_code == 413 and "--max-request-bytes" in reply.json()["error"]
+
+
+def test_openapi_documents_every_sampling_field_with_its_declared_bounds(client):
+    schema = client.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["GenerateRequest"]["properties"]
+    for name in config.fields_of(config.SampleConfig):
+        _, _, declared = config.declaration(name, config.SampleConfig)
+        field = fields[name]
+        assert declared.help in field["description"], name
+        flat = {k: v for option in [field, *field.get("anyOf", [])] for k, v in option.items()}
+        if declared.min is not None:
+            key = "exclusiveMinimum" if declared.min_open else "minimum"
+            assert float(flat[key]) == float(declared.min), name
+        if declared.max is not None and name != "length":
+            key = "exclusiveMaximum" if declared.max_open else "maximum"
+            assert float(flat[key]) == float(declared.max), name  # OpenAPI's numbers: floats
+    assert fields["length"]["maximum"] == LIMITS.max_length
+    assert fields["num_samples"]["maximum"] == LIMITS.max_samples
+    for name in ("prime", "stop", "stream", "skip_unknown"):
+        assert fields[name]["description"], name
+
+
+def test_a_failing_request_does_not_stop_the_server(generator, tiny_run):
+    class FailsOnce:
+        def __init__(self, stepper):
+            self.stepper, self.failed = stepper, False
+
+        def __getattr__(self, name):
+            return getattr(self.stepper, name)
+
+        def __call__(self, ids, state):
+            if not self.failed:
+                self.failed = True
+                raise RuntimeError("a step went wrong")
+            return self.stepper(ids, state)
+
+    broken = copy.copy(generator)
+    broken.stepper = FailsOnce(generator.stepper)
+    with TestClient(create_app(broken, LIMITS), raise_server_exceptions=False) as http:
+        reply = http.post("/v1/generate", json={"length": 50, "seed": 1})
+        assert reply.status_code == 500 and "a step went wrong" in reply.json()["error"]
+        again = http.post("/v1/generate", json={"prime": "ROMEO:", "length": 50, "seed": 1})
+        assert again.status_code == 200
+        assert again.json()["text"] == generator.generate("ROMEO:", 50, seed=1)
+        health = http.get("/health").json()
+        assert health["failed"] == 1 and health["streams"] == 0
+        assert http.get("/v1/model").status_code == 404  # no checkpoint was named
+
+
+# ---------------------------------------------------------------------------------- real HTTP
+
+
+def test_two_seeded_requests_joining_mid_run_each_equal_their_solo_text(generator):
+    app = create_app(slowed(generator), LIMITS)
+    alone = {"prime": "ROMEO:", "length": 80, "seed": 1}
+    joining = {"prime": "JULIET:", "length": 30, "seed": 2}  # the same options: one group
+    finished = {}
+    with live_server(app) as url:
+
+        def join() -> None:
+            with httpx.Client(base_url=url, timeout=30) as other:
+                finished["joining"] = other.post("/v1/generate", json=joining).json()
+                finished["joining at"] = time.monotonic()
+
+        with httpx.Client(base_url=url, timeout=30) as http:
+            with http.stream("POST", "/v1/generate", json={**alone, "stream": True}) as reply:
+                events = sse_events(reply.iter_lines())
+                first = next(events)  # the first request is generating: the second joins it
+                thread = threading.Thread(target=join)
+                thread.start()
+                rest = list(events)
+                done_at = time.monotonic()
+            thread.join(30)
+    assert first[0] == "message" and rest[-1][0] == "done"
+    assert finished["joining at"] < done_at  # it ran beside the first, and left before it
+    assert json.loads(rest[-1][1])["text"] == generator.generate(**alone)
+    assert finished["joining"]["text"] == generator.generate(**joining)
+
+
+def test_many_seeded_requests_at_once_each_equal_their_solo_text(generator):
+    """Eight at once, in three groups of options (each group draws together)."""
+    from charrnn.sample import SamplingOptions
+    from charrnn.serve.engine import Engine, Job
+
+    kinds = [SamplingOptions(), SamplingOptions(1.3, top_k=6), SamplingOptions(0.6, top_p=0.8)]
+    jobs = [Job("ROMEO:", 60 + 10 * n, kinds[n % 3], seed=n) for n in range(8)]
+
+    async def together() -> list[str]:
+        engine = Engine(generator, LIMITS)
+        engine.start()
+        try:
+            streams = [engine.submit(job) for job in jobs]
+            ends = [[event async for event in stream][-1] for stream in streams]
+        finally:
+            engine.close()
+        return [end[1]["text"] for end in ends]
+
+    texts = asyncio.run(together())
+    for job, text in zip(jobs, texts, strict=True):
+        o = job.options
+        assert text == generator.generate(job.prime, job.length, temperature=o.temperature,
+                                          top_k=o.top_k, top_p=o.top_p, seed=job.seed)  # fmt: skip
+
+
+def test_a_full_batch_queues_then_answers_503(generator):
+    limits = config.ServeConfig(max_length=400, max_streams=1, max_queue=1)
+    app = create_app(slowed(generator), limits)
+    queued = {}
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+
+        def wait_in_queue() -> None:
+            with httpx.Client(base_url=url, timeout=30) as other:
+                queued["reply"] = other.post("/v1/generate", json={"length": 5, "seed": 1})
+
+        with http.stream("POST", "/v1/generate", json={"length": 100, "stream": True}) as running:
+            events = sse_events(running.iter_lines())  # kept: dropping it would close the stream
+            next(events)
+            thread = threading.Thread(target=wait_in_queue)
+            thread.start()
+            wait_for(lambda: http.get("/health").json()["queued"] == 1)
+            refused = http.post("/v1/generate", json={"length": 5})
+            assert refused.status_code == 503 and "busy" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "1"
+            assert list(events)[-1][0] == "done"
+        thread.join(30)
+    assert queued["reply"].status_code == 200 and queued["reply"].json()["queued_seconds"] > 0
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_a_client_that_disconnects_frees_its_slot_at_once(generator, streamed):
+    limits = config.ServeConfig(max_length=2000, max_streams=1, max_queue=0)
+    app = create_app(slowed(generator), limits)  # 2000 steps: 20 s if nobody stopped it
+    long = {"length": 2000, "stream": streamed}
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        if streamed:
+            with http.stream("POST", "/v1/generate", json=long) as reply:
+                events = sse_events(reply.iter_lines())  # kept: dropping it closes the stream
+                next(events)
+                assert http.get("/health").json()["streams"] == 1
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(f"{url}/v1/generate", json=long, timeout=0.5)
+        left = time.monotonic()
+        wait_for(lambda: http.get("/health").json()["streams"] == 0, seconds=3)
+        assert time.monotonic() - left < 3
+        assert http.post("/v1/generate", json={"length": 5}).status_code == 200
+
+
+def wait_for(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_charrnn_serve_answers_on_127_0_0_1_and_ends_cleanly_on_sigterm(tiny_run):
+    port, grace = free_port(), 1.0
+    command = [sys.executable, "-m", "charrnn", "serve", str(tiny_run), "--port", str(port),
+               "--grace", str(grace), "--max-length", "100000", "--int8"]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(url), seconds=120)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            body = {"prime": "ROMEO:", "length": 100, "seed": 4}
+            text = http.post("/v1/generate", json=body).json()["text"]
+            assert text + "\n" == sample_cli(tiny_run, "ROMEO:", 100, 4)
+            # A stream of 100,000 characters (seconds): SIGTERM arrives while it runs.
+            long = {"length": 100000, "seed": 1, "stream": True}
+            with http.stream("POST", "/v1/generate", json=long) as reply:
+                events = sse_events(reply.iter_lines())
+                assert next(events)[0] == "message"
+                server.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                last = list(events)[-1]  # the response ends cleanly: no protocol error
+        assert last[0] == "done" or (last[0] == "error" and "shutting down" in last[1]), last
+        server.wait(timeout=grace + 30)
+        assert time.monotonic() - signalled < grace + 30
+    finally:
+        if server.poll() is None:
+            server.kill()
+        stderr = server.communicate()[1]
+    assert server.returncode == 143, stderr  # terminated, as every charrnn command
+    assert "terminated" in stderr and "Traceback" not in stderr
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_serve_without_the_extra_says_what_to_install(monkeypatch, tiny_run):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
+    result = run_cli("serve", tiny_run)
+    assert result.exit_code == 1
+    assert 'pip install -e ".[serve]"' in result.stderr and len(result.stderr.splitlines()) == 1
