@@ -128,8 +128,10 @@ class TrainConfig:
     )
     ema: float = _fraction(
         0.0,
-        "exponential moving average of the weights, with this decay (e.g. 0.999): evaluated, "
-        "and saved in best.pt and last.pt as the model; 0 = off",
+        "average the weights (an EMA) with at most this decay, e.g. 0.999; it ramps up as "
+        "(1+n)/(10+n) after n steps, so it covers about the last tenth of the steps until it "
+        "reaches the cap; the average is evaluated and saved in best.pt and last.pt as the "
+        "model; 0 = off",
         OPTIMISATION,
     )
     # At most 2**32 - 1: epoch shifts seed a generator with seed * 1_000_003 + epoch, which
@@ -214,10 +216,10 @@ class DynamicConfig:
     (benchmarks/dynamic_eval.py), never on the validation split they are reported on."""
 
     dynamic_lr: float = setting(
-        3e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
+        7e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
     )
     dynamic_decay: float = setting(
-        1e-3, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
+        3e-4, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
     )
 
 
