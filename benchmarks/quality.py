@@ -18,6 +18,7 @@ that is not fp32, also in fp32; the lesson-style baseline at our precision.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -38,9 +39,16 @@ from charrnn.scoring import evaluate
 TARGET_LOSS = 1.88
 
 
+def run_name(config: str, sets: list[str]) -> str:
+    """The run directory's name under the work folder: the config, and the settings changed."""
+    changed = [pair for pair in sets if not pair.startswith("val_fraction=")]
+    slug = re.sub(r"[^\w.=-]+", "_", "-".join(changed))
+    return f"ours-{Path(config).stem}" + (f"-{slug}" if slug else "")
+
+
 def ours(config: str, corpus: Path, seconds: float, workdir: Path, sets: list[str]) -> dict:
     """Train with the driver, then measure everything after the run (see the docstring)."""
-    run_dir = workdir / f"ours-{Path(config).stem}"
+    run_dir = workdir / run_name(config, sets)
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [sys.executable, "-m", "benchmarks.driver", "--config", config, "--corpus",
                str(corpus), "--max-time", str(seconds), "--out", str(run_dir),
@@ -151,10 +159,13 @@ def baseline(recipe: str, corpus: Path, seconds: float, precision: str, val_frac
 
 
 def measure(config: str, corpus: Path, seconds: float, workdir: Path, *, sets: list[str],
-            lesson: bool, fp32_plain: bool, step=lambda name: None) -> dict:  # fmt: skip
+            lesson: bool, fp32_plain: bool, baselines: bool = True,
+            step=lambda name: None) -> dict:  # fmt: skip
     """Every run of the section, in one go: ours, then the baselines beside it."""
     step(f"quality: charrnn {config}, {seconds:.0f} s (+ fp32 and dynamic scoring after it)")
     results: dict[str, Any] = {"ours": ours(config, corpus, seconds, workdir, sets)}
+    if not baselines:
+        return results
     precision = "bf16" if results["ours"]["precision"] == "bf16" else "fp32"
     val_fraction = results["ours"]["val_fraction"]
     step(f"quality: plain LSTM baseline ({precision}), {seconds:.0f} s")

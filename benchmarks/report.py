@@ -88,6 +88,8 @@ def quality(q: dict, r: dict) -> list[str]:
             f"{NANOGPT_CPU['seconds']} s | {NANOGPT_CPU['val_loss']} | | | 2,000 | |",
             f"| nanoGPT on an A100 (reference) | | ~180 s | {NANOGPT_A100} | | | | |",
         ]
+    if "plain" not in q:
+        rows.append("| (no baselines in this run: --ours-only) | | | | | | | |")
     return rows + ["", *_quality_notes(q)]
 
 

@@ -109,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="without the plain baseline's fp32 run (when ours is not fp32)",
     )
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="quality without any baseline (for tuning: one run, ~13 minutes)",
+    )
     parser.add_argument("--corpus", type=Path, metavar="PATH", help=CORPUS_HELP)
     parser.add_argument("--out", type=Path, help="folder for RESULTS.md and results.json")
     args = parser.parse_args(argv)  # fmt: skip
@@ -177,9 +182,10 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
         sets = [*args.set, *([f"val_fraction={tuning.TUNE_FRACTION}"] if args.tune else [])]
         return quality.measure(config, corpus, budget, workdir, sets=sets, step=step,
                                lesson=lesson and not args.skip_lesson,
-                               fp32_plain=not args.skip_fp32_baseline)  # fmt: skip
+                               fp32_plain=not args.skip_fp32_baseline,
+                               baselines=not args.ours_only)  # fmt: skip
     if name == "sampling":
-        trained = workdir / f"ours-{Path(config).stem}" / "best.pt"
+        trained = workdir / quality.run_name(config, args.set) / "best.pt"
         text = args.corpus.read_text(encoding="utf-8")[-held_out:]
         return sampling.measure(config, length=length, repeats=repeats, text=text,
                                 checkpoint=str(trained) if trained.is_file() else None)  # fmt: skip

@@ -71,6 +71,13 @@ def test_tuning_scores_the_tail_of_the_training_text_only(tmp_path, corpus_file)
     assert ours["val_characters"] == int(training * tuning.TUNE_FRACTION) - 1
     assert results["sections"]["quality"]["plain"]["final_val_loss"] > 0
     assert "TUNING" in (tmp_path / "RESULTS.md").read_text()
+    # A variant to compare, alone: its own run directory, and no baseline.
+    harness("--corpus", corpus_file, "--out", tmp_path / "ema", "--only", "quality", "--tune",
+            "--ours-only", "--set", "ema=0.9")  # fmt: skip
+    variant = json.loads((tmp_path / "ema" / "results.json").read_text())["sections"]["quality"]
+    assert list(variant) == ["measured", "mode", "ours"]
+    assert Path(variant["ours"]["run_dir"]).name == "ours-tiny-ema=0.9"
+    assert variant["ours"]["final_val_loss"] != ours["final_val_loss"]
 
 
 def test_the_tuning_corpus_is_exactly_what_training_reads(tmp_path):
@@ -101,6 +108,13 @@ def test_sections_in_order_and_gate_cells_only_in_full():
     assert run.parse_args(["--full"]).sections[-1] == "gate_cells"
     assert run.parse_args(["--full", "--only", "sampling", "--only", "ingest"]).sections == [
         "ingest", "sampling"]  # fmt: skip
+
+
+def test_each_variant_keeps_its_own_run_directory():
+    assert quality.run_name("default", []) == "ours-default"
+    assert quality.run_name("default", ["val_fraction=0.05", "ema=0.999"]) == (
+        "ours-default-ema=0.999")  # fmt: skip
+    assert quality.run_name("configs/my.toml", ['cell="gru"']) == "ours-my-cell=_gru_"
 
 
 def test_snapshot_steps_are_log_spaced():
