@@ -51,6 +51,7 @@ def eval_command(
     ) = None,
 ) -> None:
     """A model's loss on a whole text, in nats and bits per character (stateful)."""
+    # Long only by its signature, which is the option list Typer reads.
     from charrnn import checkpoint as ckpt
     from charrnn import rundir
     from charrnn.corpus import read_text, resolve_corpus
@@ -80,13 +81,13 @@ def eval_command(
         amp=amp,
     )
     adapted = None
-    if adaptation is not None:
+    if adaptation is not None:  # the same characters, read again while adapting
         from charrnn.dynamic import dynamic_evaluate
         from charrnn.scoring import split_of
 
         ids, _ = split_of(vocab, text, split, run["val_fraction"], skip_unknown)
-        lr, decay = adaptation.dynamic_lr, adaptation.dynamic_decay
-        adapted = dynamic_evaluate(model, ids, lr=lr, decay=decay, device=where, amp=amp)
+        rates = {"lr": adaptation.dynamic_lr, "decay": adaptation.dynamic_decay}
+        adapted = dynamic_evaluate(model, ids, **rates, device=where, amp=amp)
     _show(result, adapted, {"checkpoint": str(path), "corpus": str(resolve_corpus(corpus)),
                             "precision": precision}, as_json)  # fmt: skip
 
