@@ -7,10 +7,11 @@ periodic evaluation.
 
 The run is the one `charrnn train --config C --corpus PATH --max-time S --out DIR` makes (the
 same Trainer with the same settings, writing the same files). The only addition: right after
-each step of SNAPSHOT_STEPS, the weights that evaluation would score are copied in memory
-(a few milliseconds each; the copies run inside the budget, on the training clock, and their
-total time is recorded). They are written to DIR/snapshots.pt after the run, each with the
-training time it was taken at, and evaluated by benchmarks.quality after the run, outside the
+each step of ``snapshot_steps()``, the weights that evaluation would score are written to
+DIR/snapshots/ (a few milliseconds each for the default model: the writes run inside the
+budget, on the training clock, and their total time is recorded; written rather than kept, so
+they do not add to the run's peak memory). DIR/snapshots/index.json lists them with the
+training time each was taken at; benchmarks.quality scores them after the run, outside the
 budget.
 """
 
@@ -28,7 +29,7 @@ import torch
 from charrnn import averaging, config
 from charrnn.train import Trainer
 
-SNAPSHOTS = "snapshots.pt"
+SNAPSHOTS = "snapshots"  # the folder, in the run directory
 
 
 def snapshot_steps(last: int = 512) -> list[int]:
@@ -41,13 +42,13 @@ def snapshot_steps(last: int = 512) -> list[int]:
 
 
 class SnapshotTrainer(Trainer):
-    """A Trainer that copies the evaluated weights after the steps in `steps`."""
+    """A Trainer that writes the evaluated weights to run_dir/snapshots/ after `steps`."""
 
     def __init__(self, *args: Any, steps: list[int], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.snapshot_steps = set(steps)
-        self.snapshots: list[dict[str, Any]] = []
-        self.snapshot_seconds = 0.0  # wall time spent copying, inside the budget
+        self.snapshots: list[dict[str, Any]] = []  # step, seconds, file
+        self.snapshot_seconds = 0.0  # wall time spent writing them, inside the budget
 
     def _agree(self, stop: bool) -> bool:
         # Called once the step count and the training clock are updated (and again after an
@@ -57,12 +58,24 @@ class SnapshotTrainer(Trainer):
         taken = self.snapshots and self.snapshots[-1]["step"] == step
         if step in self.snapshot_steps and not taken:
             start = time.perf_counter()
-            weights = averaging.checkpoint_entries(self.model, self.average)["model"]
-            weights = {k: v.clone() for k, v in weights.items()}  # on the CPU .cpu() is a view
+            folder = self.run_dir / SNAPSHOTS
+            folder.mkdir(exist_ok=True)
+            path = folder / f"step-{step:06d}.pt"
+            torch.save(averaging.checkpoint_entries(self.model, self.average)["model"], path)
             self.snapshots.append({"step": step, "seconds": self.progress.seconds,
-                                   "model": weights})  # fmt: skip
+                                   "file": path.name})  # fmt: skip
             self.snapshot_seconds += time.perf_counter() - start
         return stopping
+
+    def write_index(self) -> None:
+        (self.run_dir / SNAPSHOTS / "index.json").write_text(json.dumps(self.snapshots))
+
+
+def read_snapshots(run_dir: Path) -> list[dict[str, Any]]:
+    """The snapshots of a run (step, seconds, file), each with its weights ("model")."""
+    folder = Path(run_dir) / SNAPSHOTS
+    index = json.loads((folder / "index.json").read_text())
+    return [{**s, "model": torch.load(folder / s["file"], weights_only=True)} for s in index]
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -83,7 +96,7 @@ def train(config_name: str, corpus: str, seconds: float, out: Path, sets: dict[s
     trainer = SnapshotTrainer(model_config, train_config, out, progress_bar=False,
                               steps=snapshot_steps())  # fmt: skip
     result = trainer.run()
-    torch.save({"snapshots": trainer.snapshots}, out / SNAPSHOTS)
+    trainer.write_index()
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp, "fp32")
     return {
         "precision": amp,  # what the run's autocast really was (auto resolved)

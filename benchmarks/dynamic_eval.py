@@ -27,8 +27,8 @@ from charrnn import checkpoint as ckpt
 from charrnn.corpus import load_data
 from charrnn.dynamic import SEQ_LENGTH, dynamic_evaluate
 
-# Around the defaults a first trial chose (NOTES.md): about 20 runs of 10-40 s for the default
-# model on Tiny Shakespeare's 50,000 held-out characters.
+# Around the defaults a first trial chose (NOTES.md): about 20 runs of 20-50 s for the default
+# model on Tiny Shakespeare's 50,000 held-out characters (~15 minutes).
 LRS = (2e-4, 5e-4, 7e-4, 1e-3, 2e-3)
 DECAYS = (0.0, 3e-4, 1e-3, 3e-3)
 

@@ -130,8 +130,8 @@ def _time_to_target(o: dict) -> list[str]:
     s, t = o["snapshots"], o["trainer"]
     target, steps = s["target"], ", ".join(str(step) for step, _, _ in s["curve"])
     how = (
-        f"Measured on copies of the weights taken after steps {steps} (copying took "
-        f"{s['copy_seconds_in_budget']:.2f} s, inside the training budget) and scored in "
+        f"Measured on the weights written after steps {steps} (writing them took "
+        f"{s['write_seconds_in_budget']:.2f} s, inside the training budget) and scored in "
         "fp32 after the run, outside it."
     )
     if not target["reached"]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import data_scale, quality, run, tuning
-from benchmarks.driver import SnapshotTrainer, parse_sets, snapshot_steps
+from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
 from charrnn.corpus import Vocabulary, split_train_val
 from tests.test_train import tiny_configs
 
@@ -128,12 +128,14 @@ def test_snapshots_are_the_weights_at_their_steps(tmp_path, corpus_file):
     configs = tiny_configs(corpus_file, max_steps=4, eval_every=2)
     trainer = SnapshotTrainer(*configs, tmp_path / "run", steps=[2, 4])
     trainer.run()
-    assert [s["step"] for s in trainer.snapshots] == [2, 4]  # once each, evaluations or not
-    assert 0 < trainer.snapshots[0]["seconds"] <= trainer.snapshots[1]["seconds"]
+    trainer.write_index()
+    snapshots = read_snapshots(tmp_path / "run")
+    assert [s["step"] for s in snapshots] == [2, 4]  # once each, evaluations or not
+    assert 0 < snapshots[0]["seconds"] <= snapshots[1]["seconds"]
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
     for key, value in last.items():
-        assert torch.equal(trainer.snapshots[1]["model"][key], value), key
-    assert not torch.equal(trainer.snapshots[0]["model"]["head.bias"], last["head.bias"])
+        assert torch.equal(snapshots[1]["model"][key], value), key
+    assert not torch.equal(snapshots[0]["model"]["head.bias"], last["head.bias"])
 
 
 def test_time_to_target_is_bracketed_by_two_snapshots():
