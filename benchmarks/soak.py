@@ -22,6 +22,7 @@ import time
 
 from benchmarks import workspace
 from charrnn import checkpoint as ckpt
+from charrnn.files import TEMPORARY_MARK
 
 SAMPLE_SECONDS = 0.2
 
@@ -93,7 +94,7 @@ def main() -> None:
     print(f"peak RSS, last fifth     {end_peak:.1f} MB")
     print(f"growth                   {growth:+.1f} MB (tolerance {options.tolerance_mb} MB)")
     print(f"open descriptors         {start_fds} -> {end_fds}")
-    print(f"temporaries left         {len(list(run.glob(f'.*{ckpt.TEMPORARY_MARK}*')))}")
+    print(f"temporaries left         {len(list(run.glob(f'.*{TEMPORARY_MARK}*')))}")
     if growth > options.tolerance_mb or end_fds > start_fds:
         sys.exit("memory or descriptors grew")
 

@@ -87,14 +87,6 @@ def checkpoint_entries(model: CharModel, average: WeightAverage | None) -> dict[
     return average.checkpoint_entries(model)
 
 
-def restore(checkpoint: dict[str, Any], model: CharModel, average: WeightAverage | None) -> None:
-    """Put a checkpoint's training weights back into `model` (and its average, if any)."""
-    if average is None:
-        model.load_state_dict(checkpoint["model"])
-    else:
-        average.restore(checkpoint, model)
-
-
 def resume_problem(checkpoint: dict[str, Any], expected: dict[str, torch.Tensor]) -> str | None:
     """What is malformed in a checkpoint's ``averaging`` entry for a resume, or None.
 

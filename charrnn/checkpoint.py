@@ -13,17 +13,14 @@ model of terabytes).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import pickle
 import re
 import struct
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -32,10 +29,10 @@ from charrnn import config as config_module
 from charrnn.cell_kinds import cell_kind
 from charrnn.corpus import Vocabulary
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
+from charrnn.files import write_atomically
 from charrnn.model import CharModel
 
 FORMAT_VERSION = 1
-TEMPORARY_MARK = ".tmp-"  # .last.pt.tmp-<pid>: a write in progress, or one a kill interrupted
 REQUIRED_KEYS = ("format_version", "model_config", "train_config", "vocab", "model")
 
 
@@ -50,68 +47,6 @@ def save(checkpoint: dict[str, Any], path: Path) -> None:
         raise CheckpointError(
             f"could not write checkpoint {str(path)!r}: {reason}; {kept}"
         ) from None
-
-
-def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Let `write` fill a temporary file beside `path`, make it durable, then put it in place.
-
-    Whatever fails (or is killed) on the way, `path` is either the old file or the new one.
-    Errors are raised as they come, after the temporary file is removed.
-    """
-    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the folder may refuse this too
-            temporary.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def remove_stale_temporaries(folder: Path) -> int:
-    """Delete the temporary files of writes that were killed midway; returns how many.
-
-    Their writer is gone (SIGKILL, power cut), so nothing else will: each is as large as a
-    checkpoint, and a run killed often would otherwise fill the disk with them. A temporary
-    whose process still runs is left alone.
-    """
-    removed = 0
-    for temporary in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
-        pid = temporary.name.rsplit(TEMPORARY_MARK, 1)[1]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            temporary.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _process_exists(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no safe liveness probe (os.kill(pid, 0) signals on Windows): keep it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _fsync_directory(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform, harmless to skip there.
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def load(path: str | Path, prefer: tuple[str, ...] = rundir.FOR_USING) -> dict[str, Any]:
@@ -261,6 +196,7 @@ def check_resumable(checkpoint: dict[str, Any], batch_size: int) -> None:
         or _rng_problem(checkpoint["rng"])
         or averaging.resume_problem(checkpoint, model.state_dict())
         or (None if isinstance(checkpoint.get("corpus_path", ""), str) else "corpus_path")
+        or _fingerprint_problem(checkpoint.get("corpus_fingerprint"))
     )
     if problem:
         raise CheckpointError(f"the checkpoint cannot be resumed: malformed {problem}")
@@ -326,6 +262,8 @@ def _progress_problem(saved: Any) -> str | None:
     for key in ("best_val_loss", "last_val_loss", "budget_seconds"):
         if key not in saved or not (saved[key] is None or _finite_float(saved[key])):
             return f"progress {key}"
+    if saved.get("best_precision") not in (None, "fp32", "bf16", "fp16"):
+        return "progress best_precision"
     budget_steps = saved.get("budget_steps", "missing")
     if not (budget_steps is None or (type(budget_steps) is int and budget_steps >= 0)):
         return "progress budget_steps"
@@ -333,6 +271,47 @@ def _progress_problem(saved: Any) -> str | None:
             and all(map(_finite_float, anchor))):  # fmt: skip
         return "progress anchor"
     return None
+
+
+def _fingerprint_problem(value: Any) -> str | None:
+    """None (a checkpoint of an older version) or 64 hexadecimal digits (a sha256)."""
+    if value is None or (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
+        return None
+    return "corpus_fingerprint"
+
+
+def non_finite(checkpoint: dict[str, Any]) -> str | None:
+    """What of a checkpoint about to be saved holds NaN or infinity (None: nothing).
+
+    Saved, it could not be resumed (check_resumable refuses it) nor write text, and it would
+    replace a good checkpoint: a diverged run stops instead of saving it.
+    """
+    for name, tensor in checkpoint["model"].items():
+        if not _finite_tensor(tensor):
+            return f"the weight {name!r}"
+    for index, entry in checkpoint["optimizer"]["state"].items():
+        if not all(_finite_tensor(value) for value in entry.values()):
+            return f"the optimiser state of weight {index}"
+    if not all(_finite_tensor(h) for h in checkpoint["hidden_state"] or ()):
+        return "the hidden state"
+    return None
+
+
+def best_score(path: Path) -> tuple[float, str | None] | None:
+    """The validation loss a best.pt was saved for, and the precision it was scored in.
+
+    None when there is no such file, or it cannot be read (then it is worth nothing, and the
+    next best replaces it).
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        progress = load(path)["progress"]
+    except (CheckpointError, KeyError):
+        return None
+    if _progress_problem(progress) or progress["best_val_loss"] is None:
+        return None
+    return progress["best_val_loss"], progress.get("best_precision")
 
 
 def _rng_problem(rng: Any) -> str | None:

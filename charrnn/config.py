@@ -24,6 +24,7 @@ from typing import Any
 from charrnn.bundled import bundled_files
 from charrnn.cell_kinds import CELLS
 from charrnn.errors import ConfigError
+from charrnn.machine import available_cores
 
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
@@ -39,8 +40,14 @@ class Setting:
     """What a config field's metadata says about it (its name, type and default are the field's).
 
     ``flags`` are extra names for its option (``-b``, ``--lr``); ``run_control`` settings may
-    change when a run is resumed, since they do not change what is learned; ``kind`` is the
-    type of a setting whose default is None; ``hint`` follows a refusal of an out-of-range value.
+    change when a run is resumed, since they do not change what is learned; ``relocatable``
+    ones may too, when what the new value names is verified to be the same (a moved corpus,
+    by its fingerprint); ``kind`` is the type of a setting whose default is None; ``hint``
+    follows a refusal of an out-of-range value. ``max_per_core`` bounds a value by this
+    machine (that many per available core): it refuses what a person types, while a saved run
+    from a bigger machine still loads (its value is clamped where it is used). ``item`` makes
+    a repeatable setting: its value is a tuple of values of that type (default ``()``; the
+    option is given once per value), each checked by the same rules.
     """
 
     help: str
@@ -54,6 +61,9 @@ class Setting:
     min_open: bool = False
     max_open: bool = False
     run_control: bool = False
+    relocatable: bool = False
+    max_per_core: int | None = None
+    item: type | None = None
 
     def bounds_text(self) -> str:
         """The accepted values in words, for --help and error messages."""
@@ -64,7 +74,15 @@ class Setting:
             parts.append(f"> {self.min:g}" if self.min_open else f">= {self.min:g}")
         if self.max is not None:
             parts.append(f"< {self.max:g}" if self.max_open else f"<= {self.max:g}")
+        if self.max_per_core is not None:
+            parts.append(f"<= {self.max_per_core} x the cores")
         return " and ".join(parts)
+
+    def machine_max(self) -> int | None:
+        """The bound of this machine (max_per_core x its cores), or None."""
+        if self.max_per_core is None:
+            return None
+        return self.max_per_core * available_cores()
 
 
 def setting(default: Any, help: str, panel: str, **rules: Any) -> Any:
@@ -101,7 +119,11 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     corpus: str = setting(
-        "shakespeare", "bundled corpus name or path to a UTF-8 text file", DATA, flags=("-c",)
+        "shakespeare",
+        "bundled corpus name or path to a UTF-8 text file",
+        DATA,
+        flags=("-c",),
+        relocatable=True,  # --resume --corpus: a moved copy, accepted when its fingerprint matches
     )
     val_fraction: float = _fraction(0.1, "last fraction of the text held out for validation", DATA)
     batch_size: int = setting(32, "parallel rows of text per step", DATA, flags=("-b",), min=1)
@@ -171,7 +193,9 @@ class TrainConfig:
         run_control=True,
     )
     device: str = setting("auto", "where to run", RUN_CONTROL, choices=DEVICES, run_control=True)
-    threads: int = setting(0, "CPU threads; 0 = all cores", RUN_CONTROL, min=0, run_control=True)
+    threads: int = setting(
+        0, "CPU threads; 0 = all cores", RUN_CONTROL, min=0, max_per_core=4, run_control=True
+    )
     precision: str = setting(
         "auto",
         "autocast: auto = bf16 where the hardware is fast at it (AMX CPUs, GPUs)",
@@ -207,6 +231,10 @@ class SampleConfig:
     num_samples: int = setting(
         1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
     )
+    stop: tuple[str, ...] = setting(
+        (), "a sample ends at the first of these strings it writes, which is kept at its end",
+        SAMPLING, item=str,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -348,11 +376,30 @@ def without_retired_keys(values: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def check_value(name: str, value: Any, cls: type | None = None) -> Any:
-    """Type-check and range-check one value; returns it converted (int -> float where due)."""
+def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool = False) -> Any:
+    """Type-check and range-check one value; returns it converted (int -> float where due, a
+    repeatable setting's list -> a tuple).
+
+    typed: given now (a flag, a config file), not read from a saved run: this machine's bounds
+    apply too.
+    """
     expected, default, rules = declaration(name, cls)
+    most = rules.machine_max() if typed else None
+    if most is not None and isinstance(value, int) and value > most:
+        cores = f"{rules.max_per_core} x the {available_cores()} cores of this machine"
+        raise ConfigError(f"{name} must be at most {most} ({cores}), got {value!r}")
     if value is None and default is None:
         return value
+    if rules.item is None:
+        return _check_one(name, value, expected, rules)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return tuple(_check_one(name, one, rules.item, rules) for one in value)
+
+
+def _check_one(name: str, value: Any, expected: type, rules: Setting) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         try:
             value = float(value)
@@ -376,12 +423,12 @@ def check_value(name: str, value: Any, cls: type | None = None) -> Any:
     return value
 
 
-def build(cls: type, values: dict[str, Any]) -> Any:
+def build(cls: type, values: dict[str, Any], *, typed: bool = False) -> Any:
     known = fields_of(cls)
     for key in values:
         if key not in known:
             raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(known)}")
-    return cls(**{key: check_value(key, value, cls) for key, value in values.items()})
+    return cls(**{key: check_value(key, v, cls, typed=typed) for key, v in values.items()})
 
 
 def from_saved(cls: type, values: Any) -> Any:
@@ -399,7 +446,8 @@ def resolve(config_file: str | None, overrides: dict[str, Any]) -> tuple[ModelCo
             sections[section].update(values)
     for key, value in overrides.items():
         sections[section_of(key)][key] = value
-    return build(ModelConfig, sections["model"]), build(TrainConfig, sections["train"])
+    model, train = sections["model"], sections["train"]
+    return build(ModelConfig, model, typed=True), build(TrainConfig, train, typed=True)
 
 
 def run_control_fields() -> set[str]:
@@ -415,7 +463,10 @@ def resume(
     model_config: ModelConfig, train_config: TrainConfig, overrides: dict[str, Any]
 ) -> tuple[ModelConfig, TrainConfig]:
     """A run's saved configs with the run-control overrides applied; other changes refused."""
-    allowed = run_control_fields()
+    # A relocatable setting (the corpus) may change too: the trainer verifies what it names.
+    allowed = run_control_fields() | {
+        n for n, (_, _, s) in _declarations(TrainConfig) if s.relocatable
+    }
     saved = {**to_dict(model_config), **to_dict(train_config)}
     refused = [k for k, v in overrides.items() if k not in allowed and saved.get(k) != v]
     if refused:
@@ -423,7 +474,7 @@ def resume(
             f"cannot change {', '.join(refused)} when resuming: it would change the model, the "
             f"data or the optimiser; only {', '.join(sorted(allowed))} may change"
         )
-    changes = {k: v for k, v in overrides.items() if k in allowed}
+    changes = {k: check_value(k, v, typed=True) for k, v in overrides.items() if k in allowed}
     return model_config, build(TrainConfig, {**to_dict(train_config), **changes})
 
 

@@ -9,6 +9,7 @@ a 100 MB corpus must fit in memory next to the model.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -164,6 +165,16 @@ class Data:
     train: torch.Tensor
     val: torch.Tensor
     corpus_path: Path
+    fingerprint: str  # of the text (see `fingerprint`)
+
+
+def fingerprint(text: str) -> str:
+    """A corpus's content fingerprint: the sha256 of its text (UTF-8), in hex.
+
+    A checkpoint records it (``corpus_fingerprint``): a resumed run refuses a text that changed
+    since, even in a way its vocabulary does not show, and accepts a moved identical copy.
+    """
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None) -> Data:
@@ -179,4 +190,4 @@ def load_data(corpus: str, val_fraction: float, vocab: Vocabulary | None = None)
     vocab = vocab or own
     ids = vocab.encode(text)
     train, val = split_train_val(ids, val_fraction)
-    return Data(vocab, train, val, path.resolve())
+    return Data(vocab, train, val, path.resolve(), fingerprint(text))

@@ -2,11 +2,15 @@
 
 ``pick_device`` turns a name (auto, cpu, cuda, mps) into a torch device, refusing an absent
 accelerator; ``autocast_dtype`` turns a precision (auto, fp32, bf16, fp16) into the dtype
-autocast runs the matrix products in, or None for plain fp32; ``autocast`` is that context.
+autocast runs the matrix products in, or None for plain fp32; ``autocast`` is that context;
+``sampling_threads`` sets torch's CPU threads for a while (the sampler's, the prime's reading).
 Weights, optimiser state and the loss stay fp32 whatever the precision.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -59,6 +63,22 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.float16
 
 
+# The precisions an autocast dtype (None: plain fp32) is named by, in checkpoints and messages.
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """Autocast to `dtype` on `device`; with None, a context that changes nothing."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@contextlib.contextmanager
+def sampling_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads set to `threads` inside, put back after (a sampler chooses its own:
+    see charrnn.sample.choose_threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -37,6 +37,7 @@ torch.distributed, so the trainer has one code path.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -51,17 +53,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from charrnn.errors import ConfigError, DistributedError
+from charrnn.machine import available_cores
 
 # Per-machine settings that may differ between ranks: paths (the text itself is compared by its
 # digest) and thread counts.
 PER_MACHINE_SETTINGS = ("corpus", "threads")
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the platform tells)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+MAX_FACTS_BYTES = 1 << 20  # what one rank may send of its facts (they take a few kB)
 
 
 def threads_per_process(processes_on_this_machine: int) -> int:
@@ -77,17 +74,6 @@ def check_batch_split(batch_size: int, processes: int) -> None:
             f"trains batch_size / {processes} rows; choose a multiple of {processes} "
             f"(such as {larger})"
         )
-
-
-def fingerprint(*parts: torch.Tensor | list[str]) -> str:
-    """A digest of the encoded text and its vocabulary, to compare across ranks cheaply."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            digest.update(part.contiguous().numpy().tobytes())
-        else:
-            digest.update("\0".join(part).encode("utf-8"))
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -144,13 +130,14 @@ class World:
 
         A disagreement would not fail loudly later: ranks with other settings hang at
         mismatched collectives, and ranks with another text train one model on two texts.
+        The facts travel as JSON in uint8 tensors: nothing a peer sends is unpickled.
         """
         if self.size == 1:
             return
         shared = {k: v for k, v in settings.items() if k not in PER_MACHINE_SETTINGS}
         facts = {"corpus": corpus, "step": step, **shared}
-        everyone: list[Any] = [None] * self.size
-        dist.all_gather_object(everyone, (socket.gethostname(), facts))
+        sent = json.dumps([socket.gethostname(), facts], sort_keys=True).encode("utf-8")
+        everyone = [_decode_facts(rank, data) for rank, data in enumerate(self._exchange(sent))]
         _, ours = everyone[0]
         for rank, (host, theirs) in enumerate(everyone[1:], start=1):
             differences = [
@@ -166,6 +153,20 @@ class World:
                     f"rank 0 in {', '.join(differences)}; every process must train on the same "
                     "text with the same settings"
                 )
+
+    def _exchange(self, data: bytes) -> list[bytes]:
+        """Every rank's bytes, in rank order: lengths first, then the bytes, as tensors."""
+        length = torch.tensor([len(data)], dtype=torch.int64)
+        lengths = [torch.zeros_like(length) for _ in range(self.size)]
+        dist.all_gather(lengths, length)
+        sizes = [int(n.item()) for n in lengths]
+        if not all(0 <= size <= MAX_FACTS_BYTES for size in sizes):
+            raise DistributedError(f"a process of this run sent {max(sizes)} bytes of facts")
+        padded = torch.zeros(max(sizes), dtype=torch.uint8)
+        padded[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        gathered = [torch.empty_like(padded) for _ in range(self.size)]
+        dist.all_gather(gathered, padded)
+        return [t[:size].numpy().tobytes() for t, size in zip(gathered, sizes, strict=True)]
 
     def agree(self, seconds: float, stop: bool) -> tuple[float, bool]:
         """The latest clock of all ranks, and whether any rank was asked to stop."""
@@ -185,11 +186,15 @@ class World:
 
     def share(self, compute: Callable[[], float]) -> float:
         """Rank 0 computes a number; every rank gets it."""
+        return self.share_all(lambda: [compute()], 1)[0]
+
+    def share_all(self, compute: Callable[[], list[float]], count: int) -> list[float]:
+        """Rank 0 computes `count` numbers; every rank gets them."""
         if self.size == 1:
             return compute()
-        value = torch.tensor([compute() if self.is_main else 0.0], dtype=torch.float64)
-        dist.broadcast(value, src=0)
-        return value.item()
+        values = torch.tensor(compute() if self.is_main else [0.0] * count, dtype=torch.float64)
+        dist.broadcast(values, src=0)
+        return values.tolist()
 
     def gather_rows(self, state: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
         """The hidden state of the whole batch, from every rank's rows, in row order."""
@@ -210,29 +215,91 @@ class World:
         torch.manual_seed(int.from_bytes(digest[:8], "little"))
 
 
-def join() -> World:
-    """This process's world: torchrun's (from the environment it sets), or a lone process."""
+def _decode_facts(rank: int, data: bytes) -> tuple[str, dict[str, Any]]:
+    """(host, facts) of what a rank sent; only JSON is parsed, never a pickle."""
+    try:
+        host, facts = json.loads(data.decode("utf-8"))
+        if not (isinstance(host, str) and isinstance(facts, dict)):
+            raise ValueError("not [host, facts]")
+    except (ValueError, UnicodeDecodeError, TypeError):
+        raise DistributedError(
+            f"rank {rank} of this run sent what is not charrnn's start-up facts; is every "
+            "process the same version of charrnn?"
+        ) from None
+    return host, facts
+
+
+def _environment_number(name: str) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        raise DistributedError(
+            f"incomplete torchrun environment ({name} is not set); start charrnn with torchrun"
+        )
+    try:
+        return int(value)
+    except ValueError:
+        raise DistributedError(
+            f"{name}={value!r} is not a number; torchrun sets it (or set it to a whole number)"
+        ) from None
+
+
+def world_from_environment() -> World:
+    """The World torchrun's variables describe (WORLD_SIZE, RANK, LOCAL_*), checked."""
+    names = ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE", "LOCAL_RANK")
+    size, rank, local_size, local_rank = (_environment_number(name) for name in names)
+    if size < 1 or local_size < 1:
+        raise DistributedError(f"WORLD_SIZE={size} and LOCAL_WORLD_SIZE={local_size} must be >= 1")
+    if not (0 <= rank < size and 0 <= local_rank < local_size):
+        raise DistributedError(
+            f"RANK={rank} must be in 0..{size - 1} (WORLD_SIZE={size}) and LOCAL_RANK="
+            f"{local_rank} in 0..{local_size - 1} (LOCAL_WORLD_SIZE={local_size})"
+        )
+    return World(rank=rank, size=size, local_rank=local_rank, local_size=local_size)
+
+
+def join(init_timeout: float = 300.0) -> World:
+    """This process's world: torchrun's (from the environment it sets), or a lone process.
+
+    The processes must all have come within `init_timeout` seconds, else the error names who
+    did not. Once they have, collectives get torch's usual (longer) timeout: rank 0's
+    evaluations keep the others waiting for longer than a start-up should take.
+    """
     if "WORLD_SIZE" not in os.environ:
         return World()
-    try:
-        world = World(
-            rank=int(os.environ["RANK"]),
-            size=int(os.environ["WORLD_SIZE"]),
-            local_rank=int(os.environ["LOCAL_RANK"]),
-            local_size=int(os.environ["LOCAL_WORLD_SIZE"]),
-        )
-    except (KeyError, ValueError) as error:
-        raise DistributedError(
-            f"incomplete torchrun environment ({error}); start charrnn with torchrun"
-        ) from None
+    world = world_from_environment()
     if world.size > 1 and not dist.is_initialized():
         # gloo for CPU tensors (also the small agreement messages of a GPU run), nccl for GPUs.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         try:
-            dist.init_process_group(backend)
+            dist.init_process_group(backend, timeout=timedelta(seconds=init_timeout))
         except (dist.DistError, RuntimeError, ValueError) as error:
-            raise DistributedError(f"could not reach the other processes: {error}") from None
+            raise _not_started(error, world, init_timeout) from None
+        set_timeout = getattr(dist.distributed_c10d, "_set_pg_timeout", None)  # torch >= 2.2
+        if set_timeout is not None:
+            set_timeout(dist.default_pg_timeout)
     return world
+
+
+def _not_started(error: BaseException, world: World, timeout: float) -> DistributedError:
+    """Why the processes of a run did not find each other, in one line naming who is missing."""
+    address = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    waited = f"within --init-timeout {timeout:g} s"
+    joined = re.search(r"(\d+)/(\d+) clients joined", message)
+    if joined:
+        came, size = int(joined.group(1)), int(joined.group(2))
+        others = "rank 1" if size == 2 else f"ranks 1..{size - 1}"
+        missing = others if came == 1 else f"{size - came} of {others}"
+        return DistributedError(
+            f"only {came} of the {size} processes of this run came {waited}: rank 0 waited at "
+            f"{address} and {missing} did not come; start every rank, or raise --init-timeout"
+        )
+    if "timed out" in message.lower() or "timeout" in message.lower():
+        return DistributedError(
+            f"rank {world.rank} could not reach rank 0 of this run at {address} {waited}; is "
+            "rank 0 started, and are MASTER_ADDR and MASTER_PORT its address?"
+        )
+    return DistributedError(f"could not reach the other processes at {address}: {message[:200]}")
 
 
 def leave() -> None:

@@ -27,3 +27,8 @@ class DistributedError(CharRNNError):
 
 class ExportError(CharRNNError):
     """A model cannot be exported (a gate-level cell, no export extra, a file in the way)."""
+
+
+class OutputError(CharRNNError):
+    """An output file cannot be written: its folder is missing or a file, or it would replace a
+    file without --force, or the disk refused it."""

@@ -39,6 +39,7 @@ from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.cell_kinds import EXPORTABLE_CELLS, cell_kind
 from charrnn.errors import CheckpointError, ConfigError, ExportError
+from charrnn.files import write_atomically
 
 DEFAULT_NAME = "model.onnx"  # written into the run directory unless --out says otherwise
 
@@ -162,7 +163,7 @@ def export_run(run: str | Path, out: str | Path | None = None, force: bool = Fal
     proto, exporter, difference = to_onnx(model.eval(), describe(checkpoint))
     data = proto.SerializeToString()
     try:
-        ckpt.write_atomically(target, lambda file: file.write(data))
+        write_atomically(target, lambda file: file.write(data))
     except OSError as error:
         raise ExportError(f"could not write {str(target)!r}: {error.strerror or error}") from None
     return Exported(

@@ -5,6 +5,7 @@
         best.pt         the checkpoint with the best validation loss: what sample/eval/explain read
         metrics.jsonl   one JSON line per evaluation
         config.toml     the resolved config (rerun it with --config)
+        .lock           what makes one training the owner of the directory while it runs
 
 Commands name a run by its directory or by one .pt file; which checkpoint of a directory they
 take depends on what they do with it (the ``FOR_*`` preferences below).
@@ -12,15 +13,24 @@ take depends on what they do with it (the ``FOR_*`` preferences below).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from charrnn.errors import CheckpointError
+from charrnn.errors import CheckpointError, ConfigError, TrainingError
 
-LAST, BEST, METRICS, CONFIG = "last.pt", "best.pt", "metrics.jsonl", "config.toml"
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a run directory is not locked there
+    fcntl = None
+
+LAST, BEST, METRICS, CONFIG, LOCK = "last.pt", "best.pt", "metrics.jsonl", "config.toml", ".lock"
 CHECKPOINTS = (LAST, BEST)
+RUN_FILES = (LAST, BEST, METRICS)  # what makes a folder another run's: a new run never writes there
 
 # Which checkpoint of a run directory a command takes, first choice first.
 FOR_USING = (BEST, LAST)  # sample, eval, explain: the best model the run found
@@ -80,10 +90,85 @@ def latest(root: Path = DEFAULT_ROOT) -> Path:
 
 
 def default_dir(corpus: str, cell: str, root: Path = DEFAULT_ROOT) -> Path:
-    """checkpoints/<corpus name>-<cell>-<date>-<time>/ for a new run."""
+    """checkpoints/<corpus name>-<cell>-<date>-<time>/ for a new run (`create_new` makes it,
+    with a suffix when another run started in the same second)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = Path(corpus).stem if corpus.endswith(".txt") or "/" in corpus else corpus
     return root / f"{name}-{cell}-{stamp}"
+
+
+def create_new(path: Path) -> Path:
+    """Make a run directory that no other run has: `path`, else `path-2`, `path-3`, ...
+
+    ``mkdir`` without ``exist_ok`` is atomic: of two runs that start in the same second, one
+    gets the name and the other the next one. Returns the directory made.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        candidate = path if number == 1 else path.with_name(f"{path.name}-{number}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
+
+
+def check_new(run_dir: Path) -> None:
+    """Refuse to start a new run in a directory that holds another run's files."""
+    found = [name for name in RUN_FILES if (Path(run_dir) / name).exists()]
+    if not found:
+        return
+    what = (
+        f"continue it with --resume {run_dir}"
+        if LAST in found
+        else "it never wrote last.pt, so it cannot be resumed; delete it"
+    )
+    raise ConfigError(
+        f"{str(run_dir)!r} already holds a run ({', '.join(found)}); {what} or choose another --out"
+    )
+
+
+class RunLock:
+    """The OS lock (flock on `.lock`) that makes one training the owner of a run directory.
+
+    The operating system releases it when the process ends, however it ends (SIGKILL, a power
+    cut's reboot), so a lock is never left stale. The file holds the owner's pid, for the
+    refusal to name. Raises TrainingError when another process holds it; OSError when the
+    directory takes no writes.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.descriptor: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder()
+            self.release()
+            pid = f" (pid {holder})" if holder else ""
+            raise TrainingError(
+                f"{str(run_dir)!r} is in use by another charrnn train{pid}; wait for it to end "
+                "or stop it"
+            ) from None
+        with contextlib.suppress(OSError):  # the pid only helps a refusal say who holds it
+            os.ftruncate(self.descriptor, 0)
+            os.write(self.descriptor, f"{os.getpid()}\n".encode())
+
+    def _holder(self) -> str:
+        try:
+            text = os.pread(self.descriptor, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return ""
+        return text if text.isdigit() else ""
+
+    def release(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # closing the last descriptor releases the lock
+            self.descriptor = None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """What a training run reports while it runs: a line of metrics.jsonl per evaluation, with the
-training speed since the one before, and the progress bar on stderr.
+training speed since the one before, and the progress bar on stderr; and how it ended (Result).
 
 A write that fails here (a full disk) does not stop the run: the line is left out, and the
 trainer is told (``warn``), to say so in one line and list it in the run's result.
@@ -9,15 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from charrnn.scoring import bits_per_char
+
+
+@dataclass
+class Result:
+    """How a run ended: where it stands, and what it could not write without stopping."""
+
+    run_dir: Path
+    step: int
+    epoch: float
+    seconds: float
+    best_val_loss: float | None
+    final_val_loss: float | None
+    stopped_by: str  # budget | signal
+    signal: int | None = None
+    checkpoint_warnings: list[str] = field(default_factory=list)
 
 
 class MetricsLog:
@@ -87,8 +104,14 @@ class MetricsLog:
         )
 
     def _append(self, line: dict[str, Any]) -> None:
-        """One whole line, or (disk full) a warning and no line at all: never half a line."""
-        data = (json.dumps(line) + "\n").encode("utf-8")
+        """One whole line, or (disk full) a warning and no line at all: never half a line.
+
+        Strict JSON: a NaN or an infinity (a diverged loss) is written as null, since json.dumps
+        would write the bare tokens NaN and Infinity, which JSON does not have.
+        """
+        strict = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                  for k, v in line.items()}  # fmt: skip
+        data = (json.dumps(strict, allow_nan=False) + "\n").encode("utf-8")
         end = self.file.tell()
         try:
             written = self.file.write(data)

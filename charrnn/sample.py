@@ -14,17 +14,20 @@ and a one-character step is a handful of torch calls with no autograd and no mod
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn.cores import core_of
 from charrnn.corpus import Vocabulary, describe_char
+from charrnn.devices import sampling_threads  # noqa: F401 (where benchmarks/ import it from)
 from charrnn.errors import ConfigError, CorpusError
+from charrnn.generation import Generation
 from charrnn.model import CharModel, State
+from charrnn.priming import PRIME_CHUNK, Context, Prime, Priming
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,13 @@ class Int8:
         self.scales = scales.to(torch.bfloat16)
         self.bias = bias
 
+    @classmethod
+    def where_safe(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8 | Dense:
+        """Int8, or Dense for a weight whose input size is not a multiple of 16: torch's int8
+        kernel reads past such rows and crashes the process (seen with 24 and 300 inputs;
+        never with multiples of 16)."""
+        return cls(weight, bias) if weight.shape[1] % 16 == 0 else Dense(weight, bias)
+
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
         out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales)
         add = plus_bias(add, self.bias)
@@ -130,7 +140,7 @@ class Stepper:
         self.step = None if fast is None else fast.make(model.config)
         if fast is None:
             return
-        project = Int8 if int8 else Dense
+        project = Int8.where_safe if int8 else Dense
         core, layers = model.core, model.config.num_layers
         with torch.no_grad():
             vocab_inputs = model.encode_input(
@@ -195,16 +205,6 @@ def step_weight_bytes(stepper: Stepper) -> int:
     )
 
 
-@contextlib.contextmanager
-def sampling_threads(threads: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def choose_threads(batch: int, weight_bytes: int, device: torch.device) -> int:
     """Small batches of small models: one thread (a barrier costs more than it saves). Large
     weights or batches: every core (measured: a 1x768 int8 step at batch 1 runs 1.6x faster on
@@ -265,66 +265,61 @@ class TextGenerator:
             raise CorpusError("no character of the prime is in the model's vocabulary")
         return prime
 
-    @torch.inference_mode()
-    def stream_ids(
+    def read_prime(
         self,
-        prime: str,
-        length: int,
-        options: SamplingOptions,
-        num_samples: int = 1,
-        seed: int | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield (num_samples,) ids, one character of every sample per step."""
-        options.check()
-        if length < 0:
-            raise ConfigError(f"length must be 0 or more, got {length}")
-        generator = torch.Generator(self.device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        prime_ids = self.vocab.encode(prime).long().to(self.device)
-        threads = self.threads or choose_threads(
-            num_samples, step_weight_bytes(self.stepper), self.device
-        )
-        with sampling_threads(threads):
-            # The prime runs through the model once, as a sequence; then one step per character.
-            logits, state = self.model(prime_ids.unsqueeze(0), self.model.init_state(1))
-            logits = logits[:, -1].expand(num_samples, -1)
-            state = tuple(s.repeat(1, num_samples, 1) for s in state)
-            for position in range(length):
-                ids = next_ids(logits.float(), options, generator)
-                yield ids
-                if position + 1 < length:
-                    logits, state = self.stepper(ids, state)
+        prime: str | None = None,
+        *,
+        path: str | Path | None = None,
+        skip_unknown: bool = False,
+        context: Context | None = None,
+        chunk_chars: int = PRIME_CHUNK,
+    ) -> Priming:
+        """A prime text or file, checked, to read through the model (charrnn.priming): in chunks
+        of `chunk_chars` characters, from `context` (to carry a text on) or a zero state."""
+        threads = self.threads or choose_threads(1, step_weight_bytes(self.stepper), self.device)
+        return Priming(self.model, self.vocab, Prime(prime, path), default=self.default_prime(),
+                       skip_unknown=skip_unknown, context=context, threads=threads,
+                       chunk_chars=chunk_chars)  # fmt: skip
+
+    def generation(self, context: Context, length: int = 500, *, temperature: float = 0.8,
+                   top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+                   seed: int | None = None, num_samples: int = 1,
+                   stop: Sequence[str] = (), score: bool = True) -> Generation:  # fmt: skip
+        """Samples from `context`, to run by iterating (charrnn.generation); `score` computes
+        each sample's mean log-probability (a few operations a step)."""
+        options = SamplingOptions(temperature, top_k, top_p, greedy)
+        return Generation(self, context, length, options, num_samples=num_samples, seed=seed,
+                          stops=stop, score=score)  # fmt: skip
 
     def stream(self, prime: str | None = None, length: int = 500, *, temperature: float = 0.8,
                top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-               seed: int | None = None, skip_unknown: bool = False) -> Iterator[str]:  # fmt: skip
-        """The new characters of one sample as they are generated (prime not included).
+               seed: int | None = None, skip_unknown: bool = False,
+               stop: Sequence[str] = ()) -> Iterator[str]:  # fmt: skip
+        """The new characters of one sample as they are generated (prime not included); it ends
+        early after a stop string (kept).
 
         Bad options are refused here, before the first character, not on first iteration.
         """
-        prime = self.clean_prime(prime, skip_unknown)
-        options = SamplingOptions(temperature, top_k, top_p, greedy)
-        options.check()
-        if length < 0:
-            raise ConfigError(f"length must be 0 or more, got {length}")
-        chars = self.vocab.chars
-        return (chars[int(ids[0])] for ids in self.stream_ids(prime, length, options, 1, seed))
+        context = self.read_prime(prime, skip_unknown=skip_unknown).read()
+        generation = self.generation(context, length, temperature=temperature, top_k=top_k,
+                                     top_p=top_p, greedy=greedy, seed=seed, stop=stop,
+                                     score=False)  # fmt: skip
+        return (pieces[0] for pieces in generation)
 
     def generate(self, prime: str | None = None, length: int = 500, *, temperature: float = 0.8,
                  top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-                 seed: int | None = None, num_samples: int = 1,
-                 skip_unknown: bool = False) -> str | list[str]:  # fmt: skip
-        """The prime followed by `length` new characters; a list of strings if num_samples > 1."""
-        if num_samples < 1:
-            raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-        prime = self.clean_prime(prime, skip_unknown)
-        options = SamplingOptions(temperature, top_k, top_p, greedy)
-        steps = list(self.stream_ids(prime, length, options, num_samples, seed))
-        columns = torch.stack(steps, dim=1).tolist() if steps else [[]] * num_samples
-        texts = [prime + self.vocab.decode(row) for row in columns]
+                 seed: int | None = None, num_samples: int = 1, skip_unknown: bool = False,
+                 stop: Sequence[str] = ()) -> str | list[str]:  # fmt: skip
+        """The prime followed by up to `length` new characters (ending at the first stop string,
+        kept); a list of strings if num_samples > 1."""
+        priming = self.read_prime(prime, skip_unknown=skip_unknown)
+        generation = self.generation(priming.read(), length, temperature=temperature,
+                                     top_k=top_k, top_p=top_p, greedy=greedy, seed=seed,
+                                     num_samples=num_samples, stop=stop, score=False)  # fmt: skip
+        for _ in generation:
+            pass
+        prime = "".join(priming.pieces())
+        texts = [prime + sample.text for sample in generation.samples()]
         return texts[0] if num_samples == 1 else texts
 
 

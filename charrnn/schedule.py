@@ -93,6 +93,9 @@ class Progress:
     step: int = 0
     seconds: float = 0.0  # training time over all invocations
     best_val_loss: float | None = None
+    # The precision best_val_loss was scored in (None: not recorded, by an older version); only
+    # scores in the same precision are compared with it.
+    best_precision: str | None = None
     last_val_loss: float | None = None
     anchor: Anchor = field(default_factory=Anchor)
     budget_steps: int | None = None  # the budget the anchor was made for
@@ -114,6 +117,7 @@ class Progress:
             "epoch": self.step / steps_per_epoch,  # for readers (charrnn inspect); not read back
             "seconds": self.seconds,
             "best_val_loss": self.best_val_loss,
+            "best_precision": self.best_precision,
             "last_val_loss": self.last_val_loss,
             "anchor": [self.anchor.progress, self.anchor.fraction],
             "budget_steps": self.budget_steps,
@@ -127,6 +131,7 @@ class Progress:
             step=int(saved["step"]),
             seconds=float(saved["seconds"]),
             best_val_loss=saved["best_val_loss"],
+            best_precision=saved.get("best_precision"),
             last_val_loss=saved["last_val_loss"],
             anchor=Anchor(*saved["anchor"]),
             budget_steps=saved["budget_steps"],

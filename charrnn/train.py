@@ -19,38 +19,25 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from charrnn import averaging, rundir
+from charrnn import averaging, files, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import Data, Vocabulary, load_data
-from charrnn.devices import autocast, autocast_dtype, pick_device
-from charrnn.distributed import World, fingerprint
+from charrnn.corpus import Data, load_data
+from charrnn.devices import PRECISION_NAMES, autocast, autocast_dtype, pick_device
+from charrnn.distributed import World
 from charrnn.errors import CheckpointError, CorpusError, TrainingError
 from charrnn.model import CharModel, State, detach_state
-from charrnn.runlog import MetricsLog, ProgressBar
+from charrnn.resuming import adopt_saved_best, restore, resumed_data
+from charrnn.runlog import MetricsLog, ProgressBar, Result
 from charrnn.schedule import Budget, Progress, Schedule
 from charrnn.scoring import char_loss, evaluate
-
-
-@dataclass
-class Result:
-    run_dir: Path
-    step: int
-    epoch: float
-    seconds: float
-    best_val_loss: float | None
-    final_val_loss: float | None
-    stopped_by: str  # budget | signal
-    signal: int | None = None
-    checkpoint_warnings: list[str] = field(default_factory=list)
 
 
 class StopRequest:
@@ -72,14 +59,27 @@ def unwritable(run_dir: Path, error: OSError) -> TrainingError:
     return TrainingError(f"cannot write to the run directory {str(run_dir)!r}: {reason}")
 
 
+def diverged(what: str, step: int) -> TrainingError:
+    """Training stops on NaN or infinity: nothing non-finite is ever saved."""
+    return TrainingError(
+        f"{what} at step {step}; stopped without saving it (last.pt holds the last good "
+        "checkpoint); lower --learning-rate or --grad-clip"
+    )
+
+
 class Trainer:
-    """One training run: set up from configs (or a checkpoint), then `run()`."""
+    """One training run: set up from configs (or a checkpoint), then `run()`.
+
+    run_dir: None for a new directory under checkpoints/ named after the corpus, the cell and
+    the time. The run owns its directory (rundir.RunLock) from the end of the constructor to
+    the end of `run()`.
+    """
 
     def __init__(
         self,
         model_config: ModelConfig,
         train_config: TrainConfig,
-        run_dir: Path,
+        run_dir: Path | None,
         *,
         resume: dict[str, Any] | None = None,
         log: Callable[[str], None] = lambda line: None,
@@ -89,7 +89,11 @@ class Trainer:
     ):
         self.model_config = model_config
         self.config = train_config
-        self.run_dir = Path(run_dir)
+        self._named = run_dir is not None  # else a default name, made unique when created
+        self.run_dir = (
+            Path(run_dir) if run_dir else rundir.default_dir(train_config.corpus, model_config.cell)
+        )
+        self._lock: rundir.RunLock | None = None
         self.world = world or World()
         self.log = log if self.world.is_main else lambda line: None  # rank 0 speaks for all
         self.stop = stop or StopRequest()
@@ -98,6 +102,7 @@ class Trainer:
         cfg = train_config
 
         self.device, self.amp = self._place()
+        self.precision = PRECISION_NAMES[self.amp]
         if resume:
             ckpt.check_resumable(resume, cfg.batch_size)
         self.data = self._load_data(resume)
@@ -105,11 +110,6 @@ class Trainer:
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
         self.rows = self.world.rows(cfg.batch_size)  # this rank's rows of every batch
-        if len(self.data.val) < 2:
-            raise CorpusError(
-                f"the validation split has {len(self.data.val)} characters; raise val_fraction "
-                "or use a longer text"
-            )
 
         torch.manual_seed(cfg.seed)
         self.model = self._build_model()
@@ -123,9 +123,14 @@ class Trainer:
         self._epoch, self._epoch_loader = -1, None
         self.progress = Progress()
         if resume:
-            self._restore(resume)
+            self.progress, self.state = restore(
+                resume, self.model, self.optimizer, self.rows, self.device
+            )
+            if self.average is not None:  # the raw weights, under the average restore() loaded
+                self.average.restore(resume, self.model)
+            adopt_saved_best(self.progress, self.run_dir, self.world)
         self.world.check_agreement(
-            fingerprint(self.vocab.to_list(), self.data.train, self.data.val),
+            self.data.fingerprint,
             self.progress.step,
             {**config_module.to_dict(model_config), **config_module.to_dict(cfg)},
         )
@@ -137,26 +142,31 @@ class Trainer:
         # The first write, after everything else was accepted: a refused run touches nothing,
         # and an unwritable run directory is refused before training is announced (by rank 0).
         if self.world.is_main:
-            self._prepare_run_dir()
+            self._prepare_run_dir(new=not resume)
 
     # -- setup -------------------------------------------------------------------------------
 
     def _place(self) -> tuple[torch.device, torch.dtype | None]:
         """The threads, the device and the autocast dtype (None: fp32) this rank trains with."""
         cfg = self.config
-        if cfg.threads or self.world.size > 1:
-            torch.set_num_threads(cfg.threads or self.world.threads())
+        # A run saved on a bigger machine may ask for more threads than this one should run.
+        threads = min(cfg.threads, config_module.declaration("threads")[2].machine_max())
+        if threads or self.world.size > 1:
+            torch.set_num_threads(threads or self.world.threads())
         device = self.world.place(pick_device(cfg.device))
         return device, autocast_dtype(device, cfg.precision)
 
     def _load_data(self, resume: dict[str, Any] | None) -> Data:
-        """The corpus, split; a resumed run reads the file it was trained on, in its vocabulary."""
+        """The corpus, split (a resumed run's: see resuming.resumed_data), with some text to
+        validate on."""
         cfg = self.config
-        vocab = Vocabulary.from_list(resume["vocab"]) if resume else None
-        corpus = resume.get("corpus_path", cfg.corpus) if resume else cfg.corpus
-        if resume and not Path(corpus).is_file():
-            corpus = cfg.corpus  # moved since: fall back to the name the user gave
-        return load_data(corpus, cfg.val_fraction, vocab)
+        data = resumed_data(resume, cfg) if resume else load_data(cfg.corpus, cfg.val_fraction)
+        if len(data.val) < 2:
+            raise CorpusError(
+                f"the validation split has {len(data.val)} characters; raise val_fraction "
+                "or use a longer text"
+            )
+        return data
 
     def _build_model(self) -> CharModel:
         try:
@@ -165,15 +175,31 @@ class Trainer:
             first = str(error).strip().splitlines()[0][:200]
             raise TrainingError(f"cannot build the model (too large?): {first}") from None
 
-    def _prepare_run_dir(self) -> None:
+    def _prepare_run_dir(self, new: bool) -> None:
+        """Create (or reuse) the run directory and own it: the lock comes before any write."""
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if removed := ckpt.remove_stale_temporaries(self.run_dir):
+            if self._named:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            else:
+                self.run_dir = rundir.create_new(self.run_dir)
+            self._lock = rundir.RunLock(self.run_dir)
+            if new:  # checked under the lock: no other run can write there meanwhile
+                rundir.check_new(self.run_dir)
+            if removed := files.remove_stale_temporaries(self.run_dir):
                 self.log(f"removed {removed} unfinished checkpoint file(s) of a killed run")
             text = config_module.to_toml(self.model_config, self.config).encode("utf-8")
-            ckpt.write_atomically(self.run_dir / rundir.CONFIG, lambda file: file.write(text))
-        except OSError as error:
-            raise unwritable(self.run_dir, error) from None
+            files.write_atomically(self.run_dir / rundir.CONFIG, lambda file: file.write(text))
+        except BaseException as error:
+            self.release()
+            if isinstance(error, OSError):
+                raise unwritable(self.run_dir, error) from None
+            raise
+
+    def release(self) -> None:
+        """Give up the run directory (`run()` does when it ends; so does the process's end)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -186,36 +212,19 @@ class Trainer:
             **extra,
         )
 
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        try:
-            averaging.restore(checkpoint, self.model, self.average)
-            # Only the learned moments come from the file. How the optimiser runs (rate, betas,
-            # flags such as fused, which depend on the device) is this run's config and device.
-            groups = self.optimizer.state_dict()["param_groups"]
-            saved_state = checkpoint["optimizer"]["state"]
-            self.optimizer.load_state_dict({"state": saved_state, "param_groups": groups})
-            self.progress = Progress.from_dict(checkpoint["progress"])
-            hidden = checkpoint["hidden_state"]  # a list of 1 or 2 tensors, or None
-            if hidden is not None:
-                self.state = tuple(h[:, self.rows].to(self.device) for h in hidden)
-            torch.set_rng_state(checkpoint["rng"]["torch"])
-            if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise CheckpointError(f"cannot resume from this checkpoint: {first[:200]}") from None
-
     # -- checkpoints -------------------------------------------------------------------------
 
     def _checkpoint(self) -> dict[str, Any]:
+        """What a save writes; refused (the run stops) when any of it is NaN or infinite."""
         state = self.world.gather_rows(self.state)  # the whole batch's, so any N can resume
         hidden = None if state is None else [h.detach().cpu() for h in state]
-        return {
+        checkpoint = {
             **ckpt.header(),
             "model_config": config_module.to_dict(self.model_config),
             "train_config": config_module.to_dict(self.config),
             "vocab": self.vocab.to_list(),
             "corpus_path": str(self.data.corpus_path),
+            "corpus_fingerprint": self.data.fingerprint,
             **averaging.checkpoint_entries(self.model, self.average),  # model (+ averaging)
             "optimizer": self.optimizer.state_dict(),
             "progress": self.progress.to_dict(self.n_batches),
@@ -225,6 +234,10 @@ class Trainer:
                 "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             },
         }
+        # Every rank holds the same weights and gathered state: all of them stop together.
+        if problem := ckpt.non_finite(checkpoint):
+            raise diverged(f"{problem} became NaN or infinite", self.progress.step)
+        return checkpoint
 
     def _save(self, name: str) -> None:
         checkpoint = self._checkpoint()
@@ -246,9 +259,18 @@ class Trainer:
 
     def run(self) -> Result:
         """Train until the budget is spent or a stop is requested, then save last.pt."""
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> Result:
         cfg, p = self.config, self.progress
         chars_per_step = cfg.batch_size * cfg.seq_length
         show_bar = self.progress_bar if self.world.is_main else False
+        if p.best_precision not in (None, self.precision):
+            self.log(f"best.pt was scored in {p.best_precision} and this run evaluates in "
+                     f"{self.precision}: best.pt stays as it is")  # fmt: skip
         with (
             self._metrics_log() as metrics,
             ProgressBar(self.budget.max_steps, p.step, chars_per_step, show_bar) as bar,
@@ -326,11 +348,7 @@ class Trainer:
             loss = char_loss(logits, targets)
         value = self.world.average(loss.item())  # all ranks see a NaN, so all stop together
         if not math.isfinite(value):
-            raise TrainingError(
-                f"the loss became {value} at step {self.progress.step + 1}; stopped without "
-                f"saving it (last.pt holds the last good checkpoint); lower --learning-rate "
-                "or --grad-clip"
-            )
+            raise diverged(f"the loss became {value}", self.progress.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip:
@@ -364,13 +382,20 @@ class Trainer:
         p = self.progress
         rate = metrics.rate()  # the training speed since the last evaluation, not counting it
         p.last_val_loss = val_loss = self._evaluate(whole=whole)
-        improved = p.best_val_loss is None or val_loss < p.best_val_loss
+        eval_chars = self.config.eval_chars
+        whole = whole or not eval_chars or eval_chars + 1 >= len(self.data.val)  # all was scored
+        # Only a score of the whole split, in the precision of the best so far, compares with it.
+        comparable = whole and p.best_precision in (None, self.precision)
+        improved = comparable and math.isfinite(val_loss)
+        improved = improved and (p.best_val_loss is None or val_loss < p.best_val_loss)
         if improved:
-            p.best_val_loss = val_loss
-        scope = "all" if whole or not self.config.eval_chars else "part"
+            p.best_val_loss, p.best_precision = val_loss, self.precision
         epoch = p.step / self.n_batches
+        scope = "all" if whole else "part"
         line = metrics.record(p.step, epoch, p.seconds, train_loss, val_loss, scope, lr, rate)
         self.log(line + ("  *best" if improved else ""))
+        if not math.isfinite(val_loss):
+            raise diverged(f"the validation loss became {val_loss}", p.step)
         if improved:
             self._save(rundir.BEST)
         metrics.start_window()

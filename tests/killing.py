@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from charrnn import checkpoint as ckpt
 from charrnn.errors import CheckpointError
+from charrnn.files import TEMPORARY_MARK
 
 MOMENTS = ("startup", "training", "writing", "writing-last", "after-save")
 POLL_SECONDS = 0.0005  # a checkpoint write of a few MB takes tens of milliseconds
@@ -107,7 +109,7 @@ def size(path: Path) -> int:
 
 def temporaries(run_dir: Path, pid: int | None = None) -> list[Path]:
     suffix = str(pid) if pid is not None else "*"
-    return sorted(run_dir.glob(f".*{ckpt.TEMPORARY_MARK}{suffix}"))
+    return sorted(run_dir.glob(f".*{TEMPORARY_MARK}{suffix}"))
 
 
 def freeze(process: subprocess.Popen) -> bool:
@@ -171,6 +173,7 @@ def kill_once(
     run_dir: Path, args: list[str], moment: str, checkpoint_every: int, rng: random.Random
 ) -> Kill:
     """Start (or resume) the run, SIGKILL it at `moment`, and check what survived."""
+    start_over_without_last(run_dir)
     resume = (run_dir / "last.pt").exists()
     start_step = saved_step(run_dir / "last.pt")
     offset = size(run_dir / "metrics.jsonl")
@@ -210,8 +213,16 @@ def kill_once(
     return result
 
 
+def start_over_without_last(run_dir: Path) -> None:
+    """A run killed before its first last.pt cannot be resumed, and a new run may not write
+    over its best.pt and metrics: as a user would, delete it and start afresh."""
+    if run_dir.exists() and not (run_dir / "last.pt").exists():
+        shutil.rmtree(run_dir)
+
+
 def finish(run_dir: Path, args: list[str]) -> subprocess.CompletedProcess:
     """Resume the run once more and let it reach its budget."""
+    start_over_without_last(run_dir)
     return subprocess.run(
         train_command(run_dir, args, resume=(run_dir / "last.pt").exists()),
         stdout=subprocess.DEVNULL,

@@ -8,9 +8,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from charrnn import checkpoint as ckpt
 from charrnn import config
@@ -19,12 +21,15 @@ from charrnn.distributed import World, threads_per_process
 from charrnn.errors import ConfigError
 from charrnn.train import Trainer
 from tests.conftest import TINY_FLAGS, run_cli
+from tests.no_pickles import OBJECT_COLLECTIVES, PickleExchanged, forbid_pickles
 
 # Same global batch on one or two processes; fp32 and no dropout, so the curves can match.
 EXACT_FLAGS = (*TINY_FLAGS, "--precision", "fp32", "--dropout", "0", "--eval-every", "10")
 STEPS = 40
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TIMEOUT = 300  # seconds; a run takes a few, but a loaded CI machine can be slow to start torch
+# The ranks these tests start run charrnn with torch's object collectives made to fail.
+NO_PICKLES = str(Path(__file__).with_name("no_pickles.py"))
 
 
 def tiny_configs(corpus, **overrides):
@@ -36,7 +41,7 @@ def tiny_configs(corpus, **overrides):
 
 def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={nproc}", "-m", "charrnn", *map(str, args)]  # fmt: skip
+               f"--nproc-per-node={nproc}", NO_PICKLES, *map(str, args)]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
 
 
@@ -171,8 +176,7 @@ def test_ranks_that_read_different_texts_stop_with_one_error_line(tmp_path, corp
         subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "charrnn",
+                NO_PICKLES,
                 "train",
                 *TINY_FLAGS,
                 "--corpus",
@@ -195,3 +199,81 @@ def test_ranks_that_read_different_texts_stop_with_one_error_line(tmp_path, corp
     assert "Traceback" not in rank0_err + rank1_err
     assert rank1_out == rank1_err == ""  # rank 0 speaks for the machine
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ranks_exchange_only_tensors(two_process_run):
+    """The two-process run trained (its ranks agreeing on text and settings, then on every
+    step) in processes where every object collective raises (tests/no_pickles.py); so did the
+    run refused above, its message intact."""
+    run, _ = two_process_run
+    assert ckpt.load(run, prefer=("last.pt",))["progress"]["step"] == STEPS
+
+
+def test_the_harness_refuses_every_object_exchange(monkeypatch):
+    forbid_pickles(monkeypatch.setattr)
+    for name in OBJECT_COLLECTIVES:
+        with pytest.raises(PickleExchanged):
+            getattr(dist, name)([1], [1])
+    with pytest.raises(PickleExchanged):
+        dist.distributed_c10d._tensor_to_object(torch.zeros(1), 1)
+
+
+def start_alone(rank: int, tmp_path, corpus_file, port: int) -> subprocess.CompletedProcess:
+    """One rank of a run of two, started without the other."""
+    world = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+             "LOCAL_WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank)}  # fmt: skip
+    # `-m charrnn`: no collective runs, and torch must not be imported before charrnn quiets
+    # its C++ logging (the harness imports it first).
+    command = [sys.executable, "-m", "charrnn", "train", *TINY_FLAGS, "--corpus",
+               str(corpus_file), "--out", str(tmp_path / "run"), "--init-timeout", "3"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env={**ENV, **world},
+                          timeout=TIMEOUT)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_start_up_that_never_completes_times_out_naming_who_did_not_come(tmp_path, corpus_file):
+    port = free_port()
+    alone = start_alone(0, tmp_path, corpus_file, port)
+    assert alone.returncode == 1, alone.stderr
+    assert alone.stderr.strip().splitlines() == [
+        "error: only 1 of the 2 processes of this run came within --init-timeout 3 s: rank 0 "
+        f"waited at 127.0.0.1:{port} and rank 1 did not come; start every rank, or raise "
+        "--init-timeout"
+    ]
+    lost = start_alone(1, tmp_path, corpus_file, free_port())
+    assert lost.returncode == 1, lost.stderr
+    lines = lost.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: rank 1 could not reach rank 0"), lines
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WORLD_SIZE", "two", "WORLD_SIZE='two' is not a number"),
+        ("RANK", "", "RANK='' is not a number"),
+        ("RANK", "5", "RANK=5 must be in 0..1 (WORLD_SIZE=2)"),
+    ],
+)
+def test_a_torchrun_environment_that_is_not_numbers_is_one_line(
+    tmp_path, corpus_file, monkeypatch, variable, value, message
+):
+    world = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+    for name, number in {**world, variable: value}.items():
+        monkeypatch.setenv(name, number)
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus_file, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_world_size_that_is_not_a_number_ends_the_process_in_one_line(tmp_path):
+    env = {**ENV, "WORLD_SIZE": "many"}
+    done = subprocess.run([sys.executable, "-m", "charrnn", "train", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=TIMEOUT)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: WORLD_SIZE='many' is not a number; torchrun sets it (or set it to a whole number)"
+    ]

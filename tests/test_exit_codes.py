@@ -35,6 +35,7 @@ def test_an_unexpected_error_is_one_line_naming_it_and_debug_shows_the_traceback
         run_cli("--debug", "runs", tmp_path)
 
 
+@pytest.mark.slow  # a child process: a few seconds of start-up
 def test_charrnn_debug_in_the_environment_shows_the_traceback(tmp_path):
     env = {**os.environ, "CHARRNN_DEBUG": "1"}
     done = subprocess.run([sys.executable, "-m", "charrnn", "sample", tmp_path / "nothing"],
@@ -51,6 +52,7 @@ def test_usage_errors_exit_2():
     assert run_cli("sample", "--no-such-flag").exit_code == 2
 
 
+@pytest.mark.slow  # a child process: a few seconds of start-up
 def test_a_closed_pipe_ends_sampling_quietly(tiny_run):
     process = charrnn("sample", tiny_run, "-n", 1_000_000, "--exact",
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
@@ -61,6 +63,7 @@ def test_a_closed_pipe_ends_sampling_quietly(tiny_run):
     assert stderr == b""
 
 
+@pytest.mark.slow  # a child process: a few seconds of start-up
 def test_a_full_output_is_one_line_and_exit_1(tiny_run):
     with open("/dev/full", "w") as full:
         done = subprocess.run([sys.executable, "-m", "charrnn", "sample", tiny_run, "-n", "50"],
@@ -71,6 +74,7 @@ def test_a_full_output_is_one_line_and_exit_1(tiny_run):
     ]
 
 
+@pytest.mark.slow  # a child process: a few seconds of start-up
 def test_sigterm_exits_143_with_one_line(tiny_run):
     process = charrnn("sample", tiny_run, "-n", 10_000_000, "--exact",
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip

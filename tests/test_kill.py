@@ -61,7 +61,7 @@ def test_sigkill_at_any_moment_loses_at_most_one_checkpoint_interval(tmp_path, c
     # The next start cleaned up what the killed writers left behind.
     assert temporaries(run) == []
     assert sorted(p.name for p in run.iterdir()) == [
-        "best.pt", "config.toml", "last.pt", "metrics.jsonl"
+        ".lock", "best.pt", "config.toml", "last.pt", "metrics.jsonl"
     ]  # fmt: skip
 
     # Twelve kills and resumes later, the weights are those of a run never interrupted

@@ -1,8 +1,9 @@
 """Every refusal of `charrnn train`, through the real CLI: one line, exit 1, nothing touched.
 
-Each row runs against a workspace holding two runs: one killed before its first periodic
-checkpoint (config.toml, metrics.jsonl and best.pt, but no last.pt, so `--out` may reuse it)
-and one finished run (which `--resume` continues). Whatever is refused, every file of the
+Each row runs against a workspace holding runs: one killed in its first moments (config.toml
+only, so `--out` may reuse it), one killed before its first periodic checkpoint (best.pt and
+metrics.jsonl, no last.pt: no new run may write there), finished ones (which `--resume`
+continues) and runs whose corpus changed since. Whatever is refused, every file of the
 workspace must be byte for byte what it was.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from charrnn.machine import available_cores
 from tests.conftest import TINY_FLAGS, run_cli
 
 
@@ -29,15 +31,23 @@ def workspace(tmp_path_factory, shakespeare_text) -> Path:
     root = tmp_path_factory.mktemp("refusals")
     (root / "corpus.txt").write_text(shakespeare_text[:20_000], encoding="utf-8")
     (root / "other.txt").write_text(shakespeare_text[:20_000] + "ü", encoding="utf-8")
-    for name in ("done", "partial", "moved"):
-        corpus = root / ("other.txt" if name == "moved" else "corpus.txt")
+    (root / "edited.txt").write_text(shakespeare_text[:20_000], encoding="utf-8")
+    for name in ("done", "partial", "killed", "moved", "edited"):
+        corpus = root / ({"moved": "other.txt", "edited": "edited.txt"}.get(name, "corpus.txt"))
         result = run_cli("train", *TINY_FLAGS, "--corpus", corpus, "--out", root / name,
                          "--max-steps", 20, "--eval-every", 10)  # fmt: skip
         assert result.exit_code == 0, result.output
-    # A run killed before its first periodic save has no last.pt: --out may reuse it.
-    (root / "partial" / "last.pt").unlink()
+    # Killed in its first moments: only config.toml (and the lock file); --out may reuse it.
+    for leftover in ("last.pt", "best.pt", "metrics.jsonl"):
+        (root / "partial" / leftover).unlink()
+    # Killed before its first periodic save: no last.pt, but another run's best.pt and metrics.
+    (root / "killed" / "last.pt").unlink()
     # The corpus of "moved" changed since (a character more): resuming it must be refused.
     (root / "other.txt").write_text(shakespeare_text[:20_000] + "üß", encoding="utf-8")
+    # The corpus of "edited" changed without a new character: its fingerprint tells.
+    edited = shakespeare_text[:20_000].replace("Romeo", "Remoo", 1)
+    assert edited != shakespeare_text[:20_000]
+    (root / "edited.txt").write_text(edited, encoding="utf-8")
     (root / "empty.txt").write_bytes(b"")
     (root / "latin1.txt").write_bytes("Fran\u00e7ais, na\u00efve".encode("latin-1") * 300)
     (root / "short.txt").write_text("To be, or not to be" * 3, encoding="utf-8")
@@ -93,6 +103,11 @@ ROWS = [
     ("unknown optimizer", new("--optimizer", "sgd"), "optimizer must be one of"),
     ("zero hidden size", new("--hidden-size", "0"), "hidden_size must be at least 1"),
     ("dropout above 1", new("--dropout", "1.5"), "dropout must be less than 1.0"),
+    ("weight drop 1", new("--weight-drop", "1"), "weight_drop must be less than 1.0"),
+    ("threads beyond 4 per core", new("--threads", str(4 * available_cores() + 1)),
+     f"threads must be at most {4 * available_cores()} (4 x the"),
+    ("NaN validation fraction", new("--val-fraction", "nan"), "val_fraction must be a finite"),
+    ("no init timeout", new("--init-timeout", "0"), "--init-timeout must be a positive"),
     ("zero learning rate", new("--learning-rate", "0"), "learning_rate must be greater than 0"),
     ("infinite learning rate", new("--learning-rate", "inf"), "must be a finite number"),
     ("validation fraction 1", new("--val-fraction", "1"), "val_fraction must be less than"),
@@ -103,6 +118,8 @@ ROWS = [
     ("run directory under a file", new("--out", "{root}/a-file/run"), "cannot write to the run"),
     # Runs that exist.
     ("--out of a finished run", new("--out", "{root}/done"), "already holds a run"),
+    ("--out of a run killed before last.pt", new("--out", "{root}/killed"),
+     "already holds a run (best.pt, metrics.jsonl); it never wrote last.pt"),
     ("resume a missing run", ["--resume", "{root}/nope"], "does not exist"),
     ("resume changing the model", ["--resume", "{root}/done", "--hidden-size", "64"],
      "cannot change hidden_size"),
@@ -114,6 +131,10 @@ ROWS = [
      "device must be one of"),
     ("resume a changed corpus", ["--resume", "{root}/moved", "--max-steps", "40"],
      "different vocabulary"),
+    ("resume an edited corpus", ["--resume", "{root}/edited", "--max-steps", "40"],
+     "edited.txt' changed since the run started"),
+    ("resume with another text", ["--resume", "{root}/done", "--corpus", "{root}/edited.txt"],
+     "edited.txt' changed since the run started"),
 ]  # fmt: skip
 
 

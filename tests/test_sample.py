@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -170,3 +173,27 @@ def test_int8_stepper_is_close_to_the_exact_one(cell):
 def test_cli_int8_sampling(tiny_run):
     result = run_cli("sample", tiny_run, "--int8", "--length", 50, "--seed", 3)
     assert result.exit_code == 0 and len(result.stdout) == 1 + 50 + 1  # prime, text, newline
+
+
+@pytest.mark.slow  # a child process
+@pytest.mark.parametrize("hidden", [24, 300])
+def test_int8_sampling_of_any_width_does_not_crash(hidden):
+    """torch's int8 kernel crashes on inputs that are not a multiple of 16 wide: such weights
+    stay float (in a child process, so a crash fails this test instead of ending the run)."""
+    script = f"""
+import torch
+from charrnn.config import ModelConfig
+from charrnn.corpus import Vocabulary
+from charrnn.model import CharModel
+from charrnn.sample import Int8, TextGenerator
+torch.manual_seed(0)
+vocab = Vocabulary.from_text("ABCDEFGHIJKLMNOPQR")
+model = CharModel(ModelConfig(hidden_size={hidden}, embedding_dim=16), len(vocab))
+generator = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
+texts = generator.generate("A", 100, num_samples=2, seed=1)
+assert [len(t) for t in texts] == [101, 101], texts
+assert not isinstance(generator.stepper.head, Int8)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

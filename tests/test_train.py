@@ -16,10 +16,11 @@ from charrnn import checkpoint as ckpt
 from charrnn import config
 from charrnn.checkpoint import resume_configs
 from charrnn.errors import CheckpointError, TrainingError
+from charrnn.files import TEMPORARY_MARK
 from charrnn.scoring import evaluate
 from charrnn.train import StopRequest, Trainer
 from tests.conftest import TINY_FLAGS, run_cli
-from tests.killing import metrics_steps
+from tests.killing import ENV, freeze, metrics_steps, temporaries, train_command
 
 
 def tiny_configs(corpus, **train_overrides):
@@ -201,3 +202,47 @@ def test_sigint_saves_and_exits_130(tmp_path, corpus_file):
     saved = ckpt.load(run, prefer=("last.pt",))
     # No periodic checkpoints: this one was written on the interrupt, after those steps.
     assert saved["progress"]["step"] >= trained >= 5
+
+
+@pytest.mark.slow
+def test_a_second_sigint_during_the_save_exits_at_once_and_keeps_the_old_checkpoint(
+    tmp_path, corpus_file
+):
+    # A model of ~5 MB, so that saving it takes long enough to be caught in the middle.
+    big = [*TINY_FLAGS, "--corpus", str(corpus_file), "--hidden-size", "256",
+           "--embedding-dim", "128"]  # fmt: skip
+    run = tmp_path / "run"
+    first = run_cli("train", *big, "--out", run, "--max-steps", 2)
+    assert first.exit_code == 0, first.output
+    before = (run / "last.pt").read_bytes()
+    # Resumed with no periodic saves: the only last.pt write is the one on the interrupt.
+    command = [*train_command(run, [], resume=True), "--max-steps", "1000000",
+               "--checkpoint-every", "0", "--eval-every", "5", "--eval-chars", "64"]  # fmt: skip
+    offset = (run / "metrics.jsonl").stat().st_size
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while not metrics_steps(run, offset):
+            assert process.poll() is None and time.monotonic() < deadline, "it never trained"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        saving = run / f".last.pt{TEMPORARY_MARK}{process.pid}"
+        while True:  # until it is frozen in the middle of the save the interrupt asked for
+            assert process.poll() is None, "the save ended before it was caught"
+            assert time.monotonic() < deadline, "the save on the interrupt never started"
+            if saving.exists():
+                assert freeze(process), "it ended while being frozen"
+                if saving.exists():
+                    break
+                process.send_signal(signal.SIGCONT)
+            time.sleep(0.0005)
+        # Frozen mid-save: the second Ctrl-C is handled the moment it runs again.
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGCONT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode() and stderr.decode().strip().endswith("interrupted")
+    assert (run / "last.pt").read_bytes() == before  # the previous checkpoint, whole
+    assert temporaries(run) == []

@@ -5,7 +5,7 @@ place that turns errors into exit codes, `settings` derives options from charrnn
 
     charrnn/cli/batches.py    inspect-batches
     charrnn/cli/train.py      train
-    charrnn/cli/sample.py     sample
+    charrnn/cli/sample.py     sample (charrnn/cli/interactive.py: its --interactive prompt)
     charrnn/cli/runs.py       inspect, runs
     charrnn/cli/evaluate.py   eval
     charrnn/cli/explain.py    explain
@@ -85,8 +85,8 @@ def run() -> None:
     try:
         app(prog_name="charrnn")
     except SystemExit as done:
-        if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # torchrun sets it in its workers
-            raise
+        if os.environ.get("WORLD_SIZE", "1").strip() in ("1", ""):  # torchrun sets it >= 2
+            raise  # (one that is not a number was refused in one line: the exit stands)
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         if isinstance(done.code, str):
             print(done.code, file=sys.stderr)

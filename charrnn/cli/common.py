@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +28,21 @@ EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
 # Whitespace and control characters drawn so a learner can see them.
 VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 VISIBLE_LEGEND = "whitespace shown as ␣ (space), ↵ (newline), ⇥ (tab)"
+
+
+# Arguments and options that several commands take in the same words.
+RUN_TO_USE = Annotated[
+    str | None,
+    typer.Argument(help="A .pt file or a run directory.", show_default="the newest run"),
+]
+INT8 = Annotated[
+    bool | None,
+    typer.Option(
+        "--int8/--exact",
+        help="int8 weights (~2x faster at batch 1) or exact fp32.",
+        show_default="int8 on a CPU for models of 256+ units",
+    ),
+]
 
 
 def fail(message: str) -> typer.Exit:

@@ -55,12 +55,15 @@ def explain(
         Path | None,
         typer.Option("--html", help="Also write the view as a self-contained HTML page."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the --html file if it exists.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The values as JSON.")] = False,
 ) -> None:
     """Colour a text by what the model saw: its surprise at each character, or one unit's gate."""
     from charrnn import checkpoint as ckpt
     from charrnn import explain as explaining
-    from charrnn import rundir
+    from charrnn import files, rundir
     from charrnn.corpus import read_text
     from charrnn.scoring import read
 
@@ -68,6 +71,8 @@ def explain(
         raise ConfigError("give the text to read with exactly one of --text or --file")
     if show not in ("surprise", "gate"):
         raise ConfigError(f"--show must be surprise or gate; got {show!r}")
+    if html_file is not None:
+        files.check_outputs([html_file], force, create_folder=False)  # before the work
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
     model, vocab = ckpt.restore_model(ckpt.load(path))
     reading = read(vocab, text if text is not None else read_text(str(file)),
@@ -85,7 +90,7 @@ def explain(
         view = explaining.unit_trace(model, reading, gate, layer, unit)
 
     if html_file is not None:
-        html_file.write_text(explaining.to_html(view, f"read by {path}"), encoding="utf-8")
+        files.write_texts({html_file: explaining.to_html(view, f"read by {path}")})
         err.print(Text(f"wrote {html_file}"))
     if as_json:
         payload = view.to_json()

@@ -1,6 +1,10 @@
-"""`charrnn sample`: write text with a trained model; the text alone goes to stdout."""
+"""`charrnn sample`: write text with a trained model; the text alone goes to stdout.
 
-import itertools
+Four ways out: one sample streams to stdout as it is written; several are printed one after
+another (or written to --out-dir); --json prints one JSON object a line per sample; and
+--interactive (charrnn/cli/interactive.py) takes primes from the terminal.
+"""
+
 import sys
 import time
 from collections.abc import Iterable
@@ -9,79 +13,180 @@ from typing import Annotated, Any
 
 import typer
 
-from charrnn import config
+from charrnn import config, files
 from charrnn.cli import settings
-from charrnn.cli.common import err
+from charrnn.cli.common import INT8, RUN_TO_USE, err, print_json
+from charrnn.errors import ConfigError
 
 
 @settings.declared_options(list(config.fields_of(config.SampleConfig)), config.SampleConfig)
 def sample(
-    checkpoint: Annotated[
-        str | None,
-        typer.Argument(help="A .pt file or a run directory.", show_default="the newest run"),
-    ] = None,
+    checkpoint: RUN_TO_USE = None,
     prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
+    prime_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--prime-file",
+            help="Start from this UTF-8 file's text, of any length (read through the model in "
+            "chunks: memory does not grow with it).",
+        ),
+    ] = None,
+    echo: Annotated[
+        bool,
+        typer.Option(
+            "--echo/--no-echo",
+            help="Write the prime before the new text (a --prime-file is copied through as it "
+            "is read; in --json, the prime field); --no-echo: only the new text, prime null.",
+        ),
+    ] = True,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out-dir", help="Write sample-N.txt files here instead of stdout."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace sample-N.txt files that exist in --out-dir.")
+    ] = False,
+    json_lines: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object a line per sample on stdout: text (the new text), prime, "
+            "seed, settings, mean_log_prob (of the new characters, under the model at "
+            "temperature 1), stopped (length or stop).",
+        ),
+    ] = False,
+    interactive: Annotated[
+        bool,
+        typer.Option(
+            "--interactive",
+            "-i",
+            help="A prompt on the terminal: each line is a prime, its continuation streams out; "
+            "/help lists the commands that change settings; Ctrl-C stops a continuation, "
+            "Ctrl-D leaves.",
+        ),
+    ] = False,
     skip_unknown: Annotated[
         bool, typer.Option("--skip-unknown", help="Drop prime characters the model never saw.")
     ] = False,
     device: settings.option("device") = "auto",
-    int8: Annotated[
-        bool | None,
-        typer.Option(
-            "--int8/--exact",
-            help="int8 weights (~2x faster at batch 1) or exact fp32 "
-            "[default: int8 on a CPU for models of 256+ units]",
-            show_default=False,
-        ),
-    ] = None,
+    int8: INT8 = None,
     threads: settings.option("threads", shown_default="by batch and model size") = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Say what was loaded, on stderr.")
     ] = False,
     **sampling: Any,
 ) -> None:
-    """Write text with a trained model; the text alone goes to stdout."""
+    """Write text with a trained model; the text alone goes to stdout.
+
+    Stop strings (--stop, repeatable) end a sample at the first one it writes, which is kept at
+    the end of its text; they are looked for in the new text only, not in the prime.
+    """
     from charrnn import rundir
-    from charrnn.distributed import available_cores
+    from charrnn.machine import available_cores
     from charrnn.sample import load_model
+    from charrnn.stops import StopStrings
 
     settings.check(device=device, threads=threads)
     chosen = config.build(config.SampleConfig, settings.typed(sampling))
-    length, num_samples = chosen.length, chosen.num_samples
+    StopStrings(chosen.stop)  # an empty one is refused before anything is loaded or written
+    _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive)
+    if out_dir is not None:  # before the work, not after it
+        files.check_outputs(sample_files(out_dir, chosen.num_samples), force, create_folder=True)
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(checkpoint, device, int8=int8, threads=threads)
-    options = dict(temperature=chosen.temperature, top_k=chosen.top_k, top_p=chosen.top_p,
-                   greedy=chosen.greedy, seed=chosen.seed, skip_unknown=skip_unknown)  # fmt: skip
+    if interactive:
+        from charrnn.cli.interactive import session
+
+        session(generator, chosen, skip_unknown)
+        return
+    priming = generator.read_prime(prime, path=prime_file, skip_unknown=skip_unknown)
     started = time.perf_counter()
-    if num_samples == 1 and out_dir is None:
-        # Stream: the prime, then each character as soon as it exists.
-        first = generator.clean_prime(prime, skip_unknown)
-        _write(itertools.chain([first], generator.stream(first, length, **options), ["\n"]))
-    else:
-        texts = generator.generate(prime, length, num_samples=num_samples, **options)
-        texts = [texts] if isinstance(texts, str) else texts
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for n, text in enumerate(texts, 1):
-                (out_dir / f"sample-{n}.txt").write_text(text, encoding="utf-8")
+    options = config.to_dict(chosen)
+    length = options.pop("length")
+    if chosen.num_samples == 1 and out_dir is None and not json_lines:
+        # Stream: the prime as it is read, then each character as soon as it exists.
+        if echo:
+            _write(priming)
         else:
-            _write(f"{'' if n == 1 else chr(10)}==> sample {n} <==\n{text}\n"
-                   for n, text in enumerate(texts, 1))  # fmt: skip
+            priming.read()
+        generation = generator.generation(priming.context, length, **options, score=False)
+        _write(pieces[0] for pieces in generation)
+        _write("\n")
+    else:
+        generation = generator.generation(priming.read(), length, **options, score=json_lines)
+        for _ in generation:
+            pass
+        _show(generation, priming, chosen, echo, out_dir, json_lines, generator.int8)
     if verbose or sys.stderr.isatty():
         seconds = time.perf_counter() - started
+        written = sum(len(text) for text in generation.texts)
         err.print(
-            f"[dim]{num_samples} x {length} characters in {seconds:.2f} s "
-            f"({num_samples * length / max(seconds, 1e-9):,.0f} chars/s) from {checkpoint}[/dim]"
+            f"[dim]{written} new characters in {seconds:.2f} s "
+            f"({written / max(seconds, 1e-9):,.0f} chars/s) from {checkpoint}, "
+            f"seed {generation.seed}[/dim]"
         )
 
 
-def _write(parts: Iterable[str]) -> None:
+def _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive) -> None:
+    if prime is not None and prime_file is not None:
+        raise ConfigError("give --prime or --prime-file, not both")
+    if json_lines and out_dir is not None:
+        raise ConfigError("--json writes to stdout; leave out --out-dir")
+    if interactive:
+        typed = {"--prime": prime is not None, "--prime-file": prime_file is not None,
+                 "--out-dir": out_dir is not None, "--json": json_lines,
+                 "--num-samples": chosen.num_samples != 1}  # fmt: skip
+        given = [flag for flag, was_typed in typed.items() if was_typed]
+        if given:
+            raise ConfigError(
+                f"--interactive takes its primes from the terminal, one sample at a time; "
+                f"leave out {', '.join(given)}"
+            )
+
+
+def _show(generation, priming, chosen, echo, out_dir, json_lines, int8) -> None:
+    """The finished samples: JSON lines, files in out_dir (all of them or none, each whole), or
+    one after another on stdout."""
+    samples = generation.samples()
+    if json_lines:
+        prime = "".join(priming.pieces()) if echo else None
+        used = config.to_dict(chosen) | {"seed": generation.seed, "int8": int8}
+        for one in samples:
+            print_json({"text": one.text, "prime": prime, "seed": generation.seed,
+                        "settings": used, "mean_log_prob": one.mean_log_prob,
+                        "stopped": one.stopped})  # fmt: skip
+        return
+
+    def prime_pieces() -> Iterable[str]:  # read afresh for each sample: a file is never whole
+        return priming.pieces() if echo else ()
+
+    if out_dir is not None:
+
+        def writer(text: str):
+            def write(file) -> None:
+                for piece in prime_pieces():
+                    file.write(piece.encode("utf-8"))
+                file.write(text.encode("utf-8"))
+
+            return write
+
+        files.make_folder(out_dir)
+        paths = sample_files(out_dir, len(samples))
+        files.write_all({path: writer(one.text) for path, one in zip(paths, samples, strict=True)})
+        return
+    for n, one in enumerate(samples, 1):
+        _write(f"{'' if n == 1 else chr(10)}==> sample {n} <==\n")
+        _write(prime_pieces())
+        _write(one.text + "\n")
+
+
+def sample_files(out_dir: Path, count: int) -> list[Path]:
+    return [out_dir / f"sample-{n}.txt" for n in range(1, count + 1)]
+
+
+def _write(parts: Iterable[str] | str) -> None:
     """Each part to stdout as soon as it exists (a generator's characters stream out)."""
-    for part in parts:
+    for part in [parts] if isinstance(parts, str) else parts:
         sys.stdout.write(part)
         sys.stdout.flush()

@@ -1,12 +1,10 @@
 """`charrnn serve`: a model behind HTTP (and a page to try it), until Ctrl-C or SIGTERM."""
 
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from charrnn import config
 from charrnn.cli import settings
-from charrnn.cli.common import err
+from charrnn.cli.common import INT8, RUN_TO_USE, err
 from charrnn.errors import ConfigError
 
 INSTALL = 'pip install -e ".[serve]"'
@@ -15,19 +13,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @settings.declared_options(list(config.fields_of(config.ServeConfig)), config.ServeConfig)
 def serve(
-    checkpoint: Annotated[
-        str | None,
-        typer.Argument(help="A .pt file or a run directory.", show_default="the newest run"),
-    ] = None,
+    checkpoint: RUN_TO_USE = None,
     device: settings.option("device") = "auto",
-    int8: Annotated[
-        bool | None,
-        typer.Option(
-            "--int8/--exact",
-            help="int8 weights (~2x faster at batch 1) or exact fp32.",
-            show_default="int8 on a CPU for models of 256+ units",
-        ),
-    ] = None,
+    int8: INT8 = None,
     threads: settings.option("threads", shown_default="by batch and model size") = None,
     **limits: Any,
 ) -> None:
@@ -42,7 +30,7 @@ def serve(
             f"charrnn serve needs the serve extra ({missing.name} is missing): {INSTALL}"
         ) from None
     from charrnn import rundir
-    from charrnn.distributed import available_cores
+    from charrnn.machine import available_cores
     from charrnn.sample import load_model
 
     settings.check(device=device, threads=threads)

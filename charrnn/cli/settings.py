@@ -39,6 +39,10 @@ def option(
     kind, _, declared = config.declaration(name, cls)
     bounds = declared.bounds_text()
     help_text = declared.help + (f" ({bounds})" if bounds else "")
+    metavar = None  # typer's own (`<int>`)
+    if declared.item is not None:  # repeatable: `--stop A --stop B` gives a list
+        kind, help_text = list[declared.item], help_text + "; repeat the option for more"
+        metavar = f"<{declared.item.__name__}>"
     return Annotated[
         kind | None,
         typer.Option(
@@ -46,12 +50,13 @@ def option(
             help=help_text,
             rich_help_panel=panel or declared.panel,
             show_default=shown_default,
+            metavar=metavar,
         ),
     ]
 
 
 def _shown(value: Any) -> str | bool:
-    if value is None:
+    if value is None or value == ():
         return False
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -91,7 +96,7 @@ def typed(values: dict[str, Any]) -> dict[str, Any]:
 
 def check(**values: Any) -> dict[str, Any]:
     """The given (non-None) model or training settings, checked against their declarations."""
-    return {name: config.check_value(name, value) for name, value in typed(values).items()}
+    return {name: config.check_value(name, v, typed=True) for name, v in typed(values).items()}
 
 
 def as_flags(values: dict[str, Any]) -> list[str]:
@@ -101,6 +106,8 @@ def as_flags(values: dict[str, Any]) -> list[str]:
         dashed = name.replace("_", "-")
         if isinstance(value, bool):
             arguments.append(f"--{dashed}" if value else f"--no-{dashed}")
+        elif isinstance(value, (list, tuple)):  # a repeatable setting: the option once a value
+            arguments += [part for one in value for part in (f"--{dashed}", str(one))]
         else:
             arguments += [f"--{dashed}", str(value)]
     return arguments

@@ -4,6 +4,8 @@ Its options are the declared settings of charrnn.config (one each, grouped in --
 plus the run-level options below, which are about this invocation rather than the model.
 """
 
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,11 +16,11 @@ from rich.table import Table
 
 from charrnn import config as config_module
 from charrnn.cli import settings
-from charrnn.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, err
+from charrnn.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, debugging, err
 from charrnn.errors import ConfigError
 
 # The options of `train` that are not settings of the model or of training.
-RUN_LEVEL_OPTIONS = ("config", "out_dir", "resume", "verbose", "nproc")
+RUN_LEVEL_OPTIONS = ("config", "out_dir", "resume", "verbose", "nproc", "init_timeout")
 
 
 def _run_option(*names: str, **details: Any) -> Any:
@@ -49,13 +51,20 @@ def train(
         int | None,
         _run_option(help="Train on N processes of this machine (starts torchrun).", min=1),
     ] = None,
+    init_timeout: Annotated[
+        float,
+        _run_option(
+            "--init-timeout",
+            help="Seconds the processes of a multi-process run wait for each other to start.",
+        ),
+    ] = 300.0,
     **typed_settings: Any,
 ) -> None:
     """Train a model; Ctrl-C saves and tells you how to resume."""
+    world = _join(init_timeout)  # torchrun's processes find each other; a lone process is alone
     from charrnn import distributed
 
     overrides = settings.typed(typed_settings)
-    world = distributed.join()  # torchrun's processes find each other; a lone process is alone
     context.call_on_close(distributed.leave)
     if world.local_rank:
         err.quiet = True  # the ranks agree on errors: one process per machine reports them
@@ -65,27 +74,38 @@ def train(
         if world.size > 1:
             raise ConfigError("--nproc starts torchrun itself; leave it out under torchrun")
         distributed.check_batch_split(train_config.batch_size, nproc)
-        where = ["--resume", str(resume)] if resume else ["--out", str(run_dir)]
+        # No --out: rank 0 makes the default directory itself, with a name no other run has.
+        where = ["--resume", str(resume)] if resume else ["--out", str(run_dir)] if run_dir else []
         config_file = ["--config", config] if config else []
-        arguments = ["train", *where, *config_file, *(["--verbose"] if verbose else [])]
+        arguments = ["train", *where, *config_file, *(["--verbose"] if verbose else []),
+                     "--init-timeout", str(init_timeout)]  # fmt: skip
         raise typer.Exit(code=distributed.launch(nproc, arguments + settings.as_flags(overrides)))
     _train(model_config, train_config, run_dir, checkpoint, verbose, world)
 
 
+def _join(init_timeout: float):
+    """This process's World (charrnn.distributed.join), waiting at most `init_timeout` s."""
+    if not (math.isfinite(init_timeout) and init_timeout > 0):
+        raise ConfigError(f"--init-timeout must be a positive number of seconds: {init_timeout}")
+    if "WORLD_SIZE" in os.environ and not debugging["on"]:
+        # torch's C++ side would log a failed start-up in many lines; the error says it in one.
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+    from charrnn import distributed
+
+    return distributed.join(init_timeout)
+
+
 def _configs(config: str | None, out_dir: Path | None, resume: Path | None, overrides: dict):
-    """(checkpoint or None, model config, train config, run directory) of a new or resumed run."""
+    """(checkpoint or None, model config, train config, run directory) of a new or resumed run;
+    the directory is None for a new run under a default name (the Trainer makes it)."""
     from charrnn import checkpoint as ckpt
     from charrnn import rundir
 
     if resume is None:
         model_config, train_config = config_module.resolve(config or "default", overrides)
-        run_dir = out_dir or rundir.default_dir(train_config.corpus, model_config.cell)
-        if (run_dir / rundir.LAST).exists():
-            raise ConfigError(
-                f"{str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
-                "or choose another --out"
-            )
-        return None, model_config, train_config, run_dir
+        if out_dir is not None:
+            rundir.check_new(out_dir)  # early; the Trainer checks again once it owns the folder
+        return None, model_config, train_config, out_dir
     if config is not None:
         raise ConfigError("--config cannot be combined with --resume: a run keeps its config")
     path = rundir.find_checkpoint(resume, rundir.FOR_RESUMING)
@@ -96,7 +116,7 @@ def _configs(config: str | None, out_dir: Path | None, resume: Path | None, over
     return checkpoint, model_config, train_config, path.parent
 
 
-def _train(model_config, train_config, run_dir: Path, checkpoint, verbose: bool, world) -> None:
+def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose, world) -> None:
     from charrnn.model import count_parameters
     from charrnn.train import StopRequest, Trainer
 
@@ -116,10 +136,15 @@ def _train(model_config, train_config, run_dir: Path, checkpoint, verbose: bool,
         f"{trainer.data.corpus_path.name}: {len(trainer.data.train):,} training and "
         f"{len(trainer.data.val):,} validation characters, vocabulary {len(trainer.vocab)}; "
         f"model {model_config.cell} with {count_parameters(trainer.model):,} parameters on "
-        f"{trainer.device}; run directory {run_dir}"
+        f"{trainer.device}; run directory {trainer.run_dir}"
     )
-    previous = {s: signal.signal(s, lambda signum, frame: stop.request(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}  # fmt: skip
+
+    def on_signal(signum, frame) -> None:
+        if stop.requested:  # a second one, while it saves: out now (the old file stays whole)
+            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+        stop.request(signum)  # the first: finish the step, save, and say how to resume
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = trainer.run()
     finally:

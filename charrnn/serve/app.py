@@ -32,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 
 from charrnn import config
 from charrnn.errors import CharRNNError
+from charrnn.generation import new_seed
 from charrnn.sample import SamplingOptions, TextGenerator
-from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream, new_seed
+from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream
 
 MAX_STOPS, MAX_STOP_CHARS = 8, 64
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -45,7 +46,8 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 
 def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
     """A request field for the declared sampling setting `name`: its type, default, bounds and
-    description from SampleConfig; `length` and `num_samples` capped by the server's limits."""
+    description from SampleConfig; `length`, `num_samples` and `stop` within the server's
+    limits."""
     kind, default, declared = config.declaration(name, config.SampleConfig)
     if name == "length":
         declared = dataclasses.replace(declared, max=limits.max_length)
@@ -59,13 +61,23 @@ def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
         bounds["lt" if declared.max_open else "le"] = declared.max
     words = declared.bounds_text()
     description = declared.help + (f" ({words})" if words else "")
+    if declared.item is not None:  # a repeatable setting (stop): a list, within the limits
+        item = declared.item
+        if item is str:
+            item = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
+        description += f" (at most {MAX_STOPS}, each 1 to {MAX_STOP_CHARS} characters)"
+        return list[item], Field(default_factory=list, max_length=MAX_STOPS,
+                                 description=description)  # fmt: skip
     annotation = kind | None if default is None else kind
     return annotation, Field(default, description=description, **bounds)
 
 
+def _skip_unknown(description: str) -> tuple[Any, Any]:
+    return bool, Field(False, description=description)
+
+
 def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
     """(GenerateRequest, ScoreRequest) for these limits."""
-    stop = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARS)]
     sampling = {name: sample_field(name, limits) for name in config.fields_of(config.SampleConfig)}
     generate = create_model(
         "GenerateRequest",
@@ -79,15 +91,6 @@ def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[Ba
             ),
         ),  # fmt: skip
         **sampling,
-        stop=(
-            list[stop],
-            Field(
-                default_factory=list,
-                max_length=MAX_STOPS,
-                description=f"stop strings (at most {MAX_STOPS}, each 1 to {MAX_STOP_CHARS} "
-                "characters): a sample ends with the first one it writes, which is kept",
-            ),
-        ),
         stream=(
             bool,
             Field(
@@ -96,10 +99,7 @@ def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[Ba
                 "event per piece of new text, then `event: done` with the summary",
             ),
         ),  # fmt: skip
-        skip_unknown=(
-            bool,
-            Field(False, description="drop prime characters the model never saw (else 422)"),
-        ),
+        skip_unknown=_skip_unknown("drop prime characters the model never saw (else 422)"),
     )
     score = create_model(
         "ScoreRequest",
@@ -112,10 +112,7 @@ def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[Ba
                 "not scored (nothing comes before it)",
             ),
         ),  # fmt: skip
-        skip_unknown=(
-            bool,
-            Field(False, description="show characters the model never saw unscored (else 422)"),
-        ),
+        skip_unknown=_skip_unknown("show characters the model never saw unscored (else 422)"),
     )
     return generate, score
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import threading
 import time
 from collections import deque
@@ -55,7 +54,6 @@ from charrnn.stops import StopStrings
 PRIME_CHUNK = 1024  # characters of a prime read per forward call (and per worker iteration)
 FLUSH_SECONDS = 0.02  # new text reaches the clients at least this often while it is made
 IDLE_SECONDS = 0.1  # an idle worker still looks this often whether it should stop
-SEED_LIMIT = 2**63  # seeds drawn for requests without one: what `--seed` accepts
 
 
 class Busy(CharRNNError):
@@ -561,8 +559,3 @@ def _deliver(events: list[tuple[Stream, tuple]]) -> None:
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable, *args: Any) -> None:
     with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         loop.call_soon_threadsafe(callback, *args)
-
-
-def new_seed() -> int:
-    """A seed for a request without one, returned to the client so it can ask again."""
-    return secrets.randbelow(SEED_LIMIT)

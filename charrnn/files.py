@@ -1,0 +1,176 @@
+"""Writing files so that a crash, a kill or a full disk never leaves half of one.
+
+Every file charrnn writes (checkpoints, ``config.toml``, exported models, sampled text, HTML
+views) goes through `write_atomically`: a temporary file beside the target is filled, flushed
+and fsynced, then ``os.replace``d over it, so the target is either the old file or the new one.
+A kill mid-write leaves the temporary behind; `remove_stale_temporaries` deletes those whose
+writer is gone.
+
+The outputs a person names on the command line (``sample --out-dir``, ``explain --html``) are
+checked before any work is done (`check_outputs`): a folder that is a file, a missing folder or
+an existing file (without ``--force``) is one clear refusal, not a traceback after a long run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from charrnn.errors import OutputError
+
+TEMPORARY_MARK = ".tmp-"  # .last.pt.tmp-<pid>: a write in progress, or one a kill interrupted
+
+
+def temporary_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Let `write` fill a temporary file beside `path`, make it durable, then put it in place.
+
+    Whatever fails (or is killed, or interrupted) on the way, `path` is either the old file or
+    the new one. Errors are raised as they come, after the temporary file is removed.
+    """
+    path = Path(path)
+    temporary = _durable_temporary(path, write)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        _remove(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def write_all(writes: dict[Path, Callable[[BinaryIO], Any]]) -> None:
+    """Let each function fill its file: all of the files, or (the disk refused one) none.
+
+    Every temporary is written (and made durable) first and only then renamed into place, so a
+    full disk halfway leaves no new file at all. Raises OutputError naming the file that could
+    not be written.
+    """
+    done: list[Path] = []
+    try:
+        for path, write in writes.items():
+            done.append(_durable_temporary(Path(path), write))
+    except BaseException as error:
+        for temporary in done:
+            _remove(temporary)
+        if isinstance(error, OSError):
+            reason = f"{error.strerror or error}; nothing was written"
+            raise OutputError(f"cannot write {str(path)!r}: {reason}") from None
+        raise
+    for temporary, path in zip(done, writes, strict=True):
+        os.replace(temporary, path)
+    for folder in {Path(path).parent for path in writes}:
+        _fsync_directory(folder)
+
+
+def write_texts(texts: dict[Path, str]) -> None:
+    """Write UTF-8 files, all of them or none (see write_all)."""
+    write_all({path: _writer(text.encode("utf-8")) for path, text in texts.items()})
+
+
+def _writer(data: bytes) -> Callable[[BinaryIO], Any]:
+    return lambda file: file.write(data)
+
+
+def check_outputs(paths: list[Path], force: bool, *, create_folder: bool) -> None:
+    """Refuse, before any work, outputs that could not be written or would replace a file.
+
+    create_folder: the folder of the outputs may be missing (it is made when they are written);
+    otherwise it must exist.
+    """
+    for path in paths:
+        path = Path(path)
+        folder = path.parent
+        blocking = _first_non_folder(folder)
+        if blocking is not None:
+            raise OutputError(
+                f"cannot write into {str(folder)!r}: {str(blocking)!r} is a file, not a folder"
+            )
+        if not create_folder and not folder.is_dir():
+            raise OutputError(
+                f"the folder {str(folder)!r} does not exist; create it or choose another path"
+            )
+        if path.is_dir():
+            raise OutputError(f"{str(path)!r} is a folder; give a file name")
+        if path.exists() and not force:
+            raise OutputError(f"{str(path)!r} already exists; use --force to replace it")
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot create the folder {str(folder)!r}: {error.strerror}") from None
+
+
+def _first_non_folder(folder: Path) -> Path | None:
+    """The first existing ancestor of `folder` (itself included) that is not a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _durable_temporary(path: Path, write: Callable[[BinaryIO], Any]) -> Path:
+    temporary = temporary_for(path)
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        _remove(temporary)
+        raise
+    return temporary
+
+
+def _remove(temporary: Path) -> None:
+    with contextlib.suppress(OSError):  # the folder may refuse this too
+        temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files of writes that were killed midway; returns how many.
+
+    Their writer is gone (SIGKILL, power cut), so nothing else will: each is as large as a
+    checkpoint, and a run killed often would otherwise fill the disk with them. A temporary
+    whose process still runs is left alone.
+    """
+    removed = 0
+    for temporary in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
+        pid = temporary.name.rsplit(TEMPORARY_MARK, 1)[1]
+        if pid.isdigit() and not process_exists(int(pid)):
+            temporary.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def process_exists(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe liveness probe (os.kill(pid, 0) signals on Windows): keep it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _fsync_directory(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform, harmless to skip there.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
