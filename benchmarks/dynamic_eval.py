@@ -1,6 +1,6 @@
 """Choose dynamic evaluation's learning rate and decay on held-out training text.
 
-    python -m benchmarks.run --full --only quality --tune        # trains on the tuning corpus
+    python -m benchmarks.run --full --only quality --tune --ours-only   # ~13 min, tuning corpus
     python -m benchmarks.dynamic_eval benchmarks/_work/tune/ours-default [--chars 20000]
 
 Scores the run's validation split with `charrnn eval --dynamic` (charrnn.dynamic) for every
@@ -39,8 +39,8 @@ def grid_search(run: Path, lrs, decays, seq_lengths, chars: int, any_run: bool) 
     if not (any_run or is_tuning_corpus(config["corpus"])):
         raise SystemExit(
             f"dynamic_eval: {run} was trained on {config['corpus']}, not on a tuning corpus; "
-            "train one with `python -m benchmarks.run --full --only quality --tune` (or pass "
-            "--any-run to try the script out)"
+            "train one with `python -m benchmarks.run --full --only quality --tune "
+            "--ours-only` (or pass --any-run to try the script out)"
         )
     model, vocab = ckpt.restore_model(checkpoint)
     corpus = checkpoint.get("corpus_path") or config["corpus"]
