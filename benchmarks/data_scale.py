@@ -4,7 +4,11 @@
 
 The corpus is built here from the bundled one, joined with itself and lightly varied (every
 other copy upper-cased, every third with its lines reversed) so it is not one text repeated;
-it lives under benchmarks/_work/ (git-ignored) and is never committed. The measurement runs in
+it lives under benchmarks/_work/ (git-ignored) and is never committed. Besides plain ASCII
+(--script ascii), the same text is written in non-Latin scripts of the same size in bytes:
+cyrillic (each letter mapped one for one onto the Cyrillic alphabet, 2 bytes a letter) and
+cjk (each pair of letters onto one of ~2,800 CJK ideographs, 3 bytes each, a vocabulary past
+256 characters). The measurement runs in
 a fresh process and samples its resident memory while loading, so the growth is the loading
 alone.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -22,25 +27,65 @@ from pathlib import Path
 WORK = Path(__file__).parent / "_work"
 
 
-def build_corpus(megabytes: int) -> Path:
-    from charrnn.corpus import read_text
-
-    path = WORK / f"corpus-{megabytes}mb.txt"
+def build_corpus(megabytes: int, script: str = "ascii", folder: Path = WORK) -> Path:
+    """A corpus of `megabytes` MB (of UTF-8 bytes) built from the bundled one, in `script`."""
+    name = "" if script == "ascii" else f"-{script}"
+    path = folder / f"corpus-{megabytes}mb{name}.txt"
     target = megabytes * 1_000_000
     if path.exists() and path.stat().st_size >= target:
         return path
-    WORK.mkdir(parents=True, exist_ok=True)
-    base = read_text("shakespeare")
+    folder.mkdir(parents=True, exist_ok=True)
+    # The pattern of variations repeats every 6 copies; the last copy is cut (at a character
+    # boundary) so every script's file has the same size in bytes.
+    variants = [SCRIPTS[script](_variant(copy)).encode("utf-8") for copy in range(6)]
     written, copy = 0, 0
-    with open(path, "w", encoding="utf-8") as out:
+    with open(path, "wb") as out:
         while written < target:
-            text = base.upper() if copy % 2 else base
-            if copy % 3 == 2:
-                text = "\n".join(reversed(text.splitlines()))
-            out.write(text)
-            written += len(text)
+            piece = variants[copy % 6][: target - written]
+            piece = piece.decode("utf-8", "ignore").encode("utf-8")  # no half character
+            if not piece:
+                break
+            out.write(piece)
+            written += len(piece)
             copy += 1
     return path
+
+
+def _variant(copy: int) -> str:
+    """Copy `copy` of the bundled text: every other one upper-cased, every third with its
+    lines reversed, so the corpus is not one text repeated."""
+    from charrnn.corpus import read_text
+
+    text = read_text("shakespeare")
+    text = text.upper() if copy % 2 else text
+    if copy % 3 == 2:
+        text = "\n".join(reversed(text.splitlines()))
+    return text
+
+
+# Latin letters onto the Cyrillic alphabet, one for one (2 bytes each in UTF-8; the vocabulary
+# stays small, so ids stay uint8).
+CYRILLIC = str.maketrans(
+    {**{chr(ord("a") + i): chr(0x0430 + i) for i in range(26)},
+     **{chr(ord("A") + i): chr(0x0410 + i) for i in range(26)}}
+)  # fmt: skip
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def to_cyrillic(text: str) -> str:
+    return text.translate(CYRILLIC)
+
+
+def to_cjk(text: str) -> str:
+    """Each pair of letters (and a lone last letter) of a word becomes one CJK ideograph
+    (U+4E00 on, 3 bytes each in UTF-8): a text of ~1,500 distinct characters, as Chinese or
+    Japanese text has, so ids need int32 rather than uint8."""
+    index = {a + b: i for i, (a, b) in enumerate((a, b) for a in LETTERS for b in LETTERS)}
+    index.update({a: len(index) + i for i, a in enumerate(LETTERS)})
+    return re.sub(r"[A-Za-z]{1,2}", lambda m: chr(0x4E00 + index[m.group()]), text)
+
+
+SCRIPTS = {"ascii": lambda text: text, "cyrillic": to_cyrillic, "cjk": to_cjk}
 
 
 def resident_mb() -> float:
@@ -99,29 +144,32 @@ def load_in_this_process(path: str) -> dict:
         "encoded_dtype": str(ids.dtype),
         "encoded_mb": ids.numel() * ids.element_size() / 1e6,
         "vocab_size": len(vocab),
+        "characters": ids.numel(),
     }
 
 
-def measure(megabytes: int = 100) -> dict:
-    path = build_corpus(megabytes)
+def measure(megabytes: int = 100, script: str = "ascii") -> dict:
+    path = build_corpus(megabytes, script)
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.data_scale", "--load", str(path)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     figures = json.loads(result.stdout)
     size_mb = path.stat().st_size / 1e6
-    return {"file_mb": size_mb, **figures, "growth_over_file": figures["growth_mb"] / size_mb}
+    return {"script": script, "file_mb": size_mb, **figures,
+            "growth_over_file": figures["growth_mb"] / size_mb}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--script", choices=sorted(SCRIPTS), default="ascii")
     parser.add_argument("--load", help=argparse.SUPPRESS)  # the measured child process
     args = parser.parse_args()
     if args.load:
         print(json.dumps(load_in_this_process(args.load)))
     else:
-        print(json.dumps(measure(args.megabytes), indent=2))
+        print(json.dumps(measure(args.megabytes, args.script), indent=2))
 
 
 if __name__ == "__main__":

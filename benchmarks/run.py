@@ -1,40 +1,77 @@
-"""Run every benchmark in one go and write the report.
+"""Run the benchmarks, all sections or some, and write the report.
 
-    python -m benchmarks.run --full     # ~35 minutes: 10-minute training budgets, the report
-    python -m benchmarks.run --quick    # under 3 minutes: short budgets, same harness
+    python -m benchmarks.run --full                  # every section, ~80 minutes (see below)
+    python -m benchmarks.run --full --only quality   # one section; the others' figures are kept
+    python -m benchmarks.run --quick                 # ~8 minutes: short budgets, same harness
     python -m benchmarks.run --quick --corpus PATH   # on another text (or an offline copy)
+    python -m benchmarks.run --full --only quality --tune --set learning_rate=3e-3
+                                                     # choose settings on held-out training text
+
+Sections (--only NAME, repeatable or comma-separated). Each makes its comparisons in one run,
+beside its baselines; --full durations on the 2-core reference machine:
+
+    throughput  the synthetic training step against the GEMM peak                  ~1 min
+    ingest      100 MB of ASCII, Cyrillic and CJK text: load time and memory       ~2 min
+    quality     ours (600 s, then fp32 / snapshot / dynamic scoring, ~3 min), the
+                plain baseline at our precision and in fp32, the lesson-style one  ~45 min
+    sampling    every sampler on 1 thread and on all cores (the quality run's
+                weights when there are some)                                       ~3 min
+    gate_cells  gate-level cells against torch's                                   ~1 min
+    corpora     1 GB corpus: encode speed, RssAnon, start-up on a cache hit      ~10 min
+    finetune    10 min on the plays, then 2 min fine-tune vs 2 min from scratch  ~15 min
+
+--tune runs the quality section on a corpus of the training split alone, scoring its last 5%
+(benchmarks/tuning.py): the validation split RESULTS.md reports is never read while choosing
+settings. Its report goes to benchmarks/_work/tune/ unless --out says otherwise.
 
 The corpus is Tiny Shakespeare unless --corpus says otherwise: the first run downloads it into
 the cache (benchmarks/tiny_shakespeare.py says where, and checks its sha256).
 
 Run it alone on the machine: two CPU-heavy jobs at once slow LSTM training many times over.
-Every comparison is measured in the same run, beside its baseline. --full writes
-benchmarks/RESULTS.md and benchmarks/results.json; --quick writes under benchmarks/_work/
-unless --out says otherwise (so a quick check never overwrites the real report).
+--full writes benchmarks/RESULTS.md and benchmarks/results.json; --quick writes under
+benchmarks/_work/ unless --out says otherwise (so a quick check never overwrites the report).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import corpora, data_scale, machine, sampling, throughput, tiny_shakespeare
+from benchmarks import (
+    corpora,
+    data_scale,
+    machine,
+    quality,
+    sampling,
+    throughput,
+    tiny_shakespeare,
+    tuning,
+)
+from benchmarks.process import run_child
+from benchmarks.report import report
 from charrnn.errors import CorpusError
 
 HERE = Path(__file__).parent
-NANOGPT_CPU = {"val_loss": 1.886, "seconds": 148}  # nanoGPT's baby GPT on this machine (issue)
-NANOGPT_A100 = 1.4697
-TARGET_LOSS = 1.88
+SECTIONS = ("throughput", "ingest", "quality", "sampling", "gate_cells", "corpora", "finetune")
+FULL_ONLY = {"gate_cells", "corpora", "finetune"}  # long or their own texts: --full or --only
+NEEDS_CORPUS = {"quality", "sampling"}
+SCRIPTS = ("ascii", "cyrillic", "cjk")
+FORMAT = 2  # results.json: {"format", "machine", "corpus", "tune", "sections": {name: {...}}}
 CORPUS_HELP = (
     "the text to train and score on (default: Tiny Shakespeare, downloaded once into the "
     "cache, $CHARRNN_CACHE or ~/.cache/charrnn)"
 )
+# mode: config, budget s, repeats, sample length, MB to ingest, held-out chars for int8, lesson
+MODES = {
+    "tiny": ("tiny", 3.0, 2, 100, 1, 300, False),
+    "quick": ("default", 40.0, 3, 500, 20, 3000, False),
+    "full": ("default", 600.0, 5, 2000, 100, 20000, True),
+}
+
+__all__ = ["CORPUS_HELP", "corpus_or_exit", "main", "run_child"]  # gpu.py imports the first two
 
 
 def corpus_or_exit(path: Path | None) -> Path:
@@ -46,62 +83,7 @@ def corpus_or_exit(path: Path | None) -> Path:
         raise SystemExit(1) from None
 
 
-def run_child(command: list[str], env: dict | None = None) -> tuple[str, float, float]:
-    """Run a command; returns (stdout, wall seconds, peak RSS in MB of that process)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, **(env or {})})  # fmt: skip
-    stdout, stderr = process.communicate()
-    # wait4 is not available after communicate(); the children's peak is the same figure here,
-    # since each child runs alone and RUSAGE_CHILDREN keeps the largest of them.
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    return stdout, time.perf_counter() - start, peak
-
-
-def ours(config: str, corpus: Path, seconds: float, workdir: Path) -> dict:
-    run_dir = workdir / f"ours-{config}"
-    if run_dir.exists():
-        for f in run_dir.iterdir():
-            f.unlink()
-    command = [sys.executable, "-m", "charrnn", "train", "--config", config, "--corpus",
-               str(corpus), "--max-time", str(seconds), "--out", str(run_dir)]  # fmt: skip
-    _, wall, peak = run_child(command)
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    reached = next((x["time"] for x in lines if x["val_loss"] <= TARGET_LOSS), None)
-    return {
-        "config": config,
-        "budget_seconds": seconds,
-        "wall_seconds": wall,
-        "final_val_loss": lines[-1]["val_loss"],
-        "best_val_loss": min(x["val_loss"] for x in lines),
-        "final_train_loss": lines[-1]["train_loss"],
-        "steps": lines[-1]["step"],
-        "epochs": lines[-1]["epoch"],
-        "seconds_to_target": reached,
-        # Below the target at the very first evaluation: the time is an upper bound.
-        "target_at_first_eval": lines[0]["val_loss"] <= TARGET_LOSS,
-        "peak_rss_mb": peak,
-        "curve": [(x["time"], x["val_loss"]) for x in lines],
-    }
-
-
-def baseline(recipe: str, corpus: Path, seconds: float) -> dict:
-    command = [sys.executable, "-m", "benchmarks.baselines", recipe, "--corpus", str(corpus),
-               "--seconds", str(seconds)]  # fmt: skip
-    stdout, _, _ = run_child(command)
-    return json.loads(stdout)
-
-
-def gate_cells() -> str:
-    stdout, _, _ = run_child([sys.executable, "-m", "benchmarks.gate_cells", "--repeats", "5"])
-    return stdout
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--full", action="store_true")
@@ -111,197 +93,124 @@ def main() -> None:
         action="store_true",
         help="the tiny config and a few seconds: proves the harness works",
     )
-    parser.add_argument("--skip-lesson", action="store_true",
-                        help="--full without the 10-minute lesson-style baseline")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="SECTION",
+        help=f"measure only these sections ({', '.join(SECTIONS)}); the "
+        "others' figures in results.json are kept",
+    )
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="quality on held-out training text, for choosing settings",
+    )
+    parser.add_argument("--config", help="our run's config (default: default, or tiny)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of our run, as in a config file (repeatable)",
+    )
+    parser.add_argument(
+        "--skip-lesson", action="store_true", help="without the 10-minute lesson-style baseline"
+    )
+    parser.add_argument(
+        "--skip-fp32-baseline",
+        action="store_true",
+        help="without the plain baseline's fp32 run (when ours is not fp32)",
+    )
+    parser.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="quality without any baseline (for tuning: one run, ~13 minutes)",
+    )
     parser.add_argument("--corpus", type=Path, metavar="PATH", help=CORPUS_HELP)
-    parser.add_argument("--out", type=Path, help="folder for RESULTS.md and results.json")
-    parser.add_argument("--update", choices=("data_scale", "sampling", "corpora", "finetune"),
-                        help="re-measure one section of results.json and re-render")  # fmt: skip
     parser.add_argument("--finetune-corpus", type=Path, metavar="PATH",
-                        help="the fine-tuning benchmark's unrelated text (default: the World "
+                        help="the fine-tuning section's unrelated text (default: the World "
                         "English Bible, benchmarks/finetune_text.py)")  # fmt: skip
-    args = parser.parse_args()  # fmt: skip
-    if args.update not in ("data_scale", "corpora", "finetune"):  # these bring their own texts
-        args.corpus = corpus_or_exit(args.corpus)
+    parser.add_argument("--out", type=Path, help="folder for RESULTS.md and results.json")
+    args = parser.parse_args(argv)  # fmt: skip
+    args.mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    args.sections = chosen_sections(parser, args)
+    return args
 
-    if args.tiny:
-        config, budget, lesson, repeats, length, megabytes = "tiny", 3.0, False, 2, 100, 1
-        quality_chars = 300
-    elif args.quick:
-        config, budget, lesson, repeats, length, megabytes = "default", 40.0, False, 3, 500, 20
-        quality_chars = 3000
+
+def chosen_sections(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    if args.only:
+        names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+        unknown = [n for n in names if n not in SECTIONS]
+        if unknown:
+            parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
     else:
-        config, budget, lesson, repeats, length, megabytes = "default", 600.0, True, 5, 2000, 100
-        quality_chars = 20000
-    out = args.out or (HERE if args.full else HERE / "_work")
-    workdir = HERE / "_work"
+        names = list(SECTIONS) if args.full else [s for s in SECTIONS if s not in FULL_ONLY]
+    if args.tune and names != ["quality"]:
+        parser.error("--tune is for the quality section: add --only quality")
+    return [s for s in SECTIONS if s in names]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if NEEDS_CORPUS & set(args.sections):  # before anything is written: offline, one line
+        args.corpus = corpus_or_exit(args.corpus)
+    workdir = HERE / "_work" / ("tune" if args.tune else "")
+    out = args.out or (workdir if args.tune or not args.full else HERE)
     workdir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-
-    if args.update:
-        results = json.loads((out / "results.json").read_text())
-        print(f"[benchmarks] re-measuring {args.update} ...", file=sys.stderr, flush=True)
-        if args.update == "data_scale":
-            results["data_scale"] = data_scale.measure(megabytes)
-        elif args.update in ("corpora", "finetune"):
-            section = argparse.Namespace(scale=args.update == "corpora", tiny=args.tiny,
-                                         finetune=args.update == "finetune", megabytes=1000,
-                                         finetune_corpus=args.finetune_corpus)  # fmt: skip
-            results.update(corpora.measure(section))
-        else:
-            held_out = args.corpus.read_text(encoding="utf-8")[-quality_chars:]
-            results["sampling"] = sampling.measure(config, length=length, repeats=repeats,
-                                                   checkpoint=str(workdir / f"ours-{config}"),
-                                                   text=held_out)  # fmt: skip
+    results = previous_results(out, args)
+    for name in args.sections:
+        print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+        figures = measure(name, args, workdir)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        results.setdefault("updated", {})[args.update] = stamp
+        results["sections"][name] = {"measured": stamp, "mode": args.mode, **figures}
+        # Written after every section, so a long run that is stopped keeps what it measured.
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "RESULTS.md").write_text(report(results))
-        return
-
-    results: dict = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "mode": "tiny" if args.tiny else "quick" if args.quick else "full",
-        "machine": machine.describe(),
-        "corpus": str(args.corpus.name),
-    }
-    step = lambda name: print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)  # noqa: E731
-    step("training throughput")
-    results["throughput"] = throughput.measure(config, repeats=max(3, repeats))
-    step(f"data scale ({megabytes} MB)")
-    results["data_scale"] = data_scale.measure(megabytes)
-    step(f"quality: charrnn {config}, {budget:.0f} s")
-    results["ours"] = ours(config, args.corpus, budget, workdir)
-    step("sampling speed (with the weights just trained)")
-    held_out = args.corpus.read_text(encoding="utf-8")[-quality_chars:]
-    results["sampling"] = sampling.measure(config, length=length, repeats=repeats,
-                                           checkpoint=str(workdir / f"ours-{config}"),
-                                           text=held_out)  # fmt: skip
-    step(f"quality: plain LSTM baseline, {budget:.0f} s")
-    results["plain"] = baseline("plain", args.corpus, budget)
-    if lesson and not args.skip_lesson:
-        step(f"quality: lesson-style LSTM baseline, {budget:.0f} s")
-        results["lesson"] = baseline("lesson", args.corpus, budget)
-        step("gate-level cells")
-        results["gate_cells"] = gate_cells()
-        step("corpora at scale (1 GB) and fine-tuning (10 + 2 + 2 minutes)")
-        results.update(corpora.measure(argparse.Namespace(
-            scale=True, finetune=True, tiny=False, megabytes=1000,
-            finetune_corpus=args.finetune_corpus)))  # fmt: skip
-
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "RESULTS.md").write_text(report(results))
     print(f"wrote {out / 'RESULTS.md'}", file=sys.stderr)
 
 
-def report(r: dict) -> str:
-    m, t, s, d, o, p = (r[k] for k in ("machine", "throughput", "sampling", "data_scale",
-                                        "ours", "plain"))  # fmt: skip
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Measured {r['date']} by `python -m benchmarks.run --{r['mode']}` on: {m['cpu']}, "
-        f"{m['cores']} cores ({m['threads']} torch threads), torch {m['torch']}, Python "
-        f"{m['python']}, fast bf16 (AMX/AVX512-BF16): {m['fast_bf16']}, "
-        f"GPU: {m['gpu'] or 'none'}.",
-        f"Corpus: {r['corpus']} (first 90% train, last 10% validation; loss = mean cross-entropy "
-        "in nats per character over the whole validation split).",
-        *[
-            f"Section {name} re-measured {when} (same machine, after a fix to that measurement)."
-            for name, when in r.get("updated", {}).items()
-        ],
-        "",
-        "## 1. Quality per CPU-minute",
-        "",
-        "| model | budget | final val loss | best val loss | train loss | steps | time to 1.88 |",
-        "|---|---|---|---|---|---|---|",
-        f"| charrnn `{o['config']}` | {o['budget_seconds']:.0f} s | "
-        f"**{o['final_val_loss']:.4f}** | "
-        f"{o['best_val_loss']:.4f} | {o['final_train_loss']:.3f} | {o['steps']:,} "
-        f"({o['epochs']:.1f} epochs) | "
-        f"{'<= ' if o.get('target_at_first_eval') else ''}{_seconds(o['seconds_to_target'])} |",
-        f"| plain LSTM baseline (1x512, fp32) | {p['seconds']:.0f} s | {p['final_val_loss']:.4f} | "
-        f"- | {p['final_train_loss']:.3f} | {p['steps']:,} | - |",
-    ]
-    if "lesson" in r:
-        q = r["lesson"]
-        lines.append(
-            f"| lesson-style LSTM (one-hot, 2x512, dropout 0.5) | {q['seconds']:.0f} s | "
-            f"{q['final_val_loss']:.4f} | - | {q['final_train_loss']:.3f} | {q['steps']:,} | - |"
-        )
-    lines += [
-        f"| nanoGPT baby GPT, CPU (reference, from the issue) | {NANOGPT_CPU['seconds']} s | "
-        f"{NANOGPT_CPU['val_loss']} | | | 2,000 | {NANOGPT_CPU['seconds']} s |",
-        f"| nanoGPT on an A100 (reference) | ~180 s | {NANOGPT_A100} | | | | |",
-        "",
-        f"charrnn / plain baseline: {o['final_val_loss'] / p['final_val_loss']:.3f} of its loss "
-        f"({p['final_val_loss'] - o['final_val_loss']:+.4f} nats/char better). The time to 1.88 "
-        "is the time of the first periodic evaluation at or below it (evaluation time included).",
-        "",
-        "## 2. Training throughput",
-        "",
-        f"Default model, a full training step (forward, backward, clip, AdamW) at batch "
-        f"{t['batch_size']} x {t['seq_length']}, {t['precision']}, {t['threads']} threads:",
-        "",
-        f"- **{t['chars_per_sec']:,.0f} characters/s** (range {t['chars_per_sec_range'][0]:,.0f}"
-        f"-{t['chars_per_sec_range'][1]:,.0f})",
-        f"- {t['gflops']:.0f} GFLOP/s achieved = **{t['fraction_of_peak']:.0%}** of the measured "
-        f"GEMM peak at this thread count (fp32 {t['gemm_peak_gflops']['fp32']:.0f}, bf16 "
-        f"{t['gemm_peak_gflops']['bf16']:.0f} GFLOP/s, 2048x2048 products)",
-        f"- peak RSS of the whole {o['budget_seconds']:.0f} s training run: "
-        f"{o['peak_rss_mb']:,.0f} MB",
-        "",
-        "## 3. Sampling",
-        "",
-        "| sampler | characters/s (median) | range |",
-        "|---|---|---|",
-    ]
-    names = {
-        "charrnn_batch1": "charrnn --exact, batch 1",
-        "charrnn_int8_batch1": "charrnn (int8, the default on CPU), batch 1",
-        "charrnn_batch64": "charrnn --exact, --num-samples 64 (total)",
-        "bare_nn_lstm_per_char": "bare loop: nn.LSTM called per character (1 thread)",
-        "bare_lstmcell_per_char": "bare loop: nn.LSTMCell per character (1 thread)",
-    }
-    for key, name in names.items():
-        if key in s:
-            median, (low, high) = s[key]
-            lines.append(f"| {name} | {median:,.0f} | {low:,.0f}-{high:,.0f} |")
-    if "bare_nn_lstm_per_char" in s:
-        speedup = s["charrnn_batch1"][0] / s["bare_nn_lstm_per_char"][0]
-        lines += ["", f"charrnn at batch 1 is {speedup:.1f}x the bare nn.LSTM loop."]
-    if "int8_quality" in s:
-        q = s["int8_quality"]
-        lines += [
-            "",
-            f"Cost of --int8, measured on the trained weights over the last "
-            f"{q['characters']:,} characters of the corpus, one step at a time: loss "
-            f"{q['int8_loss']:.4f} vs {q['exact_loss']:.4f} exact "
-            f"({q['int8_loss'] - q['exact_loss']:+.4f} nats/char).",
-        ]
-    lines += [
-        "",
-        "## 4. Scale of data",
-        "",
-        f"A {d['file_mb']:.0f} MB corpus (built from the bundled one, never committed) is read, "
-        f"encoded ({d['encoded_dtype']}, {d['encoded_mb']:.0f} MB) and batched in "
-        f"**{d['seconds']:.1f} s**; memory grew by {d['growth_mb']:.0f} MB = "
-        f"**{d['growth_over_file']:.1f}x** the file size (peak RSS {d['peak_rss_mb']:.0f} MB, "
-        f"of which {d['rss_before_mb']:.0f} MB is Python and torch before loading).",
-        "",
-    ]
-    if "gate_cells" in r:
-        lines += ["## 5. Gate-level cells against torch", "", "```", r["gate_cells"].rstrip(),
-                  "```", ""]  # fmt: skip
-    lines += corpora.report(r.get("corpora"), r.get("finetune"))
-    notes = HERE / "NOTES.md"
-    if notes.exists():
-        lines += [notes.read_text().rstrip(), ""]
-    return "\n".join(lines)
+def previous_results(out: Path, args: argparse.Namespace) -> dict:
+    """results.json of `out` to add sections to (with --only), or a fresh one."""
+    fresh = {"format": FORMAT, "tune": args.tune, "sections": {}}
+    path = out / "results.json"
+    if args.only and path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("format") == FORMAT and saved.get("tune", False) == args.tune:
+            fresh = saved
+    fresh["machine"] = machine.describe()
+    corpus = args.corpus.name if args.corpus else fresh.get("corpus", "tinyshakespeare.txt")
+    fresh["corpus"] = corpus
+    return fresh
 
 
-def _seconds(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.0f} s"
+def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    config, budget, repeats, length, megabytes, held_out, lesson = MODES[args.mode]
+    config = args.config or config
+    step = lambda line: print(f"[benchmarks] {line} ...", file=sys.stderr, flush=True)  # noqa: E731
+    if name == "throughput":
+        return throughput.measure(config, repeats=max(3, repeats))
+    if name == "ingest":
+        return {"scripts": {script: data_scale.measure(megabytes, script) for script in SCRIPTS}}
+    if name == "quality":
+        corpus = tuning.tuning_corpus(args.corpus) if args.tune else args.corpus
+        sets = [*args.set, *([f"val_fraction={tuning.TUNE_FRACTION}"] if args.tune else [])]
+        return quality.measure(config, corpus, budget, workdir, sets=sets, step=step,
+                               lesson=lesson and not args.skip_lesson,
+                               fp32_plain=not args.skip_fp32_baseline,
+                               baselines=not args.ours_only)  # fmt: skip
+    if name == "sampling":
+        trained = workdir / quality.run_name(config, args.set) / "best.pt"
+        text = args.corpus.read_text(encoding="utf-8")[-held_out:]
+        return sampling.measure(config, length=length, repeats=repeats, text=text,
+                                checkpoint=str(trained) if trained.is_file() else None)  # fmt: skip
+    if name in ("corpora", "finetune"):  # they bring their own texts (see benchmarks.corpora)
+        section = argparse.Namespace(scale=name == "corpora", finetune=name == "finetune",
+                                     tiny=args.mode == "tiny", megabytes=1000,
+                                     finetune_corpus=args.finetune_corpus)  # fmt: skip
+        return corpora.measure(section)[name]
+    stdout, _, _ = run_child([sys.executable, "-m", "benchmarks.gate_cells", "--repeats", "5"])
+    return {"table": stdout}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 Speed does not depend on what the weights learned, so a freshly initialised model of the
 config's shape is used. Baselines: calling nn.LSTM (or nn.GRU) once per character on a
 (1, 1) input, and nn.LSTMCell once per character, each with the same embedding, head and
-multinomial sampling; one thread (the fastest setting for them at batch 1).
+multinomial sampling. Every sampler is measured on one thread and on every core, and compared
+only at equal thread counts (charrnn picks two threads for the default model by itself, which
+the bare loops would not get).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.corpus import Vocabulary
 from charrnn.model import CharModel
-from charrnn.sample import Stepper, TextGenerator, sampling_threads
+from charrnn.sample import (
+    Stepper,
+    TextGenerator,
+    choose_threads,
+    sampling_threads,
+    step_weight_bytes,
+)
 
 VOCAB = Vocabulary.from_text(string.printable[:62] + " \n.")  # 65 characters, like Tiny Shakespeare
 
@@ -83,8 +91,9 @@ def measure(
     checkpoint: str | None = None,
     text: str | None = None,
 ) -> dict:
-    """Speeds for a config's shape; with a trained `checkpoint` and held-out `text`, also the
-    loss that int8 weights cost (teacher-forced, one step at a time, as sampling runs)."""
+    """Speeds for a config's shape (or a trained `checkpoint`'s), every sampler at each thread
+    count (one thread, and every core), so each comparison is at equal threads; with held-out
+    `text`, also the loss that int8 weights cost (teacher-forced, one step at a time)."""
     model_config, _ = config_module.resolve(name, {})
     torch.manual_seed(0)
     if checkpoint:
@@ -93,39 +102,48 @@ def measure(
     else:
         model, vocab = CharModel(model_config, len(VOCAB)), VOCAB
     model.eval()
-    generator = TextGenerator(model, vocab, torch.device("cpu"), int8=False)
-    fast = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
+    cores = torch.get_num_threads()
     results = {"model": config_module.to_dict(model_config), "length": length,
-               "trained_weights": bool(checkpoint)}  # fmt: skip
-    results["charrnn_batch1"] = rate(lambda: generator.generate("\n", length, seed=1),
-                                     length, repeats)  # fmt: skip
-    results["charrnn_int8_batch1"] = rate(lambda: fast.generate("\n", length, seed=1),
-                                          length, repeats)  # fmt: skip
+               "trained_weights": bool(checkpoint), "cores": cores,
+               "by_threads": {str(n): at_threads(model, vocab, n, length, repeats)
+                              for n in sorted({1, cores})}}  # fmt: skip
+    default = TextGenerator(model, vocab, torch.device("cpu"))  # what `charrnn sample` picks
+    weights = step_weight_bytes(default.stepper)
+    results["default_threads"] = choose_threads(1, weights, torch.device("cpu"))
+    results["default_int8"] = default.int8
     if checkpoint and text:
+        exact = TextGenerator(model, vocab, torch.device("cpu"), int8=False)
+        fast = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
         ids = vocab.encode(text).long()
         with sampling_threads(1):
-            exact = stepper_loss(generator.stepper, model, ids)
-            quantised = stepper_loss(fast.stepper, model, ids)
-        results["int8_quality"] = {"characters": len(ids) - 1, "exact_loss": exact,
-                                   "int8_loss": quantised}  # fmt: skip
+            exact_loss = stepper_loss(exact.stepper, model, ids)
+            int8_loss = stepper_loss(fast.stepper, model, ids)
+        results["int8_quality"] = {"characters": len(ids) - 1, "exact_loss": exact_loss,
+                                   "int8_loss": int8_loss}  # fmt: skip
     batch_length = max(1, length // 4)
+    generator = TextGenerator(model, vocab, torch.device("cpu"), int8=False, threads=cores)
     results["charrnn_batch64"] = rate(
         lambda: generator.generate("\n", batch_length, num_samples=64, seed=1),
         64 * batch_length, repeats,
     )  # fmt: skip
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    short = max(1, length // 4)  # the bare loops are slow: fewer characters, same rate
-    if model_config.num_layers == 1 and model_config.cell == "lstm":
-        results["bare_nn_lstm_per_char"] = rate(lambda: bare_loop(model, short, False),
-                                                short, repeats)  # fmt: skip
-        results["bare_lstmcell_per_char"] = rate(lambda: bare_loop(model, short, True),
-                                                 short, repeats)  # fmt: skip
-    elif model_config.cell == "lstm":
-        results["bare_nn_lstm_per_char"] = rate(lambda: bare_loop(model, short, False),
-                                                short, repeats)  # fmt: skip
-    torch.set_num_threads(before)
     return results
+
+
+def at_threads(model: CharModel, vocab: Vocabulary, threads: int, length: int, repeats: int):
+    """Batch-1 speeds of charrnn (exact, int8) and of the bare loops, all on `threads`."""
+    found = {}
+    for key, int8 in (("charrnn_batch1", False), ("charrnn_int8_batch1", True)):
+        generator = TextGenerator(model, vocab, torch.device("cpu"), int8=int8, threads=threads)
+        found[key] = rate(lambda g=generator: g.generate("\n", length, seed=1), length, repeats)
+    short = max(1, length // 4)  # the bare loops are slow: fewer characters, same rate
+    if model.config.cell == "lstm":
+        with sampling_threads(threads):
+            found["bare_nn_lstm_per_char"] = rate(lambda: bare_loop(model, short, False),
+                                                  short, repeats)  # fmt: skip
+            if model.config.num_layers == 1:
+                found["bare_lstmcell_per_char"] = rate(lambda: bare_loop(model, short, True),
+                                                       short, repeats)  # fmt: skip
+    return found
 
 
 def main() -> None:

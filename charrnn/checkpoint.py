@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from charrnn import __version__, rundir, validate
+from charrnn import __version__, averaging, rundir, validate
 from charrnn import config as config_module
 from charrnn.cell_kinds import cell_kind
 from charrnn.errors import CheckpointError, ConfigError
@@ -141,6 +141,7 @@ def check_resumable(checkpoint: dict[str, Any], batch_size: int) -> None:
         or validate.progress_problem(checkpoint["progress"])
         or _hidden_problem(checkpoint["hidden_state"], model.config, batch_size)
         or _rng_problem(checkpoint["rng"])
+        or averaging.resume_problem(checkpoint, model.state_dict())
         or _fingerprint_problem(checkpoint.get("corpus_fingerprint"))
         or _corpus_record_problem(checkpoint)
     )

@@ -29,6 +29,7 @@ from charrnn.machine import available_cores
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
 SAMPLING = "Sampling"
+DYNAMIC = "Dynamic evaluation"
 SERVING = "Serving"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -170,6 +171,14 @@ class TrainConfig:
     grad_clip: float = setting(
         5.0, "clip the gradient norm to this; 0 = off", OPTIMISATION, min=0.0
     )
+    ema: float = _fraction(
+        0.0,
+        "average the weights (an EMA) with at most this decay, e.g. 0.999; it ramps up as "
+        "(1+n)/(10+n) after n steps, so it covers about the last tenth of the steps until it "
+        "reaches the cap; the average is evaluated and saved in best.pt and last.pt as the "
+        "model; 0 = off",
+        OPTIMISATION,
+    )
     # At most 2**32 - 1: epoch shifts seed a generator with seed * 1_000_003 + epoch, which
     # must fit torch's 64 bits.
     seed: int = setting(
@@ -249,6 +258,20 @@ class SampleConfig:
         (), "a sample ends at the first of these strings it writes, which is kept at its end",
         SAMPLING, item=str,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DynamicConfig:
+    """Dynamic evaluation (`charrnn eval --dynamic`, charrnn.dynamic): how fast the model adapts
+    to the text it has just scored. Defaults chosen on held-out training text
+    (benchmarks/dynamic_eval.py), never on the validation split they are reported on."""
+
+    dynamic_lr: float = setting(
+        7e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
+    )
+    dynamic_decay: float = setting(
+        3e-4, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
+    )
 
 
 @dataclass(frozen=True)

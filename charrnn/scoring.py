@@ -242,6 +242,22 @@ def score(
     """The model's mean loss over `text` (or its train / val split), stateful, as training
     evaluates: the same layout of rows and chunks, so the training corpus's val split gives
     exactly the val loss the run logged (at the same precision)."""
+    ids, skipped = split_of(vocab, text, split, val_fraction, skip_unknown)
+    # One pass reads a chunk of (rows, seq_length): its memory does not grow with the text,
+    # but sizes from a command line or a crafted checkpoint could make one chunk huge.
+    first = evaluation_chunks(ids, batch_size, seq_length)[0].inputs.numel()
+    check_pass_fits(model, first, "batch_size x seq_length")
+    if device is not None:
+        model = model.to(device)
+    loss, count = evaluate(model, ids, batch_size, seq_length, device, amp)
+    return Score(loss, count, skipped, split, batch_size, seq_length)
+
+
+def split_of(
+    vocab: Vocabulary, text: str, split: str, val_fraction: float, skip_unknown: bool = False
+) -> tuple[torch.Tensor, int]:
+    """The ids of `text` (or of its train / val split) that a score reads, and how many
+    characters were left out as unknown. Shared by static and dynamic evaluation."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if not 0.0 < val_fraction < 1.0:
@@ -253,11 +269,4 @@ def score(
         ids = train_ids if split == "train" else val_ids
     if len(ids) < 2:
         raise CorpusError(f"the {split} text has {len(ids)} character(s); at least 2 are needed")
-    # One pass reads a chunk of (rows, seq_length): its memory does not grow with the text,
-    # but sizes from a command line or a crafted checkpoint could make one chunk huge.
-    first = evaluation_chunks(ids, batch_size, seq_length)[0].inputs.numel()
-    check_pass_fits(model, first, "batch_size x seq_length")
-    if device is not None:
-        model = model.to(device)
-    loss, count = evaluate(model, ids, batch_size, seq_length, device, amp)
-    return Score(loss, count, reading.skipped, split, batch_size, seq_length)
+    return ids, reading.skipped

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
+from charrnn import averaging, files, rundata, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
-from charrnn import files, rundata, rundir
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Data
@@ -123,6 +123,7 @@ class Trainer:
             start.transplant(self.model, self.vocab)
             self.started_from = start.record(self.data.choice.added)
         self.optimizer = self._make_optimizer()
+        self.average = averaging.WeightAverage.for_config(cfg.ema, self.model)  # None: off
         self.schedule = Schedule(
             cfg.learning_rate, cfg.lr_schedule, cfg.min_lr_fraction, cfg.warmup_steps
         )
@@ -134,6 +135,8 @@ class Trainer:
             self.progress, self.state = restore(
                 resume, self.model, self.optimizer, self.rows, self.device
             )
+            if self.average is not None:  # the raw weights, under the average restore() loaded
+                self.average.restore(resume, self.model)
             adopt_saved_best(self.progress, self.run_dir, self.world)
         # The corpus's fingerprint from the token cache, not a hash of the ids: as cheap for
         # a gigabyte as for a kilobyte.
@@ -235,7 +238,7 @@ class Trainer:
             "corpus_path": str(self.data.corpus_path),
             **rundata.record(self.config, self.data),
             "init_from": self.started_from,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            **averaging.checkpoint_entries(self.model, self.average),  # model (+ averaging)
             "optimizer": self.optimizer.state_dict(),
             "progress": self.progress.to_dict(self.n_batches),
             "hidden_state": hidden,
@@ -367,6 +370,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update(self.model)
         self.state = detach_state(state)
         return value
 
@@ -383,7 +388,9 @@ class Trainer:
         part = self._scope(whole) == "part"
 
         def score() -> float:
-            model, device, amp = self.model, self.device, self.amp
+            # With weight averaging on, the average is the model that is scored and saved.
+            model = self.model if self.average is None else self.average.model
+            device, amp = self.device, self.amp
             if part:
                 return evaluate(model, val[: cfg.eval_chars + 1], cfg.batch_size,
                                 cfg.seq_length, device, amp)[0]  # fmt: skip

@@ -1,4 +1,5 @@
-"""The benchmark harness runs end to end on a tiny setting (no timings are asserted)."""
+"""The benchmark harness: end to end on a tiny setting (no timings are asserted), section by
+section, in tuning mode; and the pieces that keep its figures honest."""
 
 from __future__ import annotations
 
@@ -9,23 +10,153 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from benchmarks import data_scale, quality, run, tuning
+from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
+from charrnn.corpus import Vocabulary, split_train_val
+from tests.test_train import tiny_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_harness_writes_a_report(tmp_path, corpus_file):
-    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--tiny", "--corpus",
-               str(corpus_file), "--out", str(tmp_path)]  # fmt: skip
+def harness(*args) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "benchmarks.run", "--quick", "--tiny", *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400,
                             env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_harness_writes_a_report_and_reruns_one_section(tmp_path, corpus_file):
+    harness("--corpus", corpus_file, "--out", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["ours"]["final_val_loss"] > 0 and results["plain"]["final_val_loss"] > 0
-    assert results["throughput"]["chars_per_sec"] > 0
-    assert results["sampling"]["charrnn_batch1"][0] > 0
-    assert results["data_scale"]["encoded_dtype"] == "torch.uint8"
+    sections = results["sections"]
+    assert list(sections) == ["throughput", "ingest", "quality", "sampling"]
+    q = sections["quality"]
+    ours = q["ours"]
+    assert ours["final_val_loss"] > 0 and q["plain"]["final_val_loss"] > 0
+    assert q["plain"]["precision"] == ("bf16" if ours["precision"] == "bf16" else "fp32")
+    assert ours["val_characters"] == int(len(corpus_file.read_text()) * 0.1) - 1
+    assert [s[0] for s in ours["snapshots"]["curve"]] == [4, 6, 8, 11, 16, 23, 32, 45]
+    assert ours["dynamic"]["characters"] == ours["val_characters"]
+    assert ours["speed"]["between_evaluations_median"] > 0
+    assert sections["throughput"]["chars_per_sec"] > 0
+    assert sections["sampling"]["by_threads"]["1"]["charrnn_batch1"][0] > 0
+    assert sections["sampling"]["trained_weights"]
+    scripts = sections["ingest"]["scripts"]
+    assert scripts["ascii"]["encoded_dtype"] == "torch.uint8"
+    assert scripts["cjk"]["encoded_dtype"] == "torch.int32"
+    assert {round(x["file_mb"]) for x in scripts.values()} == {1}
     report = (tmp_path / "RESULTS.md").read_text()
     for heading in ("Quality per CPU-minute", "Training throughput", "Sampling", "Scale of data"):
         assert heading in report
+    assert "fp32, over the whole" in report and "Dynamic evaluation of best.pt" in report
+
+    harness("--corpus", corpus_file, "--out", tmp_path, "--only", "sampling")
+    again = json.loads((tmp_path / "results.json").read_text())["sections"]
+    assert again["quality"] == sections["quality"]  # the other sections are kept as they were
+    assert again["sampling"]["measured"] >= sections["sampling"]["measured"]
+
+
+@pytest.mark.slow
+def test_tuning_scores_the_tail_of_the_training_text_only(tmp_path, corpus_file):
+    harness("--corpus", corpus_file, "--out", tmp_path, "--only", "quality", "--tune")
+    results = json.loads((tmp_path / "results.json").read_text())
+    ours = results["sections"]["quality"]["ours"]
+    training = len(corpus_file.read_text()) - int(len(corpus_file.read_text()) * 0.1)
+    assert results["tune"] and ours["val_fraction"] == tuning.TUNE_FRACTION
+    assert ours["val_characters"] == int(training * tuning.TUNE_FRACTION) - 1
+    assert results["sections"]["quality"]["plain"]["final_val_loss"] > 0
+    assert "TUNING" in (tmp_path / "RESULTS.md").read_text()
+    # A variant to compare, alone: its own run directory, and no baseline.
+    harness("--corpus", corpus_file, "--out", tmp_path / "ema", "--only", "quality", "--tune",
+            "--ours-only", "--set", "ema=0.9")  # fmt: skip
+    variant = json.loads((tmp_path / "ema" / "results.json").read_text())["sections"]["quality"]
+    assert list(variant) == ["measured", "mode", "ours"]
+    assert Path(variant["ours"]["run_dir"]).name == "ours-tiny-ema=0.9"
+    assert variant["ours"]["final_val_loss"] != ours["final_val_loss"]
+
+
+def test_the_tuning_corpus_is_exactly_what_training_reads(tmp_path):
+    text = "".join(chr(65 + i % 26) for i in range(1003))
+    source = tmp_path / "text.txt"
+    source.write_text(text)
+    train_ids, val_ids = split_train_val(Vocabulary.from_text(text).encode(text), 0.1)
+    tune = tuning.tuning_corpus(source, tmp_path / "work").read_text()
+    assert tune == text[: len(train_ids)] and len(val_ids) == 100
+    assert tuning.is_tuning_corpus(tmp_path / "work" / "tune-text.txt")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--full", "--tune"], "--tune is for the quality section"),
+        (["--full", "--only", "quality,speed"], "unknown section 'speed'"),
+    ],
+)
+def test_bad_section_choices_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run.parse_args(args)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sections_in_order_and_the_long_ones_only_in_full():
+    assert run.parse_args(["--quick"]).sections == ["throughput", "ingest", "quality", "sampling"]
+    assert run.parse_args(["--full"]).sections[-3:] == ["gate_cells", "corpora", "finetune"]
+    assert run.parse_args(["--full", "--only", "sampling", "--only", "ingest"]).sections == [
+        "ingest", "sampling"]  # fmt: skip
+
+
+def test_each_variant_keeps_its_own_run_directory():
+    assert quality.run_name("default", []) == "ours-default"
+    assert quality.run_name("default", ["val_fraction=0.05", "ema=0.999"]) == (
+        "ours-default-ema=0.999")  # fmt: skip
+    assert quality.run_name("configs/my.toml", ['cell="gru"']) == "ours-my-cell=_gru_"
+
+
+def test_snapshot_steps_are_log_spaced():
+    steps = snapshot_steps(64)
+    assert steps == [4, 6, 8, 11, 16, 23, 32, 45, 64]
+    ratios = [b / a for a, b in zip(steps, steps[1:], strict=False)]
+    assert all(1.3 < r < 1.6 for r in ratios)
+
+
+def test_snapshots_are_the_weights_at_their_steps(tmp_path, corpus_file):
+    configs = tiny_configs(corpus_file, max_steps=4, eval_every=2)
+    trainer = SnapshotTrainer(*configs, tmp_path / "run", steps=[2, 4])
+    trainer.run()
+    trainer.write_index()
+    snapshots = read_snapshots(tmp_path / "run")
+    assert [s["step"] for s in snapshots] == [2, 4]  # once each, evaluations or not
+    assert 0 < snapshots[0]["seconds"] <= snapshots[1]["seconds"]
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]
+    for key, value in last.items():
+        assert torch.equal(snapshots[1]["model"][key], value), key
+    assert not torch.equal(snapshots[0]["model"]["head.bias"], last["head.bias"])
+
+
+def test_time_to_target_is_bracketed_by_two_snapshots():
+    curve = [(4, 1.0, 3.1), (8, 2.0, 2.2), (16, 4.0, 1.87), (32, 8.0, 1.6)]
+    found = quality.time_to_target(curve)
+    assert (found["step"], found["seconds"], found["previous"]["step"]) == (16, 4.0, 8)
+    assert quality.time_to_target(curve[:2]) == {"reached": False, "last_snapshot_step": 8}
+
+
+def test_driver_settings_are_read_as_toml_values():
+    assert parse_sets(["learning_rate=3e-3", "shift_epochs=false", "cell=gru", "ema=0.999"]) == {
+        "learning_rate": 3e-3, "shift_epochs": False, "cell": "gru", "ema": 0.999}  # fmt: skip
+
+
+def test_non_latin_corpora_map_letters_deterministically(tmp_path):
+    line = "ROMEO: What light?"
+    assert data_scale.to_cyrillic(line) == "СОМДО: Цзау лижзу?"
+    cjk = data_scale.to_cjk(line)
+    assert cjk == data_scale.to_cjk(line) and cjk.endswith("?") and ": " in cjk
+    assert all("\u4e00" <= c <= "\u9fff" for c in cjk.replace(": ", "").replace(" ", "")[:-1])
+    path = data_scale.build_corpus(1, "cjk", folder=tmp_path)
+    assert 1_000_000 - 3 < path.stat().st_size <= 1_000_000  # the ASCII file's size, to a char
+    text = path.read_text(encoding="utf-8")
+    assert len(set(text)) > 256 and len(text.encode("utf-8")) <= 1_000_000

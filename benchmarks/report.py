@@ -1,0 +1,272 @@
+"""RESULTS.md from results.json: each section that was measured, with the machine and the date,
+followed by NOTES.md (what was tried)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import corpora
+
+HERE = Path(__file__).parent
+NANOGPT_CPU = {"val_loss": 1.886, "seconds": 148}  # nanoGPT's baby GPT on this machine (issue)
+NANOGPT_A100 = 1.4697
+TITLES = {
+    "quality": "Quality per CPU-minute",
+    "throughput": "Training throughput",
+    "sampling": "Sampling",
+    "ingest": "Scale of data",
+    "gate_cells": "Gate-level cells against torch",
+    "corpora": "Corpora at scale",
+    "finetune": "Fine-tuning",
+}
+
+
+def report(r: dict, notes: Path | None = HERE / "NOTES.md") -> str:
+    m, sections = r["machine"], r["sections"]
+    lines = [
+        "# Benchmark results" + (" (TUNING: not the reported split)" if r.get("tune") else ""),
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} torch threads), torch "
+        f"{m['torch']}, Python {m['python']}, fast bf16 (AMX/AVX512-BF16): {m['fast_bf16']}, "
+        f"GPU: {m['gpu'] or 'none'}.",
+        f"Corpus: {r['corpus']} ({_split_words(r)}; loss = mean cross-entropy in nats per "
+        "character over the whole scored split).",
+        "",
+        *[
+            f"- {TITLES[name]}: measured {s['measured']} by `python -m benchmarks.run "
+            f"--{s['mode']} --only {name}{' --tune' if r.get('tune') else ''}`"
+            for name, s in sections.items()
+        ],
+        "",
+    ]
+    renderers = {
+        "quality": quality,
+        "throughput": throughput,
+        "sampling": sampling,
+        "ingest": ingest,
+        "gate_cells": gate_cells,
+        "corpora": corpora.report_scale,
+        "finetune": corpora.report_finetune,
+    }
+    for number, name in enumerate((n for n in TITLES if n in sections), start=1):
+        lines += [f"## {number}. {TITLES[name]}", "", *renderers[name](sections[name], r), ""]
+    if notes is not None and notes.exists() and not r.get("tune"):
+        lines += [notes.read_text().rstrip(), ""]
+    return "\n".join(lines)
+
+
+def _split_words(r: dict) -> str:
+    if r.get("tune"):
+        return (
+            "TUNING: only the training split (first 90%) is read; its first 95% trains and "
+            "its last 5% is scored; the validation split is untouched"
+        )
+    return "first 90% train, last 10% validation"
+
+
+def quality(q: dict, r: dict) -> list[str]:
+    o = q["ours"]
+    rows = [
+        "| model | precision | budget | final val loss | best val loss | train loss | steps "
+        "| chars/s (real run) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| charrnn `{o['config']}`{_sets(o)} | {o['precision']} | {o['budget_seconds']:.0f} s "
+        f"| **{o['final_val_loss']:.4f}** | {o['best_val_loss']:.4f} (step {o['best_step']:,}) "
+        f"| {o['final_train_loss']:.3f} | {o['steps']:,} ({o['epochs']:.1f} epochs) "
+        f"| {o['speed']['overall']:,.0f} |",
+    ]
+    names = {
+        "plain": "plain LSTM baseline (1x512)",
+        "plain_fp32": "plain LSTM baseline (1x512)",
+        "lesson": "lesson-style LSTM (one-hot, 2x512, dropout 0.5)",
+    }
+    for key, name in names.items():
+        if key in q:
+            b = q[key]
+            rows.append(
+                f"| {name} | {b.get('precision', 'fp32')} | {b['seconds']:.0f} s | "
+                f"{b['final_val_loss']:.4f} | - | {b['final_train_loss']:.3f} | "
+                f"{b['steps']:,} | {b['chars_per_sec']:,.0f} |"
+            )
+    if not r.get("tune"):
+        rows += [
+            f"| nanoGPT baby GPT, CPU (reference, from the issue) | fp32 | "
+            f"{NANOGPT_CPU['seconds']} s | {NANOGPT_CPU['val_loss']} | | | 2,000 | |",
+            f"| nanoGPT on an A100 (reference) | | ~180 s | {NANOGPT_A100} | | | | |",
+        ]
+    if "plain" not in q:
+        rows.append("| (no baselines in this run: --ours-only) | | | | | | | |")
+    return rows + ["", *_quality_notes(q)]
+
+
+def _sets(o: dict) -> str:
+    return f" with {', '.join(o['sets'])}" if o.get("sets") else ""
+
+
+def _quality_notes(q: dict) -> list[str]:
+    o, t, d = q["ours"], q["ours"]["trainer"], q["ours"]["dynamic"]
+    notes = [
+        f"Every loss above is what `charrnn eval RUN --split val` prints: fp32, over the whole "
+        f"scored split ({o['val_characters']:,} characters), measured after the run on last.pt "
+        f"(final) and best.pt (best); the baselines score their final weights the same way. "
+        f"The trainer's own evaluations ran at its training precision ({o['precision']}): final "
+        f"{t['final_val_loss']:.4f}, best {t['best_val_loss']:.4f} "
+        f"({t['final_val_loss'] - o['final_val_loss']:+.5f} against fp32).",
+        "",
+        f"Dynamic evaluation of best.pt (`charrnn eval --dynamic`, lr {d['lr']:g}, decay "
+        f"{d['decay']:g}, chosen on held-out training text): **{d['loss']:.4f}** against "
+        f"{d['static_loss']:.4f} static in the same layout ({d['rows']} row, chunks of "
+        f"{d['seq_length']}), **{d['gain']:+.4f} nats/char**; it took {d['seconds']:.0f} s.",
+        "",
+        *_time_to_target(o),
+    ]
+    for key in ("plain", "plain_fp32"):
+        if key in q:
+            b = q[key]
+            notes.append(
+                f"charrnn / plain baseline ({b.get('precision', 'fp32')}): "
+                f"{o['final_val_loss'] / b['final_val_loss']:.3f} of its loss "
+                f"({b['final_val_loss'] - o['final_val_loss']:+.4f} nats/char "
+                "better)."
+            )
+    return notes
+
+
+def _time_to_target(o: dict) -> list[str]:
+    s, t = o["snapshots"], o["trainer"]
+    target, steps = s["target"], ", ".join(str(step) for step, _, _ in s["curve"])
+    how = (
+        f"Measured on the weights written after steps {steps} (writing them took "
+        f"{s['write_seconds_in_budget']:.2f} s, inside the training budget) and scored in "
+        "fp32 after the run, outside it."
+    )
+    if not target["reached"]:
+        return [
+            f"Time to 1.88: not reached by the last snapshot (step "
+            f"{target['last_snapshot_step']}). {how}",
+            "",
+        ]
+    before = target["previous"]
+    between = (
+        f"after step {before['step']} ({before['seconds']:.1f} s, loss "
+        f"{before['loss']:.3f}) and by "
+        if before
+        else "by "
+    )
+    first = t["first_eval"]
+    return [
+        f"Time to 1.88: reached {between}step {target['step']} (**{target['seconds']:.1f} s** "
+        f"of training, loss {target['loss']:.3f}). {how} The trainer's first periodic "
+        f"evaluation, at step {first['step']} ({first['seconds']:.0f} s), only bounds it.",
+        "",
+    ]
+
+
+def throughput(t: dict, r: dict) -> list[str]:
+    lines = [
+        f"Our model ({t['model']['num_layers']}x{t['model']['hidden_size']} "
+        f"{t['model']['cell']}), a full training step (forward, backward, clip, AdamW) on one "
+        f"fixed batch of {t['batch_size']} x {t['seq_length']}, {t['precision']}, "
+        f"{t['threads']} threads (synthetic):",
+        "",
+        f"- **{t['chars_per_sec']:,.0f} characters/s** (range {t['chars_per_sec_range'][0]:,.0f}"
+        f"-{t['chars_per_sec_range'][1]:,.0f})",
+        f"- {t['gflops']:.0f} GFLOP/s achieved = **{t['fraction_of_peak']:.0%}** of the measured "
+        f"GEMM peak at this thread count (fp32 {t['gemm_peak_gflops']['fp32']:.0f}, bf16 "
+        f"{t['gemm_peak_gflops']['bf16']:.0f} GFLOP/s, 2048x2048 products)",
+    ]
+    if "quality" in r["sections"]:
+        o = r["sections"]["quality"]["ours"]
+        speed, (low, high) = o["speed"], o["speed"]["between_evaluations_range"]
+        lines += [
+            f"- the real {o['budget_seconds']:.0f} s run of the quality section (its "
+            f"metrics.jsonl): **{speed['between_evaluations_median']:,.0f} characters/s** "
+            f"between evaluations (median of its windows, range {low:,.0f}-{high:,.0f}), "
+            f"{speed['overall']:,.0f} over the whole run with its evaluations and checkpoints",
+            f"- peak RSS of that run: {o['peak_rss_mb']:,.0f} MB",
+        ]
+    return lines
+
+
+SAMPLERS = {
+    "charrnn_batch1": "charrnn --exact, batch 1",
+    "charrnn_int8_batch1": "charrnn --int8, batch 1",
+    "bare_nn_lstm_per_char": "bare loop: nn.LSTM called per character",
+    "bare_lstmcell_per_char": "bare loop: nn.LSTMCell per character",
+}
+
+
+def sampling(s: dict, r: dict) -> list[str]:
+    weights = "the quality run's trained weights" if s["trained_weights"] else "untrained weights"
+    lines = [
+        f"Model {s['model']['num_layers']}x{s['model']['hidden_size']} "
+        f"{s['model']['cell']}, {weights}; every sampler on 1 thread and on all "
+        f"{s['cores']} cores, compared only at equal threads.",
+        "",
+        "| sampler | threads | characters/s (median) | range |",
+        "|---|---|---|---|",
+    ]
+    for threads, found in s["by_threads"].items():
+        for key, name in SAMPLERS.items():
+            if key in found:
+                median, (low, high) = found[key]
+                lines.append(f"| {name} | {threads} | {median:,.0f} | {low:,.0f}-{high:,.0f} |")
+    median, (low, high) = s["charrnn_batch64"]
+    lines += [
+        f"| charrnn --exact, --num-samples 64 (total) | {s['cores']} | {median:,.0f} | "
+        f"{low:,.0f}-{high:,.0f} |",
+        "",
+    ]
+    for threads, found in s["by_threads"].items():
+        if "bare_nn_lstm_per_char" in found:
+            bare = found["bare_nn_lstm_per_char"][0]
+            lines.append(
+                f"- {threads} thread(s): charrnn batch 1 is "
+                f"{found['charrnn_batch1'][0] / bare:.1f}x the bare nn.LSTM loop "
+                f"(exact), {found['charrnn_int8_batch1'][0] / bare:.1f}x (int8)."
+            )
+    lines.append(
+        f"- `charrnn sample` itself picks {s['default_threads']} thread(s) and "
+        f"{'int8' if s['default_int8'] else 'exact'} weights for this model."
+    )
+    if "int8_quality" in s:
+        q = s["int8_quality"]
+        lines += [
+            "",
+            f"Cost of --int8, measured on the trained weights over the last "
+            f"{q['characters']:,} characters of the corpus, one step at a time: loss "
+            f"{q['int8_loss']:.4f} vs {q['exact_loss']:.4f} exact "
+            f"({q['int8_loss'] - q['exact_loss']:+.4f} nats/char).",
+        ]
+    return lines
+
+
+SCRIPT_NAMES = {
+    "ascii": "ASCII (English)",
+    "cyrillic": "Cyrillic (letters mapped)",
+    "cjk": "CJK (letter pairs mapped)",
+}
+
+
+def ingest(d: dict, r: dict) -> list[str]:
+    lines = [
+        "Corpora built from the bundled one (never committed), the same size in bytes: read, "
+        "encoded and batched in a fresh process, memory sampled while loading.",
+        "",
+        "| text | file | characters | vocabulary | ids | seconds | memory growth | x file |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for script, x in d["scripts"].items():
+        lines.append(
+            f"| {SCRIPT_NAMES.get(script, script)} | {x['file_mb']:.0f} MB | "
+            f"{x['characters'] / 1e6:.1f} M | {x['vocab_size']:,} | {x['encoded_dtype']} "
+            f"({x['encoded_mb']:.0f} MB) | **{x['seconds']:.1f}** | {x['growth_mb']:.0f} MB | "
+            f"**{x['growth_over_file']:.1f}x** |"
+        )
+    first = next(iter(d["scripts"].values()))
+    lines += ["", f"Python and torch take {first['rss_before_mb']:.0f} MB before loading."]
+    return lines
+
+
+def gate_cells(g: dict, r: dict) -> list[str]:
+    return ["```", g["table"].rstrip(), "```"]
