@@ -55,7 +55,7 @@ def ours(config: str, corpus: Path, seconds: float, workdir: Path, sets: list[st
                *(f"--set={pair}" for pair in sets)]  # fmt: skip
     stdout, wall, peak = run_child(command)
     driver = json.loads(stdout)
-    lines = rundir.read_metrics(run_dir)
+    lines = rundir.read_metrics(run_dir).entries
     settings = driver["settings"]
     return {
         "config": config,
