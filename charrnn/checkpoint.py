@@ -142,8 +142,6 @@ def check_resumable(checkpoint: dict[str, Any], batch_size: int) -> None:
         or _hidden_problem(checkpoint["hidden_state"], model.config, batch_size)
         or _rng_problem(checkpoint["rng"])
         or averaging.resume_problem(checkpoint, model.state_dict())
-        or _fingerprint_problem(checkpoint.get("corpus_fingerprint"))
-        or _corpus_record_problem(checkpoint)
     )
     if problem:
         raise CheckpointError(f"the checkpoint cannot be resumed: malformed {problem}")
@@ -163,13 +161,6 @@ def _optimizer_problem(saved: Any, shapes: list[tuple[int, ...]]) -> str | None:
             if not validate.finite_tensor(value, shape):
                 return f"optimizer state {key!r} of weight {index}"
     return None
-
-
-def _fingerprint_problem(value: Any) -> str | None:
-    """None (a checkpoint of an older version) or 64 hexadecimal digits (a sha256)."""
-    if value is None or (isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)):
-        return None
-    return "corpus_fingerprint"
 
 
 def non_finite(checkpoint: dict[str, Any]) -> str | None:
@@ -204,21 +195,6 @@ def best_score(path: Path) -> tuple[float, str | None] | None:
     if validate.progress_problem(progress) or progress["best_val_loss"] is None:
         return None
     return progress["best_val_loss"], progress.get("best_precision")
-
-
-def _corpus_record_problem(checkpoint: dict[str, Any]) -> str | None:
-    """The record of the corpus (sources, files, fingerprints) a resume checks the text with."""
-    for prefix in ("corpus", "val_corpus"):
-        sources = checkpoint.get(f"{prefix}_sources", [])
-        if not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
-            return f"{prefix}_sources"
-        if not isinstance(checkpoint.get(f"{prefix}_fingerprint", ""), (str, type(None))):
-            return f"{prefix}_fingerprint"
-        files = checkpoint.get(f"{prefix}_files", [])
-        if not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
-            return f"{prefix}_files"
-    start = checkpoint.get("init_from")
-    return None if start is None or isinstance(start, dict) else "init_from"
 
 
 def _rng_problem(rng: Any) -> str | None:

@@ -260,8 +260,6 @@ def split_of(
     characters were left out as unknown. Shared by static and dynamic evaluation."""
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val fraction must be between 0 and 1, got {val_fraction}")
     reading = read(vocab, text, skip_unknown)
     ids = reading.ids
     if split != "all":

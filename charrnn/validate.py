@@ -21,6 +21,7 @@ that passed the same checks, in this order:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -161,7 +162,50 @@ def _facts_problem(saved: dict[str, Any]) -> str | None:
         return "corpus_path"
     if not isinstance(saved.get("charrnn_version", ""), (str, type(None))):
         return "charrnn_version"
-    return None
+    return _corpus_record_problem(saved)
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+# What a fine-tune records of its start (finetune.Start.record), each a plain value.
+START_FACTS = {"path": str, "step": (int, type(None)), "best_val_loss": (float, type(None)),
+               "corpus": (str, type(None)), "corpus_fingerprint": (str, type(None)),
+               "vocab_size": int, "added": list}  # fmt: skip
+
+
+def _corpus_record_problem(saved: dict[str, Any]) -> str | None:
+    """What a run records of its text (sources, files, fingerprints) and of its start."""
+    for prefix in ("corpus", "val_corpus"):
+        sources = saved.get(f"{prefix}_sources", [])
+        if not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+            return f"{prefix}_sources"
+        print_ = saved.get(f"{prefix}_fingerprint")
+        if not (print_ is None or (isinstance(print_, str) and SHA256.fullmatch(print_))):
+            return f"{prefix}_fingerprint"
+        files = saved.get(f"{prefix}_files", [])
+        if not (isinstance(files, list) and all(map(_file_record, files))):
+            return f"{prefix}_files"
+    start = saved.get("init_from")
+    if start is None:
+        return None
+    plain = isinstance(start, dict) and start.keys() <= START_FACTS.keys() and all(
+        isinstance(value, START_FACTS[key]) and not isinstance(value, bool)
+        for key, value in start.items()
+    )  # fmt: skip
+    added = start.get("added", []) if isinstance(start, dict) else None
+    return None if plain and all(isinstance(c, str) for c in added) else "init_from"
+
+
+def _file_record(entry: Any) -> bool:
+    """{path, size, sha256} of one file of a corpus."""
+    return (
+        isinstance(entry, dict)
+        and entry.keys() == {"path", "size", "sha256"}
+        and isinstance(entry["path"], str)
+        and type(entry["size"]) is int
+        and entry["size"] >= 0
+        and isinstance(entry["sha256"], str)
+        and SHA256.fullmatch(entry["sha256"]) is not None
+    )
 
 
 def finite_float(value: Any) -> bool:
