@@ -64,6 +64,13 @@ def _split_words(r: dict) -> str:
     return "first 90% train, last 10% validation"
 
 
+def _baseline_best(b: dict) -> str:
+    """A baseline's best score (scored every tenth of its budget), or '-' (an older run)."""
+    if "best_val_loss" not in b:
+        return "- (not scored during the run)"
+    return f"{b['best_val_loss']:.4f} (at {b['best_seconds']:.0f} s)"
+
+
 def quality(q: dict, r: dict) -> list[str]:
     o = q["ours"]
     rows = [
@@ -85,7 +92,7 @@ def quality(q: dict, r: dict) -> list[str]:
             b = q[key]
             rows.append(
                 f"| {name} | {b.get('precision', 'fp32')} | {b['seconds']:.0f} s | "
-                f"{b['final_val_loss']:.4f} | - | {b['final_train_loss']:.3f} | "
+                f"{b['final_val_loss']:.4f} | {_baseline_best(b)} | {b['final_train_loss']:.3f} | "
                 f"{b['steps']:,} | {b['chars_per_sec']:,.0f} |"
             )
     if not r.get("tune"):

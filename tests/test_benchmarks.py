@@ -38,6 +38,7 @@ def test_harness_writes_a_report_and_reruns_one_section(tmp_path, corpus_file):
     q = sections["quality"]
     ours = q["ours"]
     assert ours["final_val_loss"] > 0 and q["plain"]["final_val_loss"] > 0
+    assert q["plain"]["best_val_loss"] <= q["plain"]["final_val_loss"]  # as early stopping keeps
     assert q["plain"]["precision"] == ("bf16" if ours["precision"] == "bf16" else "fp32")
     assert ours["val_characters"] == int(len(corpus_file.read_text()) * 0.1) - 1
     assert [s[0] for s in ours["snapshots"]["curve"]] == [4, 6, 8, 11, 16, 23, 32, 45]
