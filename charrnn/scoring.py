@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,24 +102,18 @@ def sample_windows(length: int) -> list[tuple[int, int]] | None:
     return [(round(i * stride), round(i * stride) + window) for i in range(SAMPLE_WINDOWS)]
 
 
-def evaluate_sampled(
-    model: CharModel,
-    ids: torch.Tensor,
-    batch_size: int,
-    seq_length: int,
-    device: torch.device | None = None,
-    amp: torch.dtype | None = None,
-) -> tuple[float, int, bool]:
-    """`evaluate` over the whole of `ids`, or over its sample when it is large.
+def evaluate_sampled(model: CharModel, ids: torch.Tensor, *layout: Any) -> tuple[float, int, bool]:
+    """`evaluate` (`layout`: its batch_size, seq_length, device, amp) over the whole of `ids`,
+    or over its sample when it is large.
 
     Returns (loss, characters scored, whether it was the sample).
     """
     windows = sample_windows(len(ids))
     if windows is None:
-        return (*evaluate(model, ids, batch_size, seq_length, device, amp), False)
+        return (*evaluate(model, ids, *layout), False)
     total, count = 0.0, 0
     for start, stop in windows:
-        loss, scored = evaluate(model, ids[start:stop], batch_size, seq_length, device, amp)
+        loss, scored = evaluate(model, ids[start:stop], *layout)
         total, count = total + loss * scored, count + scored
     return total / count, count, True
 
