@@ -56,8 +56,6 @@ INSTALL = 'pip install -e ".[export]" (in a checkout) or pip install "charrnn[ex
 # on large models (the tests hold tiny ones to 1e-4 over 200 steps).
 VERIFY_STEPS, VERIFY_BATCH, VERIFY_TOLERANCE = 16, 2, 1e-3
 
-METADATA_KEYS = ("vocab", "model_config", "train_config", "charrnn_version", "usage")
-
 
 def state_names(cell: str) -> tuple[str, ...]:
     """The state inputs of an exported cell, in order (outputs add ``_out``)."""

@@ -124,7 +124,6 @@ class Priming:
         if not total and context is None:
             prime = Prime(default)
         self.prime = prime
-        self.read_chars = 0  # characters read through the model so far
         self._reader: Iterator[str] | None = None
 
     def _check(self, prime: Prime) -> tuple[int, int]:
@@ -174,7 +173,6 @@ class Priming:
                 logits, state = model(ids.unsqueeze(0), state)  # (1, T, V), T <= chunk_chars
             # A copy: a view would keep the whole chunk's logits alive.
             self.context = Context(logits[:, -1].to(torch.float32, copy=True), state)
-            self.read_chars += len(piece)
             yield piece
 
     def read(self) -> Context:

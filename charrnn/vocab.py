@@ -156,10 +156,6 @@ class Choice:
     unknown_count: int  # occurrences of them in the text
     added: tuple[str, ...] = ()  # characters appended to a base vocabulary
 
-    @property
-    def maps_unknown(self) -> bool:
-        return self.unknown_chars > 0
-
 
 def choose(
     counts: dict[str, int],
