@@ -214,6 +214,9 @@ def test_ctrl_c_stops_only_the_continuation(terminal, tiny_run):
     terminal.entry("/seed 3")
     assert continuation(terminal.entry("B")) == expected("B")  # the session goes on
     terminal.type("half a line")
+    # Once readline has echoed it, it waits for keys: a Ctrl-C sent in the instant between its
+    # prompt and its wait would be seen only at the next key (Python's readline loop).
+    terminal.read_until("half a line")
     terminal.type("\x03")  # Ctrl-C at the prompt: the line is dropped
     terminal.read_until(PROMPT)
     assert continuation(terminal.entry("C")) == expected("C")
