@@ -71,8 +71,10 @@ def validation_loss(net: Net, val: torch.Tensor, rows: int = 32, seq: int = 1000
 
 
 def train(recipe: str, corpus: str, seconds: float, eval_every: float, precision: str = "fp32",
-          val_fraction: float = 0.1) -> dict:  # fmt: skip
+          val_fraction: float = 0.1, threads: int = 0) -> dict:  # fmt: skip
     r = RECIPES[recipe]
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(1337)
     text = Path(corpus).read_text(encoding="utf-8")
     chars = sorted(set(text))
@@ -116,6 +118,7 @@ def train(recipe: str, corpus: str, seconds: float, eval_every: float, precision
     return {
         "recipe": recipe,
         "precision": precision,
+        "threads": torch.get_num_threads(),
         "seconds": seconds,
         "steps": step,
         "chars_per_sec": step * batch * seq / seconds,
@@ -133,9 +136,10 @@ def main() -> None:
     parser.add_argument("--eval-every", type=float, default=0, help="seconds; 0 = at the end")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = torch's default")
     args = parser.parse_args()
     print(json.dumps(train(args.recipe, args.corpus, args.seconds, args.eval_every,
-                           args.precision, args.val_fraction)))  # fmt: skip
+                           args.precision, args.val_fraction, args.threads)))  # fmt: skip
 
 
 if __name__ == "__main__":

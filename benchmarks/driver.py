@@ -93,8 +93,10 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 def train(config_name: str, corpus: str, seconds: float, out: Path, sets: dict[str, Any]) -> dict:
     overrides = {**sets, "corpus": corpus, "max_time": seconds}
     model_config, train_config = config.resolve(config_name, overrides)
+    given = config.given_keys(config_name, overrides)
     trainer = SnapshotTrainer(model_config, train_config, out, progress_bar=False,
-                              steps=snapshot_steps())  # fmt: skip
+                              steps=snapshot_steps(), given=given)  # fmt: skip
+    sizing = trainer.sizing
     result = trainer.run()
     trainer.write_index()
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp, "fp32")
@@ -104,7 +106,24 @@ def train(config_name: str, corpus: str, seconds: float, out: Path, sets: dict[s
         "seconds": result.seconds,
         "snapshot_count": len(trainer.snapshots),
         "snapshot_seconds": trainer.snapshot_seconds,
-        "settings": {**config.to_dict(model_config), **config.to_dict(train_config)},
+        "settings": {**config.to_dict(trainer.model_config), **config.to_dict(trainer.config)},
+        # auto_size's choice (None: off): its timing is inside `seconds`
+        "sizing": None
+        if sizing is None
+        else {
+            "reason": sizing.reason,
+            "probe_seconds": sizing.probe_seconds,
+            "candidates": [
+                {
+                    "shape": m.candidate.name,
+                    "chars_per_second": m.chars_per_second,
+                    "chars": m.chars,
+                    "chars_per_weight": m.chars_per_weight,
+                    "epochs": m.epochs,
+                }
+                for m in sizing.measured
+            ],
+        },
     }
 
 

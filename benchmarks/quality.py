@@ -72,6 +72,8 @@ def ours(config: str, corpus: Path, seconds: float, workdir: Path, sets: list[st
         "trainer": trainer_figures(lines),
         "speed": real_speed(lines, driver, settings),
         "curve": [(x["time"], x["val_loss"]) for x in lines],
+        "settings": settings,  # as trained (auto_size's choice in place)
+        "sizing": driver.get("sizing"),
         **after_the_run(run_dir, settings, driver),
     }
 
@@ -150,12 +152,13 @@ def time_to_target(curve: list[tuple[int, float, float]]) -> dict[str, Any]:
     return {"reached": False, "last_snapshot_step": curve[-1][0] if curve else None}
 
 
-def baseline(recipe: str, corpus: Path, seconds: float, precision: str, val_fraction: float):
+def baseline(recipe: str, corpus: Path, seconds: float, precision: str, val_fraction: float,
+             threads: int = 0):  # fmt: skip
     # Scored every tenth of the budget (inside it, as charrnn's own evaluations are), so the
     # baseline is also reported at its best moment, as early stopping would keep it.
     command = [sys.executable, "-m", "benchmarks.baselines", recipe, "--corpus", str(corpus),
                "--seconds", str(seconds), "--precision", precision,
-               "--val-fraction", str(val_fraction),
+               "--val-fraction", str(val_fraction), "--threads", str(threads),
                "--eval-every", str(seconds / 10)]  # fmt: skip
     stdout, _, _ = run_child(command)
     result = json.loads(stdout)

@@ -14,6 +14,8 @@ beside its baselines; --full durations on the 2-core reference machine:
     ingest      100 MB of ASCII, Cyrillic and CJK text: load time and memory       ~2 min
     quality     ours (600 s, then fp32 / snapshot / dynamic scoring, ~3 min), the
                 plain baseline at our precision and in fp32, the lesson-style one  ~45 min
+    speeds      the default against the plain baseline at full speed, on one
+                thread and in fp32 (+ the fixed 1x768 default with --fixed)        ~70 min
     sampling    every sampler on 1 thread and on all cores (the quality run's
                 weights when there are some)                                       ~3 min
     gate_cells  gate-level cells against torch's                                   ~1 min
@@ -46,6 +48,7 @@ from benchmarks import (
     machine,
     quality,
     sampling,
+    speeds,
     throughput,
     tiny_shakespeare,
     tuning,
@@ -55,9 +58,11 @@ from benchmarks.report import report
 from charrnn.errors import CorpusError
 
 HERE = Path(__file__).parent
-SECTIONS = ("throughput", "ingest", "quality", "sampling", "gate_cells", "corpora", "finetune")
-FULL_ONLY = {"gate_cells", "corpora", "finetune"}  # long or their own texts: --full or --only
-NEEDS_CORPUS = {"quality", "sampling"}
+SECTIONS = ("throughput", "ingest", "quality", "speeds", "sampling", "gate_cells", "corpora",
+            "finetune")  # fmt: skip
+# long or their own texts: --full or --only
+FULL_ONLY = {"speeds", "gate_cells", "corpora", "finetune"}
+NEEDS_CORPUS = {"quality", "speeds", "sampling"}
 SCRIPTS = ("ascii", "cyrillic", "cjk")
 FORMAT = 2  # results.json: {"format", "machine", "corpus", "tune", "sections": {name: {...}}}
 CORPUS_HELP = (
@@ -126,6 +131,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="quality without any baseline (for tuning: one run, ~13 minutes)",
     )
+    parser.add_argument(
+        "--fixed",
+        action="store_true",
+        help="speeds: also the fixed 1x768 default at full speed (10 more minutes)",
+    )
     parser.add_argument("--corpus", type=Path, metavar="PATH", help=CORPUS_HELP)
     parser.add_argument("--finetune-corpus", type=Path, metavar="PATH",
                         help="the fine-tuning section's unrelated text (default: the World "
@@ -145,8 +155,8 @@ def chosen_sections(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
     else:
         names = list(SECTIONS) if args.full else [s for s in SECTIONS if s not in FULL_ONLY]
-    if args.tune and names != ["quality"]:
-        parser.error("--tune is for the quality section: add --only quality")
+    if args.tune and not set(names) <= {"quality", "speeds"}:
+        parser.error("--tune is for the quality and speeds sections: add --only quality")
     return [s for s in SECTIONS if s in names]
 
 
@@ -199,6 +209,11 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
                                lesson=lesson and not args.skip_lesson,
                                fp32_plain=not args.skip_fp32_baseline,
                                baselines=not args.ours_only)  # fmt: skip
+    if name == "speeds":
+        corpus = tuning.tuning_corpus(args.corpus) if args.tune else args.corpus
+        sets = [*args.set, *([f"val_fraction={tuning.TUNE_FRACTION}"] if args.tune else [])]
+        return speeds.measure(config, corpus, budget, workdir, sets=sets, fixed=args.fixed,
+                              step=step)  # fmt: skip
     if name == "sampling":
         trained = workdir / quality.run_name(config, args.set) / "best.pt"
         text = args.corpus.read_text(encoding="utf-8")[-held_out:]

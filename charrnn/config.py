@@ -122,6 +122,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    auto_size: bool = setting(
+        False,
+        "size the model for the time budget and this machine: time a few candidate shapes "
+        "first (inside the budget) and pick the size, batch, learning rate and regularisation "
+        "(charrnn/autosize.py); any of them given in the config or as a flag is kept; the run's "
+        "config.toml records the choice",
+        MODEL,
+    )
     corpus: tuple[str, ...] = setting(
         ("shakespeare",),
         "bundled corpus name, UTF-8 text file or folder (read recursively)",
@@ -472,6 +480,15 @@ def resolve(config_file: str | None, overrides: dict[str, Any]) -> tuple[ModelCo
     return build(ModelConfig, model, typed=True), build(TrainConfig, train, typed=True)
 
 
+def given_keys(config_file: str | None, overrides: dict[str, Any]) -> frozenset[str]:
+    """The settings a user set: the keys of the config file and the flags typed."""
+    keys = set(overrides)
+    if config_file is not None:
+        for values in load_toml(config_file).values():
+            keys.update(values)
+    return frozenset(keys)
+
+
 def shape_fields() -> set[str]:
     """Model fields that decide the shapes of the weights (a fine-tune keeps its checkpoint's)."""
     return {name for name, (_, _, s) in _declarations(ModelConfig) if s.shape}
@@ -509,9 +526,10 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def to_toml(model: ModelConfig, train: TrainConfig) -> str:
-    """The resolved config as TOML, written next to a run so it can be rerun with --config."""
-    lines = []
+def to_toml(model: ModelConfig, train: TrainConfig, comment: str = "") -> str:
+    """The resolved config as TOML, written next to a run so it can be rerun with --config;
+    `comment` (lines) goes on top."""
+    lines = [f"# {line}" for line in comment.splitlines()]
     for section, config in (("model", model), ("train", train)):
         lines.append(f"[{section}]")
         for key, value in to_dict(config).items():

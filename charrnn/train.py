@@ -20,12 +20,13 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from charrnn import averaging, files, rundata, rundir
+from charrnn import autosize, averaging, files, rundata, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.batching import CyclicBatches, epoch_offset
@@ -88,9 +89,14 @@ class Trainer:
         progress_bar: bool | None = None,
         world: World | None = None,
         start: Any = None,
+        given: frozenset[str] = frozenset(),
+        dry_run: bool = False,
     ):
         """`resume`: a checkpoint to continue; `start`: a charrnn.finetune.Start, whose
-        weights a new run starts from (its vocabulary grows by the corpus's new characters)."""
+        weights a new run starts from (its vocabulary grows by the corpus's new characters).
+        `given`: the settings the user set (a config file's keys and the flags), which
+        auto_size keeps. `dry_run`: set everything up (auto_size included) but write nothing;
+        `run()` must not be called."""
         self.model_config = model_config
         self.config = train_config
         self._named = run_dir is not None  # else a default name, made unique when created
@@ -111,6 +117,12 @@ class Trainer:
             ckpt.check_resumable(resume, cfg.batch_size)
         self.data = self._load_data(resume, start)
         self.vocab = self.data.vocab
+        # A resumed or fine-tuned model has its shape; a user who set every choice left none.
+        choosing = cfg.auto_size and not resume and not start and not given >= set(autosize.CHOSEN)
+        self.sizing = self._auto_size(given) if choosing else None
+        if self.sizing is not None:
+            self.model_config, self.config = self.sizing.model_config, self.sizing.train_config
+            model_config, cfg = self.model_config, self.config
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
         self.rows = self.world.rows(cfg.batch_size)  # this rank's rows of every batch
@@ -130,7 +142,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.state: State | None = None
         self._epoch, self._epoch_loader = -1, None
-        self.progress = Progress()
+        # A new run's clock starts with auto_size's timing, which is inside the budget.
+        self.progress = Progress(seconds=self.sizing.probe_seconds if self.sizing else 0.0)
         if resume:
             self.progress, self.state = restore(
                 resume, self.model, self.optimizer, self.rows, self.device
@@ -154,7 +167,7 @@ class Trainer:
         self.progress.fit(self.budget)
         # The first write, after everything else was accepted: a refused run touches nothing,
         # and an unwritable run directory is refused before training is announced (by rank 0).
-        if self.world.is_main:
+        if self.world.is_main and not dry_run:
             self._prepare_run_dir(new=not resume)
 
     # -- setup -------------------------------------------------------------------------------
@@ -168,6 +181,22 @@ class Trainer:
             torch.set_num_threads(threads or self.world.threads())
         device = self.world.place(pick_device(cfg.device))
         return device, autocast_dtype(device, cfg.precision)
+
+    def _auto_size(self, given: frozenset[str]) -> autosize.Sizing:
+        """auto_size's choice; rank 0 times the candidates and the other ranks take its figures
+        (each rank trains batch_size / ranks rows, so rank 0 times that many)."""
+        ranks = self.world.size
+
+        def timer(model_config: ModelConfig, train_config: TrainConfig) -> float:
+            rows = replace(train_config, batch_size=max(1, train_config.batch_size // ranks))
+            vocab, device, amp = len(self.vocab), self.device, self.amp
+            speed = self.world.share(
+                lambda: autosize.time_steps(model_config, rows, vocab, device, amp)
+            )
+            return speed * ranks
+
+        return autosize.size(self.model_config, self.config, given, len(self.vocab),
+                             len(self.data.train), timer)  # fmt: skip
 
     def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:
         """The corpus, split (see charrnn.rundata: a resume checks it is the same text)."""
@@ -199,7 +228,8 @@ class Trainer:
                 rundir.check_new(self.run_dir)
             if removed := files.remove_stale_temporaries(self.run_dir):
                 self.log(f"removed {removed} unfinished checkpoint file(s) of a killed run")
-            text = config_module.to_toml(self.model_config, self.config).encode("utf-8")
+            why = f"auto_size chose: {self.sizing.reason}" if self.sizing else ""
+            text = config_module.to_toml(self.model_config, self.config, why).encode("utf-8")
             files.write_atomically(self.run_dir / rundir.CONFIG, lambda file: file.write(text))
         except BaseException as error:
             self.release()

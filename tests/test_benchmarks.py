@@ -63,6 +63,30 @@ def test_harness_writes_a_report_and_reruns_one_section(tmp_path, corpus_file):
 
 
 @pytest.mark.slow
+def test_speeds_pairs_ours_and_the_baseline_at_equal_threads_and_precision(tmp_path, corpus_file):
+    harness("--corpus", corpus_file, "--out", tmp_path, "--only", "speeds", "--fixed",
+            "--set", "auto_size=true")  # fmt: skip
+    speeds = json.loads((tmp_path / "results.json").read_text())["sections"]["speeds"]
+    pairs = speeds["pairs"]
+    assert list(pairs) == ["full speed", "half speed", "fp32 only"]
+    half, fp32 = pairs["half speed"], pairs["fp32 only"]
+    assert half["ours"]["settings"]["threads"] == 1 and half["plain"]["threads"] == 1
+    assert fp32["ours"]["precision"] == fp32["plain"]["precision"] == "fp32"
+    full = pairs["full speed"]
+    assert full["plain"]["precision"] == full["ours"]["precision"]
+    # auto_size chose, recorded its reason, and the fixed run trained the old default's shape.
+    assert full["ours"]["sizing"]["reason"].startswith("1x")
+    assert full["ours"]["settings"]["auto_size"] is False
+    assert speeds["fixed_1x768"]["settings"]["hidden_size"] == 768
+    assert speeds["fixed_1x768"]["sizing"] is None
+    for pair in (full, half, fp32):
+        assert pair["plain"]["best_val_loss"] <= pair["plain"]["final_val_loss"]
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "A default for any machine: three speeds" in report
+    assert report.count("| half speed | 1 |") == 1 and "The fixed 1x768 default" in report
+
+
+@pytest.mark.slow
 def test_tuning_scores_the_tail_of_the_training_text_only(tmp_path, corpus_file):
     harness("--corpus", corpus_file, "--out", tmp_path, "--only", "quality", "--tune")
     results = json.loads((tmp_path / "results.json").read_text())
@@ -94,7 +118,7 @@ def test_the_tuning_corpus_is_exactly_what_training_reads(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--full", "--tune"], "--tune is for the quality section"),
+        (["--full", "--tune"], "--tune is for the quality and speeds sections"),
         (["--full", "--only", "quality,speed"], "unknown section 'speed'"),
     ],
 )

@@ -24,7 +24,7 @@ from charrnn.errors import ConfigError
 # (a path on this machine) and decides where the model's shape comes from; the run records it
 # (inspect shows it), and a config file stays reusable for any start.
 RUN_LEVEL_OPTIONS = (
-    "config", "out_dir", "resume", "init_from", "verbose", "nproc", "init_timeout"
+    "config", "out_dir", "resume", "init_from", "verbose", "nproc", "init_timeout", "dry_run"
 )  # fmt: skip
 
 
@@ -71,6 +71,14 @@ def train(
             help="Seconds the processes of a multi-process run wait for each other to start.",
         ),
     ] = 300.0,
+    dry_run: Annotated[
+        bool,
+        _run_option(
+            "--dry-run",
+            help="Read the corpus, size the model (auto_size) and show the settings, then stop "
+            "without training or writing anything.",
+        ),
+    ] = False,
     **typed_settings: Any,
 ) -> None:
     """Train a model; Ctrl-C saves and tells you how to resume."""
@@ -82,7 +90,7 @@ def train(
     if world.local_rank:
         err.quiet = True  # the ranks agree on errors: one process per machine reports them
 
-    start, checkpoint, model_config, train_config, run_dir = _configs(
+    start, checkpoint, model_config, train_config, run_dir, given = _configs(
         config, out_dir, resume, init_from, overrides
     )
     if nproc is not None and nproc > 1:
@@ -94,9 +102,10 @@ def train(
         where += ["--init-from", str(init_from)] if init_from else []
         config_file = ["--config", config] if config else []
         arguments = ["train", *where, *config_file, *(["--verbose"] if verbose else []),
+                     *(["--dry-run"] if dry_run else []),
                      "--init-timeout", str(init_timeout)]  # fmt: skip
         raise typer.Exit(code=distributed.launch(nproc, arguments + settings.as_flags(overrides)))
-    _train(model_config, train_config, run_dir, checkpoint, verbose, world, start)
+    _train(model_config, train_config, run_dir, checkpoint, verbose, world, start, given, dry_run)
 
 
 def _join(init_timeout: float):
@@ -113,9 +122,9 @@ def _join(init_timeout: float):
 
 def _configs(config, out_dir: Path | None, resume: Path | None, init_from: Path | None,
              overrides: dict):  # fmt: skip
-    """(fine-tune start or None, checkpoint or None, model config, train config, run directory)
-    of a new, fine-tuned or resumed run; the directory is None for a new run under a default
-    name (the Trainer makes it)."""
+    """(fine-tune start or None, checkpoint or None, model config, train config, run directory,
+    the settings the user gave) of a new, fine-tuned or resumed run; the directory is None for a
+    new run under a default name (the Trainer makes it)."""
     from charrnn import checkpoint as ckpt
     from charrnn import finetune, rundir
 
@@ -129,7 +138,8 @@ def _configs(config, out_dir: Path | None, resume: Path | None, init_from: Path 
             model_config, train_config = config_module.resolve(config or "default", overrides)
         if out_dir is not None:
             rundir.check_new(out_dir)  # early; the Trainer checks again once it owns the folder
-        return start, None, model_config, train_config, out_dir
+        given = config_module.given_keys(config or "default", overrides)
+        return start, None, model_config, train_config, out_dir, given
     if config is not None:
         raise ConfigError("--config cannot be combined with --resume: a run keeps its config")
     path = rundir.find_checkpoint(resume, rundir.FOR_RESUMING)
@@ -137,23 +147,26 @@ def _configs(config, out_dir: Path | None, resume: Path | None, init_from: Path 
     model_config, train_config = ckpt.resume_configs(checkpoint, overrides)
     if out_dir is not None and out_dir.resolve() != path.parent.resolve():
         raise ConfigError("--out cannot move a resumed run; it continues in its directory")
-    return None, checkpoint, model_config, train_config, path.parent
+    return None, checkpoint, model_config, train_config, path.parent, frozenset(overrides)
 
 
 def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose: bool, world,
-           start) -> None:  # fmt: skip
+           start, given: frozenset[str], dry_run: bool) -> None:  # fmt: skip
     from charrnn.model import count_parameters
     from charrnn.train import StopRequest, Trainer
 
     stop = StopRequest()
     trainer = Trainer(model_config, train_config, run_dir, resume=checkpoint,
                       log=_above_bar, stop=stop, progress_bar=True if verbose else None,
-                      world=world, start=start)  # fmt: skip
+                      world=world, start=start, given=given, dry_run=dry_run)  # fmt: skip
     # After the Trainer accepted corpus and model: a refusal stays one line on stderr.
+    if trainer.sizing is not None:
+        err.print(_sizing_table(trainer.sizing))
+        err.print(f"auto_size: {trainer.sizing.reason}")
     table = Table(title="charrnn train" + (" (resumed)" if checkpoint else ""), box=None)
     table.add_column("setting", style="cyan")
     table.add_column("value")
-    for config in (model_config, train_config):
+    for config in (trainer.model_config, trainer.config):
         for key, value in config_module.to_dict(config).items():
             table.add_row(key, str(value))
     err.print(table)
@@ -165,6 +178,9 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
     )
     for line in _data_notes(trainer):
         err.print(line)
+    if dry_run:
+        err.print("dry run: nothing trained or written")
+        return
 
     def on_signal(signum, frame) -> None:
         if stop.requested:  # a second one, while it saves: out now (the old file stays whole)
@@ -182,6 +198,25 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
         err.print(f"stopped by signal; resume with: charrnn train --resume {result.run_dir}")
         interrupted = result.signal == signal.SIGINT
         raise typer.Exit(code=EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
+
+
+def _sizing_table(sizing) -> Table:
+    """auto_size's candidates as this machine runs them, the chosen one marked."""
+    table = Table(title=f"auto_size (timed in {sizing.probe_seconds:.1f} s)", box=None)
+    for column in ("shape", "weights", "chars/s", "would read", "per weight", "epochs", ""):
+        table.add_column(column, justify="left" if column == "shape" else "right")
+    for measured in sizing.measured:
+        speed = measured.chars_per_second
+        table.add_row(
+            measured.candidate.name,
+            f"{measured.weights / 1e6:.2f} M",
+            "-" if speed is None else f"{speed:,.0f}",
+            f"{measured.chars / 1e6:.1f} M",
+            f"{measured.chars_per_weight:.1f}",
+            f"{measured.epochs:.1f}",
+            "chosen" if measured is sizing.chosen else "",
+        )
+    return table
 
 
 def _above_bar(line: str) -> None:

@@ -1,0 +1,276 @@
+"""Sizing the model for the budget and the machine (``auto_size``).
+
+Two machines of the same description can differ 3x in matrix speed, and a model sized to read
+~18 epochs of a text in 10 minutes on one reads 6 on the other. So before training, the run
+times a few training steps of each candidate shape on this machine (at its threads, device and
+precision), predicts how many characters each would read in the rest of the budget, and takes
+the largest candidate that still reads enough of them for its size (the rule below).
+
+The rule was fitted on measured runs (benchmarks/NOTES.md, "Sizing for the machine"): a run
+that trains at speed ``s`` for ``T`` seconds takes the same steps as one at ``2s`` for ``T/2``
+(the schedule follows the budget's fraction, not the clock), so what decides the best size is
+the number of characters a candidate reads, compared with its number of weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+import torch
+
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.devices import autocast
+from charrnn.model import CharModel, count_parameters
+from charrnn.scoring import char_loss
+
+# The settings auto_size chooses; any of them given in a config file or as a flag is kept.
+CHOSEN = ("hidden_size", "num_layers", "batch_size", "dropout", "weight_drop", "learning_rate")
+SHAPE = ("hidden_size", "num_layers")
+
+# The fitted rule: the largest candidate that reads at least this many characters per weight.
+# benchmarks/NOTES.md ("Sizing for the machine") has the runs it was fitted on.
+CHARS_PER_WEIGHT = 3.0
+# Of the budget, the share spent training (the rest: evaluations and checkpoints; measured
+# 97% in the default's 600 s runs, whose metrics.jsonl times both).
+TRAINING_SHARE = 0.96
+# Regularisation grows with the epochs a model will read: none for one pass over the text
+# (a model that sees each character once cannot memorise it), the default's full strength
+# (dropout 0.2, weight drop 0.3, measured best at ~18 epochs: NOTES.md runs Y1-Y6) from 16 on,
+# and in between in proportion to log2(epochs).
+FULL_DROPOUT, FULL_WEIGHT_DROP, FULL_STRENGTH_EPOCHS = 0.2, 0.3, 16.0
+# Without a time limit, the budget a run is sized for (a run bounded by steps or epochs is
+# sized by those instead).
+UNBOUNDED_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One rung of the ladder: a shape with the batch and learning rate that suit it."""
+
+    hidden_size: int
+    num_layers: int = 1
+    batch_size: int = 64
+    learning_rate: float = 3.5e-3
+
+    @property
+    def name(self) -> str:
+        return f"{self.num_layers}x{self.hidden_size}"
+
+
+# Smallest first. 1x768 at 3.5e-3 is the old fixed default (tuned at full speed here); the
+# larger rungs, for GPUs and many-core machines, take a lower rate (1x1024 at 3.5e-3 lost, Y7).
+LADDER = (
+    Candidate(256),
+    Candidate(384),
+    Candidate(512),
+    Candidate(768),
+    Candidate(1024, learning_rate=2.5e-3),
+    Candidate(1536, learning_rate=2e-3),
+)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A candidate as this machine runs it: its weights, speed and what it would read."""
+
+    candidate: Candidate
+    weights: int
+    chars_per_second: float | None  # None: not timed (a budget in steps or epochs)
+    chars: float  # characters it would read in the budget
+    epochs: float
+
+    @property
+    def chars_per_weight(self) -> float:
+        return self.chars / self.weights
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What auto_size chose and why."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    measured: list[Measured]  # in ladder order, up to the first that reads too little
+    chosen: Measured
+    reason: str
+    probe_seconds: float
+
+
+def regularisation(epochs: float) -> tuple[float, float]:
+    """(dropout, weight_drop) for a model that will read `epochs` passes over its text."""
+    strength = min(1.0, max(0.0, math.log2(max(epochs, 1.0)) / math.log2(FULL_STRENGTH_EPOCHS)))
+    return round(FULL_DROPOUT * strength, 2), round(FULL_WEIGHT_DROP * strength, 2)
+
+
+def _candidates(model_config: ModelConfig, train_config: TrainConfig,
+                given: frozenset[str]) -> list[Candidate]:  # fmt: skip
+    """The ladder, or the given shape alone; given batch sizes and rates replace the rungs'."""
+    if given & set(SHAPE):
+        ladder = [Candidate(model_config.hidden_size, model_config.num_layers)]
+    else:
+        ladder = list(LADDER)
+    keep = {}
+    if "batch_size" in given:
+        keep["batch_size"] = train_config.batch_size
+    if "learning_rate" in given:
+        keep["learning_rate"] = train_config.learning_rate
+    return [replace(candidate, **keep) for candidate in ladder]
+
+
+def size(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    given: frozenset[str],
+    vocab_size: int,
+    train_chars: int,
+    timer: Callable[[ModelConfig, TrainConfig], float],
+) -> Sizing:
+    """Choose the shape, batch and regularisation for this budget on this machine.
+
+    `timer(model_config, train_config)` measures a candidate's training speed in characters per
+    second (``time_steps`` on this process's device; the trainer shares rank 0's figures with the
+    other ranks). Candidates are timed smallest first and the timing stops at the first one
+    that would read too little: every larger one is slower and has more weights.
+    """
+    started = time.perf_counter()
+    candidates = _candidates(model_config, train_config, given)
+    measured: list[Measured] = []
+    for candidate in candidates:
+        # Timed with full regularisation: the masks cost time, and no choice has more of it.
+        shaped = _apply(candidate, FULL_DROPOUT, FULL_WEIGHT_DROP, model_config, train_config,
+                        given)  # fmt: skip
+        weights = parameters_of(shaped[0], vocab_size)
+        spent = time.perf_counter() - started  # the timing is inside the budget
+        speed, chars = _predicted_chars(shaped[1], train_chars, spent, partial(timer, *shaped))
+        measured.append(Measured(candidate, weights, speed, chars, chars / max(train_chars, 1)))
+        if len(candidates) > 1 and measured[-1].chars_per_weight < CHARS_PER_WEIGHT:
+            break
+    fits = [m for m in measured if m.chars_per_weight >= CHARS_PER_WEIGHT]
+    chosen = fits[-1] if fits else measured[0]
+    dropout, weight_drop = regularisation(chosen.epochs)
+    chosen_model, chosen_train = _apply(
+        chosen.candidate, dropout, weight_drop, model_config, train_config, given
+    )
+    return Sizing(
+        model_config=chosen_model,
+        train_config=replace(chosen_train, auto_size=False),  # chosen: a rerun trains this
+        measured=measured,
+        chosen=chosen,
+        reason=_reason(chosen, measured, given, chosen_model),
+        probe_seconds=time.perf_counter() - started,
+    )
+
+
+def _apply(
+    candidate: Candidate,
+    dropout: float,
+    weight_drop: float,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    given: frozenset[str],
+) -> tuple[ModelConfig, TrainConfig]:
+    """The configs with a candidate's settings in place of every setting not given."""
+    values = {
+        "hidden_size": candidate.hidden_size,
+        "num_layers": candidate.num_layers,
+        "dropout": dropout,
+        "weight_drop": weight_drop,
+        "batch_size": candidate.batch_size,
+        "learning_rate": candidate.learning_rate,
+    }
+    chosen = {key: value for key, value in values.items() if key not in given}
+    model_keys = {"hidden_size", "num_layers", "dropout", "weight_drop"}
+    return (
+        replace(model_config, **{k: v for k, v in chosen.items() if k in model_keys}),
+        replace(train_config, **{k: v for k, v in chosen.items() if k not in model_keys}),
+    )
+
+
+def _predicted_chars(
+    train_config: TrainConfig, train_chars: int, spent: float, timed: Callable[[], float]
+) -> tuple[float | None, float]:
+    """(speed or None, characters) a run of these settings would read in its budget, `spent`
+    seconds of it gone: the first of its limits it would reach (a time limit needs the speed;
+    the others do not)."""
+    per_step = train_config.batch_size * train_config.seq_length
+    bounds = []
+    if train_config.max_steps:
+        bounds.append(train_config.max_steps * per_step)
+    if train_config.max_epochs:
+        bounds.append(train_config.max_epochs * train_chars)
+    if train_config.max_time or not bounds:
+        speed = timed()
+        seconds = max(0.0, (train_config.max_time or UNBOUNDED_SECONDS) - spent)
+        bounds.append(speed * seconds * TRAINING_SHARE)
+        return speed, min(bounds)
+    return None, min(bounds)
+
+
+def _reason(chosen: Measured, measured: list[Measured], given: frozenset[str],
+            model_config: ModelConfig) -> str:  # fmt: skip
+    read = f"reads ~{chosen.chars / 1e6:.1f} M characters ({chosen.epochs:.1f} epochs)"
+    if len(measured) == 1 and given & set(SHAPE):
+        why = f"the shape was given; it {read}"
+    elif chosen.chars_per_weight >= CHARS_PER_WEIGHT:
+        larger = measured[-1] if measured[-1] is not chosen else None
+        per_weight = f"{chosen.chars_per_weight:.1f} per weight (>= {CHARS_PER_WEIGHT:g})"
+        why = f"the largest that {read}, {per_weight}"
+        if larger is not None:
+            why += (f"; {larger.candidate.name} would read {larger.chars_per_weight:.1f} "
+                    "per weight")  # fmt: skip
+    else:
+        why = f"the smallest; even it {read}, {chosen.chars_per_weight:.1f} per weight"
+    return (
+        f"{chosen.candidate.name}: {why}; dropout {model_config.dropout:g}, weight drop "
+        f"{model_config.weight_drop:g} for {chosen.epochs:.1f} epochs"
+    )
+
+
+def time_steps(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    vocab_size: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    steps: int = 2,
+) -> float:
+    """Characters per second of full training steps (forward, backward, clip, AdamW) of this
+    shape on random text, after one untimed warm-up step. Runs under a forked random state, so
+    the run's seeded stream is untouched by the probe."""
+    batch, length = train_config.batch_size, train_config.seq_length
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = CharModel(model_config, vocab_size).to(device)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = torch.randint(vocab_size, (batch, length + 1), device=device)
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        started = 0.0
+        for step in range(steps + 1):
+            if step == 1:
+                _synchronize(device)
+                started = time.perf_counter()
+            with autocast(device, amp):
+                logits, _ = model(inputs)
+                loss = char_loss(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+        _synchronize(device)
+        elapsed = time.perf_counter() - started
+    return steps * batch * length / elapsed
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def parameters_of(model_config: ModelConfig, vocab_size: int) -> int:
+    with torch.device("meta"):
+        return count_parameters(CharModel(model_config, vocab_size))

@@ -1,0 +1,237 @@
+"""auto_size: the rule (with a stand-in timer), the timing itself, and `charrnn train` with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from charrnn import autosize, config
+from charrnn import checkpoint as ckpt
+from charrnn.autosize import Candidate, regularisation
+from charrnn.train import Trainer
+from tests.conftest import run_cli
+from tests.test_distributed import TIMEOUT, child_env
+
+VOCAB, TRAIN_CHARS = 65, 1_000_000
+# Candidates small enough to time in a test; the real ladder is charrnn.autosize.LADDER.
+SMALL_LADDER = (Candidate(16), Candidate(32), Candidate(48, learning_rate=1e-3))
+FAST = ("--threads", "1", "--seq-length", "20", "--eval-every", "0")
+
+
+@pytest.fixture
+def small_ladder(monkeypatch):
+    monkeypatch.setattr(autosize, "LADDER", SMALL_LADDER)
+
+
+def configs(**train):
+    model, base = config.resolve("default", {})
+    return model, replace(base, **train)
+
+
+def stand_in_timer(speed_times_weights: float, calls: list):
+    """A machine where a candidate's speed is inversely proportional to its weights."""
+
+    def timer(model_config, train_config):
+        calls.append((model_config.hidden_size, train_config.batch_size))
+        return speed_times_weights / autosize.parameters_of(model_config, VOCAB)
+
+    return timer
+
+
+def per_weight(hidden: int, speed_times_weights: float, seconds: float) -> float:
+    """What the rule computes for a rung, written out independently."""
+    weights = 4 * hidden * (64 + hidden + 2) + VOCAB * 64 + hidden * VOCAB + VOCAB
+    chars = speed_times_weights / weights * seconds * autosize.TRAINING_SHARE
+    return chars / weights
+
+
+# speed x weights: ~8e10 is the 2-core machine of benchmarks/NOTES.md at full speed (1x768)
+@pytest.mark.parametrize("machine", [1e9, 3e10, 8e10, 3e11, 1e15])
+def test_the_largest_rung_that_reads_enough_per_weight_is_chosen(machine):
+    calls: list = []
+    model, train = configs(max_time=600.0)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, TRAIN_CHARS,
+                           stand_in_timer(machine, calls))  # fmt: skip
+    fits = [c.hidden_size for c in autosize.LADDER
+            if per_weight(c.hidden_size, machine, 600.0) >= autosize.CHARS_PER_WEIGHT]  # fmt: skip
+    expected = fits[-1] if fits else autosize.LADDER[0].hidden_size
+    assert sizing.model_config.hidden_size == expected
+    assert sizing.chosen.chars_per_weight == pytest.approx(
+        per_weight(expected, machine, 600.0),
+        rel=1e-2,  # less the time spent choosing
+    )
+    # Timed smallest first, up to the first rung that reads too little, no further.
+    timed = [hidden for hidden, _ in calls]
+    ladder = [c.hidden_size for c in autosize.LADDER]
+    assert timed == ladder[: min(len(fits) + 1, len(ladder))]
+    assert sizing.train_config.auto_size is False  # a rerun of the saved config trains this
+    assert sizing.train_config.batch_size == 64
+
+
+def test_regularisation_grows_with_the_epochs_read():
+    assert regularisation(0.3) == regularisation(1.0) == (0.0, 0.0)
+    assert regularisation(4.0) == (0.1, 0.15)
+    assert regularisation(16.0) == regularisation(500.0) == (0.2, 0.3)
+    strengths = [regularisation(e) for e in (1, 2, 3, 5, 8, 12, 16)]
+    assert strengths == sorted(strengths)
+
+
+def test_the_chosen_rungs_epochs_set_its_regularisation():
+    model, train = configs(max_time=600.0)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, 50_000, stand_in_timer(3e13, []))
+    assert sizing.chosen.epochs > 16  # a small text read many times over: full strength
+    assert (sizing.model_config.dropout, sizing.model_config.weight_drop) == (0.2, 0.3)
+    large = autosize.size(model, train, frozenset(), VOCAB, 10**10, stand_in_timer(3e13, []))
+    assert large.chosen.epochs < 1
+    assert (large.model_config.dropout, large.model_config.weight_drop) == (0.0, 0.0)
+
+
+def test_no_rung_reads_enough_so_the_smallest_is_taken():
+    calls: list = []
+    model, train = configs(max_time=1.0)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, TRAIN_CHARS,
+                           stand_in_timer(1e9, calls))  # fmt: skip
+    assert sizing.model_config.hidden_size == autosize.LADDER[0].hidden_size
+    assert len(calls) == 1
+    assert "the smallest" in sizing.reason
+
+
+def test_a_given_shape_is_kept_and_only_it_is_timed():
+    calls: list = []
+    model, train = configs(max_time=600.0)
+    model = replace(model, hidden_size=100, num_layers=2)
+    sizing = autosize.size(model, train, frozenset({"hidden_size"}), VOCAB, TRAIN_CHARS,
+                           stand_in_timer(3e13, calls))  # fmt: skip
+    assert calls == [(100, 64)]
+    assert (sizing.model_config.hidden_size, sizing.model_config.num_layers) == (100, 2)
+    assert "the shape was given" in sizing.reason
+    assert sizing.model_config.dropout == regularisation(sizing.chosen.epochs)[0]
+
+
+def test_given_batch_rate_and_regularisation_are_kept():
+    calls: list = []
+    model, train = configs(max_time=600.0, batch_size=16, learning_rate=1e-4)
+    model = replace(model, dropout=0.45)
+    given = frozenset({"batch_size", "learning_rate", "dropout"})
+    sizing = autosize.size(model, train, given, VOCAB, TRAIN_CHARS, stand_in_timer(3e13, calls))
+    assert {batch for _, batch in calls} == {16}  # timed at the batch it will train with
+    assert sizing.train_config.batch_size == 16
+    assert sizing.train_config.learning_rate == 1e-4
+    assert sizing.model_config.dropout == 0.45
+    assert sizing.model_config.weight_drop == regularisation(sizing.chosen.epochs)[1]
+
+
+def test_a_budget_in_steps_or_epochs_needs_no_timing():
+    def never(model_config, train_config):
+        raise AssertionError("timed a candidate the budget did not need")
+
+    model, train = configs(max_time=0.0, max_steps=3000)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, TRAIN_CHARS, never)
+    assert sizing.chosen.chars == 3000 * 64 * 100
+    assert sizing.chosen.chars_per_second is None
+    by_epochs = autosize.size(model, replace(train, max_steps=0, max_epochs=2.0), frozenset(),
+                              VOCAB, TRAIN_CHARS, never)  # fmt: skip
+    assert by_epochs.chosen.chars == 2 * TRAIN_CHARS
+
+
+def test_timing_leaves_the_seeded_random_stream_alone():
+    model, train = configs(batch_size=4, seq_length=10)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    speed = autosize.time_steps(replace(model, hidden_size=16), train, VOCAB,
+                                torch.device("cpu"), None)  # fmt: skip
+    assert speed > 0
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_sized_run_trains_the_same_weights_as_its_choice_given_outright(
+    small_ladder, tmp_path, corpus_file
+):
+    # A constant rate: the schedule then does not follow the clock, so both runs take the very
+    # same steps; only the timing could tell them apart, by drawing from the seeded stream.
+    settings = dict(corpus=(str(corpus_file),), threads=1, seq_length=20, eval_every=0,
+                    max_steps=6, max_time=1000.0, lr_schedule="constant", warmup_steps=0,
+                    precision="fp32")  # fmt: skip
+    model, train = configs(**settings)
+    sized = Trainer(model, train, tmp_path / "sized")
+    assert sized.sizing is not None and sized.progress.seconds == sized.sizing.probe_seconds
+    sized.run()
+    outright = Trainer(sized.model_config, sized.config, tmp_path / "outright")
+    assert outright.sizing is None
+    outright.run()
+    a = ckpt.load(tmp_path / "sized" / "last.pt")["model"]
+    b = ckpt.load(tmp_path / "outright" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dry_run_shows_the_choice_and_writes_nothing(small_ladder, tmp_path, corpus_file):
+    out = tmp_path / "run"
+    result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30, "--out", out,
+                     "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "auto_size (timed in" in result.stderr
+    assert "auto_size: 1x" in result.stderr and "chosen" in result.stderr
+    assert "dry run: nothing trained or written" in result.stderr
+    assert not out.exists()
+
+
+def test_the_run_saves_its_choice_and_rerunning_its_config_trains_it(
+    small_ladder, tmp_path, corpus_file
+):
+    run = tmp_path / "run"
+    result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 2, "--out", run)
+    assert result.exit_code == 0, result.output
+    saved = (run / "config.toml").read_text()
+    assert saved.startswith("# auto_size chose: 1x")
+    assert "auto_size = false" in saved
+    checkpoint = ckpt.load(run / "last.pt")
+    model, train = config.resolve(str(run / "config.toml"), {})
+    assert config.to_dict(model) == checkpoint["model_config"]
+    assert config.to_dict(train) == checkpoint["train_config"]
+    assert model.hidden_size in {c.hidden_size for c in SMALL_LADDER}
+    again = run_cli("train", "--config", run / "config.toml", "--out", tmp_path / "again",
+                    "--dry-run")  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert "auto_size:" not in again.stderr  # nothing to choose: the same model again
+
+
+def test_a_shape_given_as_a_flag_wins(small_ladder, tmp_path, corpus_file):
+    result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30,
+                     "--hidden-size", 24, "--dropout", 0.05, "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "auto_size: 1x24: the shape was given" in result.stderr
+    assert "dropout 0.05" in result.stderr
+
+
+def test_with_every_choice_given_nothing_is_timed(small_ladder, tmp_path, corpus_file):
+    result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30, "--hidden-size",
+                     24, "--num-layers", 1, "--batch-size", 8, "--lr", 0.01, "--dropout", 0,
+                     "--weight-drop", 0, "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "auto_size (timed" not in result.stderr and "auto_size:" not in result.stderr
+
+
+def test_off_it_times_nothing(small_ladder, tmp_path, corpus_file):
+    result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30,
+                     "--no-auto-size", "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "auto_size (timed" not in result.stderr and "auto_size:" not in result.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_take_rank_0s_choice(tmp_path, corpus_file):
+    # The real ladder: on this small text and a 3 s budget the smallest rung is taken after
+    # timing it; every rank must come to the same settings (the run refuses otherwise).
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "charrnn", "train", "--nproc", "2", "--corpus",
+               str(corpus_file), "--max-time", "3", "--out", str(run),
+               "--eval-every", "0"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=child_env(),
+                            timeout=TIMEOUT)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("auto_size: 1x") == 1  # rank 0 speaks for both
+    assert f"hidden_size = {autosize.LADDER[0].hidden_size}" in (run / "config.toml").read_text()
