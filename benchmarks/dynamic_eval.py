@@ -8,7 +8,7 @@ pair of the grid and prints them, best first, with the static loss of the same l
 must have been trained on a tuning corpus (benchmarks/tuning.py: the training split alone,
 whose last 5% it held out): that 5% is then text the model never trained on and that is not the
 validation split RESULTS.md reports. Any other run is refused, unless --any-run (for trying the
-script out). The winner goes into charrnn.config.DynamicConfig's defaults by hand.
+script out). The winner goes into charrnn.use_config.DynamicConfig's defaults by hand.
 """
 
 from __future__ import annotations

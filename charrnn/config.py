@@ -28,9 +28,6 @@ from charrnn.machine import available_cores
 
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
-SAMPLING = "Sampling"
-DYNAMIC = "Dynamic evaluation"
-SERVING = "Serving"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -233,77 +230,6 @@ class TrainConfig:
         RUN_CONTROL,
         choices=PRECISIONS,
         run_control=True,
-    )
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    """How text is generated: shared by `charrnn sample` and everything else that samples."""
-
-    length: int = setting(500, "new characters to generate", SAMPLING, flags=("-n",), min=0)
-    temperature: float = setting(
-        0.8,
-        "<1 sharper, >1 more random",
-        SAMPLING,
-        flags=("-t",),
-        min=1e-3,
-        hint="; use --greedy for the most likely character",
-    )
-    top_k: int = setting(0, "keep the K most likely characters; 0 = off", SAMPLING, min=0)
-    top_p: float = setting(
-        1.0, "keep the smallest set with this much probability", SAMPLING, min=0.0,
-        min_open=True, max=1.0,
-    )  # fmt: skip
-    greedy: bool = setting(False, "always the most likely character", SAMPLING)
-    seed: int | None = setting(
-        None, "same seed, same text; none = a new text each time", SAMPLING, kind=int, min=0,
-        max=2**63 - 1,
-    )  # fmt: skip
-    num_samples: int = setting(
-        1, "independent samples, generated as one batch", SAMPLING, flags=("-m",), min=1
-    )
-    stop: tuple[str, ...] = setting(
-        (), "a sample ends at the first of these strings it writes, which is kept at its end",
-        SAMPLING, item=str,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DynamicConfig:
-    """Dynamic evaluation (`charrnn eval --dynamic`, charrnn.dynamic): how fast the model adapts
-    to the text it has just scored. Defaults chosen on held-out training text
-    (benchmarks/dynamic_eval.py), never on the validation split they are reported on."""
-
-    dynamic_lr: float = setting(
-        7e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
-    )
-    dynamic_decay: float = setting(
-        3e-4, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
-    )
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Where `charrnn serve` listens and the limits that keep it up under any load."""
-
-    host: str = setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only)", SERVING)
-    port: int = setting(8000, "TCP port to listen on", SERVING, min=1, max=65535)
-    max_length: int = setting(
-        2000, "the most new characters one request may ask for", SERVING, min=1
-    )
-    max_streams: int = setting(
-        32, "samples generated at once, in one batch; later requests wait", SERVING, min=1
-    )
-    max_queue: int = setting(
-        64, "requests that may wait for a place in the batch; past that, 503", SERVING, min=0
-    )
-    max_samples: int = setting(8, "the most num_samples of one request", SERVING, min=1)
-    max_request_bytes: int = setting(
-        65536, "the largest request body (prime, text to score); past that, 413", SERVING,
-        min=1024,
-    )  # fmt: skip
-    grace: float = setting(
-        5.0, "seconds that running streams get to finish after SIGTERM", SERVING, min=0.0
     )
 
 

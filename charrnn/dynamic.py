@@ -31,12 +31,13 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.batching import evaluation_chunks
-from charrnn.config import DynamicConfig, build
+from charrnn.config import build
 from charrnn.devices import autocast
 from charrnn.model import CharModel, State, detach_state, select_rows
 from charrnn.scoring import bits_per_char, char_loss
+from charrnn.use_config import DynamicConfig
 
-# Declared (with their bounds and help) in charrnn.config.DynamicConfig, chosen on held-out
+# Declared (with their bounds and help) in charrnn.use_config.DynamicConfig, chosen on held-out
 # training text by benchmarks/dynamic_eval.py (NOTES.md says on what model).
 DEFAULT_LR = DynamicConfig().dynamic_lr
 DEFAULT_DECAY = DynamicConfig().dynamic_decay

@@ -39,7 +39,7 @@ from charrnn.stops import StopStrings
 if TYPE_CHECKING:
     from charrnn.sample import SamplingOptions, TextGenerator
 
-SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (config.SampleConfig.seed)
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (charrnn.use_config.SampleConfig.seed)
 
 
 def new_seed() -> int:

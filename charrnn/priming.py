@@ -84,6 +84,16 @@ def _not_utf8(path: Path, byte: int) -> CorpusError:
     )
 
 
+def read_ids(model: CharModel, ids: torch.Tensor, state: State | None) -> Context:
+    """Run ids (T,) through the model's forward pass from `state` (None: zeros): the context
+    after them. What every prime reader does (this module's, and charrnn serve's)."""
+    if state is None:
+        state = model.init_state(1)
+    logits, state = model(ids.unsqueeze(0), state)  # (1, T, V)
+    # A copy: a view would keep the whole chunk's logits alive.
+    return Context(logits[:, -1].to(torch.float32, copy=True), state)
+
+
 def chunks(pieces: Iterable[str], size: int = PRIME_CHUNK) -> Iterator[str]:
     """The same text in pieces of at most `size` characters."""
     for piece in pieces:
@@ -168,11 +178,9 @@ class Priming:
         threads = self.threads or torch.get_num_threads()
         for piece in self.pieces():
             ids = self.vocab.encode(piece).long().to(device)
-            state = model.init_state(1) if self.context is None else self.context.state
+            state = None if self.context is None else self.context.state
             with sampling_threads(threads):
-                logits, state = model(ids.unsqueeze(0), state)  # (1, T, V), T <= chunk_chars
-            # A copy: a view would keep the whole chunk's logits alive.
-            self.context = Context(logits[:, -1].to(torch.float32, copy=True), state)
+                self.context = read_ids(model, ids, state)
             yield piece
 
     def read(self) -> Context:

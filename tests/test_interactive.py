@@ -19,7 +19,7 @@ import warnings
 
 import pytest
 
-from charrnn import config, load_model
+from charrnn import config, load_model, use_config
 from charrnn.cli.interactive import PROMPT, Session, parse
 from charrnn.errors import ConfigError
 
@@ -33,7 +33,7 @@ def generator(tiny_run):
 
 @pytest.fixture
 def session(generator):
-    settings = config.to_dict(config.SampleConfig())
+    settings = config.to_dict(use_config.SampleConfig())
     del settings["num_samples"]
     return Session(generator, settings)
 

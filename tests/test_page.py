@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from charrnn import config, load_model, rundir
+from charrnn import load_model, rundir, use_config
 from tests.serving import live_server, need
 
 pytestmark = pytest.mark.browser
@@ -58,7 +58,7 @@ def browser(tmp_path_factory):
 def server(tiny_run):
     generator = load_model(str(tiny_run), "cpu", int8=True)
     app = create_app(
-        generator, config.ServeConfig(max_length=1000), rundir.find_checkpoint(tiny_run)
+        generator, use_config.ServeConfig(max_length=1000), rundir.find_checkpoint(tiny_run)
     )
     with live_server(app) as url:
         yield url, generator

@@ -14,7 +14,7 @@ import tracemalloc
 import pytest
 import torch
 
-from charrnn import config, load_model
+from charrnn import config, load_model, use_config
 from charrnn.cli import settings
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
@@ -90,12 +90,12 @@ def test_cli_stop_is_repeatable_and_keeps_the_stop(tiny_run, generator):
 
 
 def test_stop_is_declared_once_as_a_repeatable_sampling_setting():
-    assert config.SampleConfig().stop == ()
-    assert config.check_value("stop", ["a", "\n\n"], config.SampleConfig) == ("a", "\n\n")
+    assert use_config.SampleConfig().stop == ()
+    assert config.check_value("stop", ["a", "\n\n"], use_config.SampleConfig) == ("a", "\n\n")
     with pytest.raises(ConfigError, match="stop must be a list of str"):
-        config.check_value("stop", "a", config.SampleConfig)
+        config.check_value("stop", "a", use_config.SampleConfig)
     with pytest.raises(ConfigError, match="stop must be str, got int 3"):
-        config.check_value("stop", ["a", 3], config.SampleConfig)
+        config.check_value("stop", ["a", 3], use_config.SampleConfig)
     assert settings.as_flags({"stop": ("a", "b")}) == ["--stop", "a", "--stop", "b"]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import config, load_model, rundir
+from charrnn import config, load_model, rundir, use_config
 from tests.conftest import run_cli
 from tests.serving import SlowStepper, free_port, live_server, need, sse_events
 
@@ -37,7 +37,7 @@ with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
 from charrnn.serve.app import create_app  # noqa: E402 - after the extra is known to be here
 
 ROOT = Path(__file__).resolve().parents[1]
-LIMITS = config.ServeConfig(max_length=400, max_streams=8, max_queue=4, max_request_bytes=4096)
+LIMITS = use_config.ServeConfig(max_length=400, max_streams=8, max_queue=4, max_request_bytes=4096)
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +212,8 @@ def test_a_body_over_the_size_limit_is_413(client):
 def test_openapi_documents_every_sampling_field_with_its_declared_bounds(client):
     schema = client.get("/openapi.json").json()
     fields = schema["components"]["schemas"]["GenerateRequest"]["properties"]
-    for name in config.fields_of(config.SampleConfig):
-        _, _, declared = config.declaration(name, config.SampleConfig)
+    for name in config.fields_of(use_config.SampleConfig):
+        _, _, declared = config.declaration(name, use_config.SampleConfig)
         field = fields[name]
         assert declared.help in field["description"], name
         flat = {k: v for option in [field, *field.get("anyOf", [])] for k, v in option.items()}
@@ -312,7 +312,7 @@ def test_many_seeded_requests_at_once_each_equal_their_solo_text(generator):
 
 
 def test_a_full_batch_queues_then_answers_503(generator):
-    limits = config.ServeConfig(max_length=400, max_streams=1, max_queue=1)
+    limits = use_config.ServeConfig(max_length=400, max_streams=1, max_queue=1)
     app = create_app(slowed(generator), limits)
     queued = {}
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
@@ -337,7 +337,7 @@ def test_a_full_batch_queues_then_answers_503(generator):
 
 @pytest.mark.parametrize("streamed", [True, False])
 def test_a_client_that_disconnects_frees_its_slot_at_once(generator, streamed):
-    limits = config.ServeConfig(max_length=2000, max_streams=1, max_queue=0)
+    limits = use_config.ServeConfig(max_length=2000, max_streams=1, max_queue=0)
     app = create_app(slowed(generator), limits)  # 2000 steps: 20 s if nobody stopped it
     long = {"length": 2000, "stream": streamed}
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as http:

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from charrnn import config
+from charrnn import config, use_config
 from charrnn.cli import settings
 from charrnn.cli.common import facts_table, loss_text, out, print_json
 
@@ -44,10 +44,10 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON.")] = False,
     dynamic: DYNAMIC = False,
     dynamic_lr: settings.option(
-        "dynamic_lr", str(config.DynamicConfig.dynamic_lr), cls=config.DynamicConfig
+        "dynamic_lr", str(use_config.DynamicConfig.dynamic_lr), cls=use_config.DynamicConfig
     ) = None,
     dynamic_decay: settings.option(
-        "dynamic_decay", str(config.DynamicConfig.dynamic_decay), cls=config.DynamicConfig
+        "dynamic_decay", str(use_config.DynamicConfig.dynamic_decay), cls=use_config.DynamicConfig
     ) = None,
 ) -> None:
     """A model's loss on a whole text, in nats and bits per character (stateful)."""
@@ -115,7 +115,7 @@ def _show(result, adapted, about: dict, as_json: bool) -> None:
 
 
 def _adaptation(dynamic: bool, lr: float | None, decay: float | None):
-    """The dynamic evaluation's settings (a checked config.DynamicConfig); None without
+    """The dynamic evaluation's settings (a checked use_config.DynamicConfig); None without
     --dynamic."""
     from charrnn.errors import ConfigError
 
@@ -124,4 +124,4 @@ def _adaptation(dynamic: bool, lr: float | None, decay: float | None):
         if given:
             raise ConfigError("--dynamic-lr and --dynamic-decay need --dynamic")
         return None
-    return config.build(config.DynamicConfig, given)
+    return config.build(use_config.DynamicConfig, given)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.text import Text
 
-from charrnn import config
+from charrnn import config, use_config
 from charrnn.cli.common import err
 from charrnn.errors import CharRNNError, ConfigError
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 PROMPT = "> "
 # Every sampling setting but num_samples (one continuation at a time) is a command.
-SETTINGS = [name for name in config.fields_of(config.SampleConfig) if name != "num_samples"]
+SETTINGS = [name for name in config.fields_of(use_config.SampleConfig) if name != "num_samples"]
 OFF, ON = ("off", "no", "false", "none"), ("on", "yes", "true")
 ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
 
@@ -34,7 +34,7 @@ ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
 def help_text(settings: dict[str, Any], keep: bool) -> str:
     lines = ["Type a prime and press Enter: its continuation streams out. Commands:"]
     for name in SETTINGS:
-        _, _, declared = config.declaration(name, config.SampleConfig)
+        _, _, declared = config.declaration(name, use_config.SampleConfig)
         bounds = declared.bounds_text()
         lines.append(
             f"  /{name.replace('_', '-'):<12} {_shown(settings[name]):<10} "
@@ -62,7 +62,7 @@ def _shown(value: Any) -> str:
 
 def parse(name: str, text: str) -> Any:
     """The value of setting `name` from what was typed after its command, checked."""
-    kind, default, declared = config.declaration(name, config.SampleConfig)
+    kind, default, declared = config.declaration(name, use_config.SampleConfig)
     word = text.strip().lower()
     if declared.item is not None:  # /stop TEXT: one stop string, escapes read; /stop off
         if word in OFF:
@@ -81,7 +81,7 @@ def parse(name: str, text: str) -> Any:
             value = kind(text.strip())
         except ValueError:
             raise ConfigError(f"{name} must be {kind.__name__}, got {text.strip()!r}") from None
-    return config.check_value(name, value, config.SampleConfig)
+    return config.check_value(name, value, use_config.SampleConfig)
 
 
 @dataclass
@@ -150,7 +150,7 @@ def enable_line_editing() -> None:
         import readline  # noqa: F401 (importing it is what makes input() use it)
 
 
-def session(generator: TextGenerator, chosen: config.SampleConfig, skip_unknown: bool) -> None:
+def session(generator: TextGenerator, chosen: use_config.SampleConfig, skip_unknown: bool) -> None:
     """The prompt loop, until Ctrl-D or /quit."""
     enable_line_editing()
     settings = {name: value for name, value in config.to_dict(chosen).items() if name in SETTINGS}

@@ -13,13 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from charrnn import config, files
+from charrnn import config, files, use_config
 from charrnn.cli import settings
 from charrnn.cli.common import INT8, RUN_TO_USE, err, print_json
 from charrnn.errors import ConfigError
 
 
-@settings.declared_options(list(config.fields_of(config.SampleConfig)), config.SampleConfig)
+@settings.declared_options(list(config.fields_of(use_config.SampleConfig)), use_config.SampleConfig)
 def sample(
     checkpoint: RUN_TO_USE = None,
     prime: Annotated[str | None, typer.Option("--prime", "-p", help="Text to start from.")] = None,
@@ -88,7 +88,7 @@ def sample(
     from charrnn.stops import StopStrings
 
     settings.check(device=device, threads=threads)
-    chosen = config.build(config.SampleConfig, settings.typed(sampling))
+    chosen = config.build(use_config.SampleConfig, settings.typed(sampling))
     StopStrings(chosen.stop)  # an empty one is refused before anything is loaded or written
     _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive)
     check_fits(chosen.num_samples, chosen.length)  # before a million output paths are checked

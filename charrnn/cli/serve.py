@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from charrnn import config
+from charrnn import config, use_config
 from charrnn.cli import settings
 from charrnn.cli.common import INT8, RUN_TO_USE, err
 from charrnn.errors import ConfigError
@@ -11,7 +11,7 @@ INSTALL = 'pip install -e ".[serve]"'
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-@settings.declared_options(list(config.fields_of(config.ServeConfig)), config.ServeConfig)
+@settings.declared_options(list(config.fields_of(use_config.ServeConfig)), use_config.ServeConfig)
 def serve(
     checkpoint: RUN_TO_USE = None,
     device: settings.option("device") = "auto",
@@ -34,7 +34,7 @@ def serve(
     from charrnn.sample import load_model
 
     settings.check(device=device, threads=threads)
-    chosen = config.build(config.ServeConfig, settings.typed(limits))
+    chosen = config.build(use_config.ServeConfig, settings.typed(limits))
     path = rundir.find_checkpoint(checkpoint or rundir.latest(), rundir.FOR_USING)
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(str(path), device, int8=int8, threads=threads)

@@ -34,7 +34,7 @@ def option(
     A command gives the default (`= value` in its signature); None lets it tell "not typed"
     from a value, so a config file or a saved run can fill it in. `shown_default` is what
     --help says the default is (True: the command's default value). `cls` is where the setting
-    is declared when it is not a model or training setting (config.SampleConfig).
+    is declared when it is not a model or training setting (charrnn.use_config.SampleConfig).
     """
     kind, _, declared = config.declaration(name, cls)
     bounds = declared.bounds_text()

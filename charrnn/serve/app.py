@@ -7,7 +7,7 @@
     GET  /              the page (charrnn/serve/page/)
 
 The request's sampling fields and their bounds are not written here: they are built from
-charrnn.config.SampleConfig's declarations (the server's own limits narrow `length` and
+charrnn.use_config.SampleConfig's declarations (the server's own limits narrow `length` and
 `num_samples`), so the validation, the 422 messages and the OpenAPI schema say what
 `charrnn sample --help` says.
 
@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from charrnn import config
+from charrnn import config, use_config
 from charrnn.errors import CharRNNError
 from charrnn.generation import new_seed
 from charrnn.sample import SamplingOptions, TextGenerator
@@ -44,11 +44,11 @@ STRICT = ConfigDict(extra="forbid", strict=True)
 # ---------------------------------------------------------------------------------- requests
 
 
-def sample_field(name: str, limits: config.ServeConfig) -> tuple[Any, Any]:
+def sample_field(name: str, limits: use_config.ServeConfig) -> tuple[Any, Any]:
     """A request field for the declared sampling setting `name`: its type, default, bounds and
     description from SampleConfig; `length`, `num_samples` and `stop` within the server's
     limits."""
-    kind, default, declared = config.declaration(name, config.SampleConfig)
+    kind, default, declared = config.declaration(name, use_config.SampleConfig)
     if name == "length":
         declared = dataclasses.replace(declared, max=limits.max_length)
         default = min(default, limits.max_length)
@@ -76,9 +76,11 @@ def _skip_unknown(description: str) -> tuple[Any, Any]:
     return bool, Field(False, description=description)
 
 
-def request_models(limits: config.ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
+def request_models(limits: use_config.ServeConfig) -> tuple[type[BaseModel], type[BaseModel]]:
     """(GenerateRequest, ScoreRequest) for these limits."""
-    sampling = {name: sample_field(name, limits) for name in config.fields_of(config.SampleConfig)}
+    sampling = {
+        name: sample_field(name, limits) for name in config.fields_of(use_config.SampleConfig)
+    }
     generate = create_model(
         "GenerateRequest",
         __config__=STRICT,
@@ -139,12 +141,12 @@ class Problem(BaseModel):
 
 def create_app(
     generator: TextGenerator,
-    limits: config.ServeConfig | None = None,
+    limits: use_config.ServeConfig | None = None,
     checkpoint: str | Path | None = None,
 ) -> FastAPI:
     """The app serving `generator` within `limits`; `checkpoint` is the file it was loaded from
     (described by GET /v1/model)."""
-    limits = limits or config.ServeConfig()
+    limits = limits or use_config.ServeConfig()
     GenerateRequest, ScoreRequest = request_models(limits)  # noqa: N806 - classes
     described = _describe(checkpoint)
 
@@ -248,7 +250,7 @@ def create_app(
     return app
 
 
-def serve_forever(app: FastAPI, limits: config.ServeConfig) -> None:
+def serve_forever(app: FastAPI, limits: use_config.ServeConfig) -> None:
     """Run `app` on uvicorn until SIGINT or SIGTERM.
 
     On the signal uvicorn stops accepting connections and waits for the open ones; the engine

@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
-from charrnn.config import ServeConfig
 from charrnn.errors import CharRNNError
+from charrnn.priming import read_ids
 from charrnn.sample import (
     SamplingOptions,
     TextGenerator,
@@ -50,6 +50,7 @@ from charrnn.sample import (
     step_weight_bytes,
 )
 from charrnn.stops import StopStrings
+from charrnn.use_config import ServeConfig
 
 PRIME_CHUNK = 1024  # characters of a prime read per forward call (and per worker iteration)
 FLUSH_SECONDS = 0.02  # new text reaches the clients at least this often while it is made
@@ -79,19 +80,6 @@ class Job:
 # ---------------------------------------------------------------------------------- the sampler
 # The engine's whole use of charrnn.sample: how a prime is read and how a character is drawn.
 # Kept here, in one place, so a change of the sampler's internals changes one function.
-
-
-def read_prime(
-    generator: TextGenerator, ids: torch.Tensor, state: tuple[torch.Tensor, ...] | None
-) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Run a piece of a prime (ids (T,)) through the model: (logits of its last character (1, V),
-    state (h, c) or (h,), each (layers, 1, H)). The call `TextGenerator.stream_ids` makes, so
-    the prime ends in the same state."""
-    model = generator.model
-    if state is None:
-        state = model.init_state(1)
-    logits, state = model(ids.unsqueeze(0), state)
-    return logits[:, -1], state
 
 
 def draw(
@@ -420,7 +408,8 @@ class Engine:
             stream.reasons = [None] * job.num_samples
         piece = stream.prime_ids[stream.primed : stream.primed + PRIME_CHUNK]
         self._use_threads(job.num_samples)
-        stream.logits, stream.state = read_prime(self.generator, piece, stream.state)
+        context = read_ids(self.generator.model, piece, stream.state)
+        stream.logits, stream.state = context.logits, context.state
         stream.primed += len(piece)
         return len(piece)
 
