@@ -168,6 +168,8 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
     table.add_column("value")
     for config in (trainer.model_config, trainer.config):
         for key, value in config_module.to_dict(config).items():
+            if key == "auto_size" and trainer.sizing is not None:
+                value = "chosen above (saved as false: a rerun of config.toml trains this)"
             table.add_row(key, str(value))
     err.print(table)
     err.print(
