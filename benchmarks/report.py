@@ -35,7 +35,8 @@ def report(r: dict, notes: Path | None = HERE / "NOTES.md") -> str:
         "",
         *[
             f"- {TITLES[name]}: measured {s['measured']} by `python -m benchmarks.run "
-            f"--{s['mode']} --only {name}{' --tune' if r.get('tune') else ''}`"
+            f"--{s['mode']} --only {name}{' --fixed' if 'fixed_1x768' in s else ''}"
+            f"{' --tune' if r.get('tune') else ''}`"
             for name, s in sections.items()
         ],
         "",

@@ -37,5 +37,7 @@ def tuning_corpus(corpus: Path, folder: Path = WORK) -> Path:
     return path
 
 
-def is_tuning_corpus(path: Path | str) -> bool:
-    return Path(path).name.startswith("tune-")
+def is_tuning_corpus(corpus: Path | str | list[str] | tuple[str, ...]) -> bool:
+    """Whether a run's corpus (one path, or the list a checkpoint records) is a tuning corpus."""
+    paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    return bool(paths) and all(Path(path).name.startswith("tune-") for path in paths)

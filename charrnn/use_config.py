@@ -50,11 +50,12 @@ class SampleConfig:
 @dataclass(frozen=True)
 class DynamicConfig:
     """Dynamic evaluation (`charrnn eval --dynamic`, charrnn.dynamic): how fast the model adapts
-    to the text it has just scored. Defaults chosen on held-out training text
-    (benchmarks/dynamic_eval.py), never on the validation split they are reported on."""
+    to the text it has just scored. Defaults chosen on held-out training text for a 1x768 LSTM
+    (benchmarks/dynamic_eval.py; benchmarks/NOTES.md), never on the validation split they are
+    reported on."""
 
     dynamic_lr: float = setting(
-        7e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
+        3e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
     )
     dynamic_decay: float = setting(
         3e-4, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0

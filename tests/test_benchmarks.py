@@ -105,6 +105,13 @@ def test_tuning_scores_the_tail_of_the_training_text_only(tmp_path, corpus_file)
     assert variant["ours"]["final_val_loss"] != ours["final_val_loss"]
 
 
+def test_a_tuning_run_is_known_by_its_corpus_as_a_checkpoint_records_it():
+    assert tuning.is_tuning_corpus(("benchmarks/_work/tune-tinyshakespeare.txt",))
+    assert tuning.is_tuning_corpus("tune-corpus.txt")
+    assert not tuning.is_tuning_corpus(("tune-a.txt", "plays.txt"))
+    assert not tuning.is_tuning_corpus(())
+
+
 def test_the_tuning_corpus_is_exactly_what_training_reads(tmp_path):
     text = "".join(chr(65 + i % 26) for i in range(1003))
     source = tmp_path / "text.txt"
