@@ -138,7 +138,9 @@ def _configs(config, out_dir: Path | None, resume: Path | None, init_from: Path 
             model_config, train_config = config_module.resolve(config or "default", overrides)
         if out_dir is not None:
             rundir.check_new(out_dir)  # early; the Trainer checks again once it owns the folder
-        given = config_module.given_keys(config or "default", overrides)
+        # What auto_size keeps (a fine-tune takes its shape from its checkpoint and sizes nothing).
+        given = (frozenset(overrides) if start is not None
+                 else config_module.given_keys(config or "default", overrides))  # fmt: skip
         return start, None, model_config, train_config, out_dir, given
     if config is not None:
         raise ConfigError("--config cannot be combined with --resume: a run keeps its config")
