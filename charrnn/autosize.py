@@ -106,19 +106,11 @@ def regularisation(epochs: float) -> tuple[float, float]:
     return round(FULL_DROPOUT * strength, 2), round(FULL_WEIGHT_DROP * strength, 2)
 
 
-def _candidates(model_config: ModelConfig, train_config: TrainConfig,
-                given: frozenset[str]) -> list[Candidate]:  # fmt: skip
-    """The ladder, or the given shape alone; given batch sizes and rates replace the rungs'."""
+def _candidates(model_config: ModelConfig, given: frozenset[str]) -> list[Candidate]:
+    """The ladder, or the given shape alone (a given batch size or rate is kept by _apply)."""
     if given & set(SHAPE):
-        ladder = [Candidate(model_config.hidden_size, model_config.num_layers)]
-    else:
-        ladder = list(LADDER)
-    keep = {}
-    if "batch_size" in given:
-        keep["batch_size"] = train_config.batch_size
-    if "learning_rate" in given:
-        keep["learning_rate"] = train_config.learning_rate
-    return [replace(candidate, **keep) for candidate in ladder]
+        return [Candidate(model_config.hidden_size, model_config.num_layers)]
+    return list(LADDER)
 
 
 def size(
@@ -137,7 +129,7 @@ def size(
     that would read too little: every larger one is slower and has more weights.
     """
     started = time.perf_counter()
-    candidates = _candidates(model_config, train_config, given)
+    candidates = _candidates(model_config, given)
     measured: list[Measured] = []
     for candidate in candidates:
         # Timed with full regularisation: the masks cost time, and no choice has more of it.
