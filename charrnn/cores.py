@@ -9,8 +9,10 @@ state as a tuple and adapts it for the core in one place (``CharModel._run_core`
 A fast step (``sample.Stepper``) runs one layer for one character with few whole-vector torch
 calls: at batch 1 each call costs more than its arithmetic. It gets the layer's input term
 already projected (``W_ih x + biases``, from a table for the first layer), the layer's
-recurrent projection ``recurrent(h, add=None) = h @ W_hh.T (+ add) (+ bias)``, and the layer's
-part of the state; it returns the layer's new state, whose first tensor ``h`` is its output.
+recurrent term ``W_hh h (+ b_hh where it is not folded into the input term)``, already
+computed (the Stepper makes it in the same matrix product as the layer's output projection of
+the step before), and the layer's part of the state; it returns the layer's new state, whose
+first tensor ``h`` is its output.
 """
 
 from __future__ import annotations
@@ -26,25 +28,24 @@ from charrnn import cells
 from charrnn.cell_kinds import KINDS, CellKind, cell_kind
 from charrnn.config import ModelConfig
 
-Projection = Callable[..., Tensor]  # sample.Dense or sample.Int8: x @ W.T (+ add) (+ bias)
-LayerStep = Callable[[Tensor, Projection, Sequence[Tensor]], tuple[Tensor, ...]]
+LayerStep = Callable[[Tensor, Tensor, Sequence[Tensor]], tuple[Tensor, ...]]
 
 
-def lstm_step(projected: Tensor, recurrent: Projection, state: Sequence[Tensor]):
-    """LSTM: gates i, f, g, o from one product; c_t = f * c + i * g, h_t = o * tanh(c_t)."""
-    h, c = state  # (B, H) each
-    hidden = h.shape[1]
-    gates = recurrent(h, add=projected)  # (B, 4H) in i, f, g, o order
-    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
+def lstm_step(projected: Tensor, recurrent: Tensor, state: Sequence[Tensor]):
+    """LSTM: gates i, f, g, o from one sum; c_t = f * c + i * g, h_t = o * tanh(c_t)."""
+    c = state[1]  # (B, H)
+    hidden = c.shape[1]
+    gates = torch.add(projected, recurrent)  # (B, 4H) in i, f, g, o order
+    sig = torch.sigmoid(gates)
     g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
-    c = torch.addcmul(f * c, i, g)
-    return o * torch.tanh(c), c
+    c = torch.addcmul(sig[:, hidden : 2 * hidden] * c, sig[:, :hidden], g)
+    return sig[:, 3 * hidden :] * torch.tanh(c), c
 
 
-def gru_step(projected: Tensor, recurrent: Projection, state: Sequence[Tensor]):
-    """GRU: the recurrent product keeps b_hh, since the reset gate scales (W_hn h + b_hn)."""
+def gru_step(projected: Tensor, recurrent: Tensor, state: Sequence[Tensor]):
+    """GRU: the recurrent term keeps b_hh, since the reset gate scales (W_hn h + b_hn)."""
     (h,) = state  # (B, H)
-    rh, zh, nh = recurrent(h).chunk(3, dim=1)  # r, z, n order
+    rh, zh, nh = recurrent.chunk(3, dim=1)  # r, z, n order
     ri, zi, ni = projected.chunk(3, dim=1)
     r = torch.sigmoid(ri + rh)
     z = torch.sigmoid(zi + zh)
@@ -53,12 +54,11 @@ def gru_step(projected: Tensor, recurrent: Projection, state: Sequence[Tensor]):
 
 
 def rnn_step(config: ModelConfig) -> LayerStep:
-    """Plain RNN: h_t = tanh (or relu) of the two projections' sum."""
+    """Plain RNN: h_t = tanh (or relu) of the two terms' sum."""
     activation = torch.relu if config.nonlinearity == "relu" else torch.tanh
 
-    def step(projected: Tensor, recurrent: Projection, state: Sequence[Tensor]):
-        (h,) = state  # (B, H)
-        return (activation(recurrent(h, add=projected)),)
+    def step(projected: Tensor, recurrent: Tensor, state: Sequence[Tensor]):
+        return (activation(torch.add(projected, recurrent)),)
 
     return step
 
@@ -68,7 +68,7 @@ class FastStep:
     """A kind's one-character step for the fast sampler (sample.Stepper)."""
 
     make: Callable[[ModelConfig], LayerStep]  # the step for a model's settings
-    # b_hh folded into the input term (one add fewer a step), or kept in the recurrent product.
+    # b_hh folded into the input term (one add fewer a step), or kept in the recurrent term.
     fold_recurrent_bias: bool = True
 
 

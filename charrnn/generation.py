@@ -135,12 +135,11 @@ class Generation:
 
     @torch.inference_mode()
     def _run(self) -> Iterator[list[str]]:
-        from charrnn.sample import next_ids
+        from charrnn.sample import Draws, next_ids
 
         chars, stepper = self.generator.vocab.chars, self.generator.stepper
         watching = bool(self.watchers[0].stops)
-        draws = torch.Generator(self.generator.device)
-        draws.manual_seed(self.seed)
+        draws = Draws(self.generator.device, self.seed)
         with sampling_threads(self.threads):
             for position in range(self.length):
                 logits, state, _ = self._at

@@ -6,10 +6,13 @@
     for char in model.stream(prime="\\n", length=100): ...
 
 Speed: at batch 1 a step is one small matrix-vector product per layer, so the cost is
-streaming the recurrent weights through the cache plus per-operation overhead. The fast path
-(`Stepper`) removes what it can: the first layer's input projection is a precomputed table
-(one row per character: embedding @ W_ih + biases), weights are pre-transposed and contiguous,
-and a one-character step is a handful of torch calls with no autograd and no module dispatch.
+streaming the recurrent weights through the cache plus per-operation overhead (about a
+microsecond a torch call, most of a step beside the product). The fast path (`Stepper`)
+removes what it can: the first layer's input projection is a precomputed table (one row per
+character: embedding @ W_ih + biases), each layer's output feeds one product that makes both
+what reads it now (the head, or the next layer's input) and its own recurrent term for the
+next step, weights are pre-transposed and contiguous, and a step is a handful of torch calls
+with no autograd and no module dispatch. `Draws` draws the sampling noise ahead in blocks.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from charrnn.errors import ConfigError, CorpusError
 from charrnn.generation import Generation
 from charrnn.model import CharModel, State
 from charrnn.priming import PRIME_CHUNK, Context, Prime, Priming
+from charrnn.use_config import MIN_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -38,10 +42,10 @@ class SamplingOptions:
     greedy: bool = False
 
     def check(self) -> None:
-        if not self.temperature > 0:
+        if not self.temperature >= MIN_TEMPERATURE:
             raise ConfigError(
-                f"temperature must be greater than 0, got {self.temperature} (use --greedy for "
-                "the most likely character)"
+                f"temperature must be at least {MIN_TEMPERATURE}, got {self.temperature} (use "
+                "greedy for the most likely character)"
             )
         if self.top_k < 0:
             raise ConfigError(f"top-k must be 0 (off) or more, got {self.top_k}")
@@ -65,46 +69,68 @@ def filter_logits(logits: torch.Tensor, options: SamplingOptions) -> torch.Tenso
     return logits
 
 
-def next_ids(
-    logits: torch.Tensor, options: SamplingOptions, generator: torch.Generator | None
-) -> torch.Tensor:
+class Draws:
+    """The random numbers a generation's draws use, from one seeded generator.
+
+    On a CPU, torch.multinomial(p, 1, generator) draws q ~ Exp(1) in p's shape and returns
+    argmax(p / q) (its fast path for one draw a row, pytorch issue 11931). Here the q of
+    `BLOCK` steps are drawn in one call, which gives the very same numbers (the generator fills
+    a tensor in order), so the ids are torch.multinomial's for the same seed, at a fraction of
+    its per-call cost. Elsewhere (CUDA) torch.multinomial itself is called.
+    """
+
+    BLOCK = 256
+
+    def __init__(self, device: torch.device, seed: int):
+        self.generator = torch.Generator(device)
+        self.generator.manual_seed(seed)
+        self.on_cpu = device.type == "cpu"
+        self._ahead: list[torch.Tensor] = []  # the block's steps not used yet, last first
+        self._shape: torch.Size | None = None
+
+    def exponential(self, shape: torch.Size) -> torch.Tensor:
+        """The next step's q, of `shape` (a generation's steps all have the same shape)."""
+        if not self._ahead or self._shape != shape:
+            block = torch.empty(self.BLOCK, *shape).exponential_(1, generator=self.generator)
+            self._ahead, self._shape = list(block.unbind(0))[::-1], shape
+        return self._ahead.pop()
+
+    def choose(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(B, V) probabilities (any positive scale) -> (B,) ids, one drawn from each row."""
+        if not self.on_cpu:
+            return torch.multinomial(probabilities, 1, generator=self.generator).squeeze(1)
+        return (probabilities / self.exponential(probabilities.shape)).argmax(dim=-1)
+
+
+def next_ids(logits: torch.Tensor, options: SamplingOptions, draws: Draws) -> torch.Tensor:
     """(B, V) logits -> (B,) sampled ids."""
     if options.greedy:
         return logits.argmax(dim=-1)
-    probabilities = torch.softmax(filter_logits(logits, options), dim=-1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
+    return draws.choose(torch.softmax(filter_logits(logits, options), dim=-1))
 
 
 INT8_MIN_HIDDEN = 256  # smaller models fit in cache: int8's conversions would cost more
 
 
-def plus_bias(add: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor | None:
-    """What a projection adds to its product: a term, its bias, both, or nothing."""
-    if add is None or bias is None:
-        return bias if add is None else add
-    return add + bias
-
-
 class Dense:
-    """``x @ W.T (+ b)`` with W pre-transposed and contiguous (one addmm or mm a call)."""
+    """``x @ W.T + b`` with W pre-transposed and contiguous: one addmm a call."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         self.weight_t, self.bias = weight.T.contiguous(), bias
 
-    def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        add = plus_bias(add, self.bias)
-        return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight_t)
 
 
 class Int8:
-    """``x @ W.T (+ b)`` with W stored as int8 plus one bf16 scale per output row.
+    """``x @ W.T + b`` with W stored as int8 plus one bf16 scale per output row.
 
     At batch 1 a step is bound by streaming the weights through the cache; int8 weights are a
     quarter of fp32, and the kernel (torch's weight-only int8 matmul) runs 2.5-3x faster. The
     cost in quality is measured by benchmarks/sampling.py.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         if not hasattr(torch, "_weight_int8pack_mm"):
             raise ConfigError("int8 sampling needs a torch with _weight_int8pack_mm (>= 2.3)")
         scales = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
@@ -113,25 +139,31 @@ class Int8:
         self.bias = bias
 
     @classmethod
-    def where_safe(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> Int8 | Dense:
+    def where_safe(cls, weight: torch.Tensor, bias: torch.Tensor) -> Int8 | Dense:
         """Int8, or Dense for a weight whose input size is not a multiple of 16: torch's int8
         kernel reads past such rows and crashes the process (seen with 24 and 300 inputs;
         never with multiples of 16)."""
         return cls(weight, bias) if weight.shape[1] % 16 == 0 else Dense(weight, bias)
 
-    def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales)
-        add = plus_bias(add, self.bias)
-        return out.float() if add is None else torch.add(add, out)  # float32, as add
+        return torch.add(self.bias, out)  # float32, as the bias
 
 
 class Stepper:
     """One character per call, through the cell kind's fast step (see charrnn.cores) for
     nn.LSTM / nn.GRU / nn.RNN cores and the gate-level twins.
 
+    A layer's output h_t feeds two products: what reads it at this step (the next layer's
+    input projection, or the head) and the layer's own recurrent projection at the next step.
+    One matrix holds both (``outputs[k]``: rows ``[0, widths[k])`` the first, the rest
+    ``W_hh``), so a layer costs one product a step; the recurrent half is kept for the next
+    call (``_ahead``) and used when that call continues from the state this one returned (as a
+    generation does). Any other state gets its recurrent terms computed first.
+
     Kinds without a fast step (peephole LSTMs) fall back to the model's own forward, one step a
-    call. With ``int8``, every matrix product of a step (recurrent, between layers, head) uses
-    int8 weights; the first layer's input table stays exact.
+    call. With ``int8``, every matrix product of a step uses int8 weights; the first layer's
+    input table stays exact.
     """
 
     def __init__(self, model: CharModel, int8: bool = False):
@@ -142,12 +174,13 @@ class Stepper:
             return
         project = Int8.where_safe if int8 else Dense
         core, layers = model.core, model.config.num_layers
+        # The state a call returned, each layer's recurrent term for the call after it, and
+        # each layer's part of that state.
+        self._ahead: tuple[State, list[torch.Tensor], list] | None = None
         with torch.no_grad():
-            vocab_inputs = model.encode_input(
-                torch.arange(model.vocab_size, device=model.head.weight.device)
-            )
-            # Per layer: (input table or projection from the layer below, recurrent projection).
-            self.layers: list[tuple[torch.Tensor | Dense | Int8, Dense | Int8]] = []
+            # Per layer: its input projection's weight and bias (b_hh folded in, except for
+            # the GRU, whose reset gate scales W_hn h + b_hn), and its recurrent ones.
+            inputs, recurrents = [], []
             for k in range(layers):
                 w_ih = getattr(core, f"weight_ih_l{k}")
                 w_hh = getattr(core, f"weight_hh_l{k}")
@@ -155,30 +188,53 @@ class Stepper:
                 b_hh = getattr(core, f"bias_hh_l{k}", None)
                 b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
                 b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
-                fold = fast.fold_recurrent_bias  # not for the GRU: r scales (W_hn h + b_hn)
-                input_bias = b_ih + b_hh if fold else b_ih
-                recurrent = project(w_hh, None if fold else b_hh)
-                if k == 0:
-                    table = (vocab_inputs @ w_ih.T + input_bias).contiguous()  # (V, G*H)
-                    self.layers.append((table, recurrent))
-                else:
-                    self.layers.append((project(w_ih, input_bias), recurrent))
-            self.head = project(model.head.weight, model.head.bias)
+                fold = fast.fold_recurrent_bias
+                inputs.append((w_ih, b_ih + b_hh if fold else b_ih))
+                recurrents.append((w_hh, torch.zeros_like(b_hh) if fold else b_hh))
+            vocab_inputs = model.encode_input(
+                torch.arange(model.vocab_size, device=model.head.weight.device)
+            )
+            w_ih, bias = inputs[0]
+            self.table = (vocab_inputs @ w_ih.T + bias).contiguous()  # (V, G*H)
+            head = model.head.weight, model.head.bias
+            if head[1] is None:
+                head = head[0], torch.zeros_like(head[0][:, 0])
+            reads = [*inputs[1:], head]  # what reads layer k's output at the same step
+            self.widths = [weight.shape[0] for weight, _ in reads]
+            self.outputs = [
+                project(torch.cat([now_w, w_hh]), torch.cat([now_b, b_hh]))
+                for (now_w, now_b), (w_hh, b_hh) in zip(reads, recurrents, strict=True)
+            ]
 
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """ids (B,) -> logits (B, V) and the next state."""
         if self.step is None:
             logits, state = self.model(ids.unsqueeze(1), state)
             return logits[:, 0], state
-        x = None
-        new_state = []  # per layer: its new (h, c) or (h,)
-        for k, (input_term, recurrent) in enumerate(self.layers):
-            projected = input_term[ids] if k == 0 else input_term(x)
-            layer_state = self.step(projected, recurrent, [part[k] for part in state])
-            x = layer_state[0]  # the layer's output, the next layer's input
-            new_state.append(layer_state)
-        logits = self.head(x)
-        return logits, tuple(map(stack, zip(*new_state, strict=True)))
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is state:
+            _, terms, layer_states = ahead
+        else:
+            terms = self._terms(state)
+            layer_states = [[part[k] for part in state] for k in range(len(self.outputs))]
+        x = self.table.index_select(0, ids)  # the first layer's input term
+        new_states, next_terms = [], []  # per layer: its new (h, c) or (h,); its next term
+        for output, width, layer_state in zip(self.outputs, self.widths, layer_states, strict=True):
+            layer_state = self.step(x, terms[len(next_terms)], layer_state)
+            both = output(layer_state[0])
+            x = both[:, :width]  # the next layer's input term, or the logits
+            next_terms.append(both[:, width:])
+            new_states.append(layer_state)
+        state = tuple(map(stack, zip(*new_states, strict=True)))
+        self._ahead = (state, next_terms, new_states)
+        return x, state
+
+    def _terms(self, state: State) -> list[torch.Tensor]:
+        """Each layer's recurrent term for a state that does not continue the last call."""
+        return [
+            output(state[0][k])[:, width:]
+            for k, (output, width) in enumerate(zip(self.outputs, self.widths, strict=True))
+        ]
 
 
 def stack(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -194,15 +250,10 @@ STREAMING_BYTES = 1 << 20
 def step_weight_bytes(stepper: Stepper) -> int:
     if stepper.step is None:
         return sum(p.numel() * p.element_size() for p in stepper.model.parameters())
-    parts = [stepper.head] + [
-        p for layer in stepper.layers for p in layer if not isinstance(p, torch.Tensor)
+    weights = [
+        output.weight if isinstance(output, Int8) else output.weight_t for output in stepper.outputs
     ]
-    return sum(
-        part.weight.numel() * part.weight.element_size()
-        if isinstance(part, Int8)
-        else part.weight_t.numel() * part.weight_t.element_size()
-        for part in parts
-    )
+    return sum(weight.numel() * weight.element_size() for weight in weights)
 
 
 def choose_threads(batch: int, weight_bytes: int, device: torch.device) -> int:

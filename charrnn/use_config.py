@@ -14,6 +14,9 @@ SAMPLING = "Sampling"
 DYNAMIC = "Dynamic evaluation"
 SERVING = "Serving"
 
+# Below it, logits / temperature can overflow to infinity and leave no distribution to draw from.
+MIN_TEMPERATURE = 1e-3
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -25,7 +28,7 @@ class SampleConfig:
         "<1 sharper, >1 more random",
         SAMPLING,
         flags=("-t",),
-        min=1e-3,
+        min=MIN_TEMPERATURE,
         hint="; use --greedy for the most likely character",
     )
     top_k: int = setting(0, "keep the K most likely characters; 0 = off", SAMPLING, min=0)

@@ -40,8 +40,11 @@ def step_path(generator) -> tuple:
     """(step, dtypes): `step(ids (B,), state) -> (logits (B, V), state)`, the step sampling
     uses; `dtypes` maps each weight matrix a step multiplies by (the model's names:
     core.weight_hh_l0, core.weight_ih_l1, ..., head.weight; the first layer's input table is
-    left out, it stays exact by design) to the dtypes of the 2-D tensors of its shape, either
-    orientation, found anywhere inside the step object (the model itself is not searched)."""
+    left out, it stays exact by design) to the dtypes of the 2-D tensors that can hold it,
+    found anywhere inside the step object (the model itself is not searched): one side its
+    input size and the other at least its output size, either orientation (the sampler may
+    stack the weights that read the same vector into one matrix), the input table's shape
+    excepted."""
     step = generator.stepper
     found: list[torch.Tensor] = []
     seen: set[int] = set()
@@ -70,14 +73,19 @@ def step_path(generator) -> tuple:
         or name == "head.weight"
     ]
     weights = dict(generator.model.named_parameters())
-    dtypes = {
-        name: {
-            t.dtype
-            for t in found
-            if t.dim() == 2 and tuple(t.shape) in (weights[name].shape, weights[name].T.shape)
-        }
-        for name in names
-    }
+    model = generator.model
+    table_shape = (model.vocab_size, model.core.weight_ih_l0.shape[0])
+
+    def holds(tensor: torch.Tensor, weight: torch.Tensor) -> bool:
+        rows, inputs = weight.shape
+        shape = tuple(tensor.shape)
+        return (
+            tensor.dim() == 2
+            and shape != table_shape
+            and any(side == inputs and other >= rows for side, other in (shape, shape[::-1]))
+        )
+
+    dtypes = {name: {t.dtype for t in found if holds(t, weights[name])} for name in names}
     return step, dtypes
 
 

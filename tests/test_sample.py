@@ -11,8 +11,9 @@ import torch
 from charrnn import load_model
 from charrnn.config import CELLS, ModelConfig
 from charrnn.corpus import Vocabulary
+from charrnn.errors import ConfigError
 from charrnn.model import CharModel
-from charrnn.sample import SamplingOptions, Stepper, TextGenerator, filter_logits
+from charrnn.sample import Draws, SamplingOptions, Stepper, TextGenerator, filter_logits
 from tests.conftest import run_cli
 
 
@@ -86,6 +87,47 @@ def test_fast_stepper_equals_the_model(cell, layers):
             torch.testing.assert_close(logits, expected[:, t])
     for a, b in zip(state, expected_state, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_stepper_gives_the_same_numbers_for_any_state_it_is_handed(int8):
+    """The stepper keeps the recurrent half of its last product for the call that continues
+    from the state it returned; interleaving two generations (each call then gets a state that
+    is not the last one returned) or copying the state must not change a single number."""
+    torch.manual_seed(2)
+    model = CharModel(ModelConfig(hidden_size=32, num_layers=2, embedding_dim=16), 9).eval()
+    ids = torch.randint(0, 9, (2, 12))
+    with torch.inference_mode():
+        alone, state = [], model.init_state(2)
+        stepper = Stepper(model, int8=int8)
+        for t in range(12):
+            logits, state = stepper(ids[:, t], state)
+            alone.append(logits.clone())
+        interleaved = Stepper(model, int8=int8)
+        mine, other = model.init_state(2), model.init_state(2)
+        for t in range(12):
+            logits, mine = interleaved(ids[:, t], mine)
+            assert torch.equal(logits, alone[t]), t
+            _, other = interleaved(ids[:, (t + 5) % 12], other)  # another stream between
+            mine = tuple(part.clone() for part in mine) if t % 3 == 0 else mine
+
+
+def test_draws_give_torch_multinomials_ids_for_the_same_seed():
+    """Draws hands out the q that torch.multinomial would draw, a block at a time: over more
+    than one block and at batch 3 the ids are multinomial's, call for call."""
+    torch.manual_seed(0)
+    probabilities = torch.softmax(torch.randn(Draws.BLOCK * 2 + 7, 3, 11) * 2, dim=-1)
+    generator = torch.Generator().manual_seed(42)
+    expected = [torch.multinomial(p, 1, generator=generator).squeeze(1) for p in probabilities]
+    draws = Draws(torch.device("cpu"), 42)
+    for step, p in enumerate(probabilities):
+        assert torch.equal(draws.choose(p), expected[step]), step
+
+
+def test_library_refuses_a_temperature_below_the_clis_floor(generator):
+    with pytest.raises(ConfigError, match="temperature must be at least 0.001"):
+        generator.generate("A", 5, temperature=1e-45)
+    assert len(generator.generate("A", 5, temperature=1e-3, seed=1)) == 6
 
 
 def test_unknown_prime_is_refused_or_skipped(generator):
@@ -192,7 +234,7 @@ model = CharModel(ModelConfig(hidden_size={hidden}, embedding_dim=16), len(vocab
 generator = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
 texts = generator.generate("A", 100, num_samples=2, seed=1)
 assert [len(t) for t in texts] == [101, 101], texts
-assert not isinstance(generator.stepper.head, Int8)
+assert not any(isinstance(output, Int8) for output in generator.stepper.outputs)
 print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -187,8 +187,21 @@ def sample_files(out_dir: Path, count: int) -> list[Path]:
     return [out_dir / f"sample-{n}.txt" for n in range(1, count + 1)]
 
 
+# Streamed text is flushed at most this often: it still looks live, and a fast sampler is not
+# held to one system call a character.
+FLUSH_SECONDS = 0.02
+
+
 def _write(parts: Iterable[str] | str) -> None:
-    """Each part to stdout as soon as it exists (a generator's characters stream out)."""
-    for part in [parts] if isinstance(parts, str) else parts:
-        sys.stdout.write(part)
+    """Each part to stdout as it exists (a generator's characters stream out), flushed at most
+    every FLUSH_SECONDS and once at the end, also when interrupted."""
+    flushed = time.monotonic()
+    try:
+        for part in [parts] if isinstance(parts, str) else parts:
+            sys.stdout.write(part)
+            now = time.monotonic()
+            if now - flushed >= FLUSH_SECONDS:
+                sys.stdout.flush()
+                flushed = now
+    finally:
         sys.stdout.flush()

@@ -43,6 +43,7 @@ import torch
 from charrnn.errors import CharRNNError
 from charrnn.priming import read_ids
 from charrnn.sample import (
+    Draws,
     SamplingOptions,
     TextGenerator,
     choose_threads,
@@ -83,39 +84,27 @@ class Job:
 
 
 def draw(
-    logits: torch.Tensor, options: SamplingOptions, generators: list[tuple[torch.Generator, int]]
+    logits: torch.Tensor, options: SamplingOptions, draws: list[tuple[Draws, int]]
 ) -> torch.Tensor:
     """The next ids of several requests that share sampling options: `logits` (B, V) holds their
-    rows one request after another; each request draws its rows with its own generator.
+    rows one request after another; each request draws its rows with its own `Draws`.
 
     What `charrnn.sample.next_ids` does for each request, with the filtering (row by row in
-    torch, so batching it changes no number) done once for the whole group. For one draw,
-    torch.multinomial computes argmax(p / q) with q ~ Exp(1) drawn from the generator in the
-    shape of p (its fast path, pytorch issue 11931); on a CPU the engine does exactly that per
-    request and one division and argmax for all: a quarter of the cost of one multinomial call
-    per request, the same ids (tests/test_serve.py holds it to `charrnn sample`'s text).
+    torch, so batching it changes no number) done once for the whole group. On a CPU a draw is
+    argmax(p / q) with each request's q from its own Draws (charrnn.sample.Draws): one division
+    and argmax for all, the same ids (tests/test_serve.py holds it to `charrnn sample`'s text).
     """
     if options.greedy:
         return logits.argmax(dim=-1)
     probabilities = torch.softmax(filter_logits(logits, options), dim=-1)
-    if len(generators) == 1 or probabilities.device.type != "cpu":
+    if len(draws) == 1 or probabilities.device.type != "cpu":
         ids, start = [], 0
-        for generator, rows in generators:
-            chosen = torch.multinomial(probabilities[start : start + rows], 1, generator=generator)
-            ids.append(chosen.squeeze(1))
+        for request, rows in draws:
+            ids.append(request.choose(probabilities[start : start + rows]))
             start += rows
         return ids[0] if len(ids) == 1 else torch.cat(ids)
-    if not bool(torch.isfinite(probabilities).all()):
-        raise ValueError(
-            "probability tensor contains either inf or nan (the logits are not finite)"
-        )
     vocab = probabilities.shape[1]
-    noise = torch.cat(
-        [
-            torch.empty(rows, vocab).exponential_(1, generator=generator)
-            for generator, rows in generators
-        ]
-    )
+    noise = torch.cat([request.exponential(torch.Size((rows, vocab))) for request, rows in draws])
     return (probabilities / noise).argmax(dim=-1)
 
 
@@ -138,7 +127,7 @@ class Stream:
     primed: int = 0
     state: Any = None
     logits: torch.Tensor | None = None
-    generator: torch.Generator | None = None
+    draws: Draws | None = None
     started: float | None = None
     position: int = 0
     texts: list[list[str]] = field(default_factory=list)
@@ -400,8 +389,7 @@ class Engine:
             stream.started = time.monotonic()
             stream.prime_ids = self.generator.vocab.encode(job.prime).long()
             stream.prime_ids = stream.prime_ids.to(self.generator.device)
-            stream.generator = torch.Generator(self.generator.device)
-            stream.generator.manual_seed(job.seed)
+            stream.draws = Draws(self.generator.device, job.seed)
             stream.texts = [[] for _ in range(job.num_samples)]
             stream.unsent = [[] for _ in range(job.num_samples)]
             stream.stops = [StopStrings(job.stops) for _ in range(job.num_samples)]
@@ -470,12 +458,12 @@ class Engine:
             row += stream.rows
         if len(groups) == 1:
             options = next(iter(groups))
-            return draw(self._logits, options, [(s.generator, s.rows) for s in self._active])
+            return draw(self._logits, options, [(s.draws, s.rows) for s in self._active])
         ids = torch.empty(row, dtype=torch.long, device=self._logits.device)
         for options, members in groups.items():
             rows = [r for m in members for r in range(starts[m], starts[m] + self._active[m].rows)]
             index = torch.tensor(rows, device=self._logits.device)
-            members_streams = [(self._active[m].generator, self._active[m].rows) for m in members]
+            members_streams = [(self._active[m].draws, self._active[m].rows) for m in members]
             ids[index] = draw(self._logits[index], options, members_streams)
         return ids
 
