@@ -192,3 +192,16 @@ def test_non_latin_corpora_map_letters_deterministically(tmp_path):
     assert 1_000_000 - 3 < path.stat().st_size <= 1_000_000  # the ASCII file's size, to a char
     text = path.read_text(encoding="utf-8")
     assert len(set(text)) > 256 and len(text.encode("utf-8")) <= 1_000_000
+
+
+@pytest.mark.slow  # eight child processes
+def test_sampler_versions_compares_two_checkouts_on_the_same_text(tiny_run):
+    """Both sides in turns, every case; a checkout against itself writes the same text."""
+    from benchmarks import sampler_versions
+
+    report = sampler_versions.measure(ROOT, str(tiny_run), length=60, rounds=1)
+    threads = sorted({1, torch.get_num_threads()})
+    assert set(report) == {f"{kind}, {n} thread(s)" for n in threads for kind in ("int8", "exact")}
+    for row in report.values():
+        assert row["before"] > 0 and row["after"] > 0 and row["same_text"] is True
+        assert row["speedup"] == pytest.approx(row["after"] / row["before"])
