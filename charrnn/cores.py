@@ -68,7 +68,8 @@ class FastStep:
     """A kind's one-character step for the fast sampler (sample.Stepper)."""
 
     make: Callable[[ModelConfig], LayerStep]  # the step for a model's settings
-    # b_hh folded into the input term (one add fewer a step), or kept in the recurrent term.
+    # Where b_hh goes: into the input term (its table and projection), or, for the GRU, whose
+    # reset gate scales W_hn h + b_hn, into the recurrent term.
     fold_recurrent_bias: bool = True
 
 

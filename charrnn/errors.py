@@ -23,6 +23,11 @@ class TrainingError(CharRNNError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
+class SamplingError(CharRNNError):
+    """Generation cannot go on: the model's next-character probabilities are not finite (its
+    state overflowed, as a ReLU RNN's can)."""
+
+
 class DistributedError(CharRNNError):
     """The processes of a multi-process run disagree (another text, say) or lost each other."""
 

@@ -139,7 +139,7 @@ class Generation:
 
         chars, stepper = self.generator.vocab.chars, self.generator.stepper
         watching = bool(self.watchers[0].stops)
-        draws = Draws(self.generator.device, self.seed)
+        draws = Draws(self.generator.device, self.seed, tuple(self._at[0].shape))
         with sampling_threads(self.threads):
             for position in range(self.length):
                 logits, state, _ = self._at

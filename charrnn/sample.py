@@ -27,7 +27,7 @@ from charrnn import checkpoint as ckpt
 from charrnn.cores import core_of
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.devices import sampling_threads  # noqa: F401 (where benchmarks/ import it from)
-from charrnn.errors import ConfigError, CorpusError
+from charrnn.errors import ConfigError, CorpusError, SamplingError
 from charrnn.generation import Generation
 from charrnn.model import CharModel, State
 from charrnn.priming import PRIME_CHUNK, Context, Prime, Priming
@@ -70,36 +70,49 @@ def filter_logits(logits: torch.Tensor, options: SamplingOptions) -> torch.Tenso
 
 
 class Draws:
-    """The random numbers a generation's draws use, from one seeded generator.
+    """The random numbers of one generation's draws, (B, V) a step, from one seeded generator.
 
     On a CPU, torch.multinomial(p, 1, generator) draws q ~ Exp(1) in p's shape and returns
-    argmax(p / q) (its fast path for one draw a row, pytorch issue 11931). Here the q of
-    `BLOCK` steps are drawn in one call, which gives the very same numbers (the generator fills
-    a tensor in order), so the ids are torch.multinomial's for the same seed, at a fraction of
-    its per-call cost. Elsewhere (CUDA) torch.multinomial itself is called.
+    argmax(p / q) (its fast path for one draw a row, pytorch issue 11931). Here the q of many
+    steps are drawn in one call, at a fraction of the per-call cost. Where torch fills a tensor
+    from the generator in order (its CPU default: torch 2.13, which CI pins, is tested) these
+    are the very numbers, so the ids are torch.multinomial's for the same seed; builds that
+    draw exponentials through MKL seed each call afresh, and there the texts differ from
+    multinomial's but still follow the seed. Elsewhere (CUDA) torch.multinomial is called.
+
+    Each refill checks the step's probabilities: a model whose state overflowed (its
+    probabilities are NaN from then on) is refused within one block instead of writing the
+    same character forever.
     """
 
-    BLOCK = 256
+    NUMBERS = 1 << 16  # q drawn a call at the most (256 KB), so a large batch draws fewer steps
+    STEPS = 256  # and steps a call at the most
 
-    def __init__(self, device: torch.device, seed: int):
+    def __init__(self, device: torch.device, seed: int, shape: tuple[int, int]):
         self.generator = torch.Generator(device)
         self.generator.manual_seed(seed)
         self.on_cpu = device.type == "cpu"
+        self.shape = shape
+        self.steps = max(1, min(self.STEPS, self.NUMBERS // (shape[0] * shape[1])))
         self._ahead: list[torch.Tensor] = []  # the block's steps not used yet, last first
-        self._shape: torch.Size | None = None
 
-    def exponential(self, shape: torch.Size) -> torch.Tensor:
-        """The next step's q, of `shape` (a generation's steps all have the same shape)."""
-        if not self._ahead or self._shape != shape:
-            block = torch.empty(self.BLOCK, *shape).exponential_(1, generator=self.generator)
-            self._ahead, self._shape = list(block.unbind(0))[::-1], shape
+    def exponential(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """The q to divide this step's (B, V) `probabilities` by (checked on each refill)."""
+        if not self._ahead:
+            if not bool(torch.isfinite(probabilities).all()):
+                raise SamplingError(
+                    "the model's probabilities are not finite (its state overflowed); this "
+                    "model cannot generate from here: try another prime or checkpoint"
+                )
+            block = torch.empty(self.steps, *self.shape, dtype=torch.float32, device="cpu")
+            self._ahead = list(block.exponential_(1, generator=self.generator).unbind(0))[::-1]
         return self._ahead.pop()
 
     def choose(self, probabilities: torch.Tensor) -> torch.Tensor:
         """(B, V) probabilities (any positive scale) -> (B,) ids, one drawn from each row."""
         if not self.on_cpu:
             return torch.multinomial(probabilities, 1, generator=self.generator).squeeze(1)
-        return (probabilities / self.exponential(probabilities.shape)).argmax(dim=-1)
+        return (probabilities / self.exponential(probabilities)).argmax(dim=-1)
 
 
 def next_ids(logits: torch.Tensor, options: SamplingOptions, draws: Draws) -> torch.Tensor:
@@ -159,7 +172,8 @@ class Stepper:
     One matrix holds both (``outputs[k]``: rows ``[0, widths[k])`` the first, the rest
     ``W_hh``), so a layer costs one product a step; the recurrent half is kept for the next
     call (``_ahead``) and used when that call continues from the state this one returned (as a
-    generation does). Any other state gets its recurrent terms computed first.
+    generation does). Any other state gets its recurrent terms computed first (one product
+    more a layer). So a returned state must not be edited in place: copy it to change it.
 
     Kinds without a fast step (peephole LSTMs) fall back to the model's own forward, one step a
     call. With ``int8``, every matrix product of a step uses int8 weights; the first layer's

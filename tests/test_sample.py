@@ -11,7 +11,7 @@ import torch
 from charrnn import load_model
 from charrnn.config import CELLS, ModelConfig
 from charrnn.corpus import Vocabulary
-from charrnn.errors import ConfigError
+from charrnn.errors import ConfigError, SamplingError
 from charrnn.model import CharModel
 from charrnn.sample import Draws, SamplingOptions, Stepper, TextGenerator, filter_logits
 from tests.conftest import run_cli
@@ -112,16 +112,31 @@ def test_stepper_gives_the_same_numbers_for_any_state_it_is_handed(int8):
             mine = tuple(part.clone() for part in mine) if t % 3 == 0 else mine
 
 
-def test_draws_give_torch_multinomials_ids_for_the_same_seed():
+@pytest.mark.parametrize("batch", [1, 3, 300])  # 300 x 11: 19 steps a block
+def test_draws_give_torch_multinomials_ids_for_the_same_seed(batch):
     """Draws hands out the q that torch.multinomial would draw, a block at a time: over more
-    than one block and at batch 3 the ids are multinomial's, call for call."""
+    than one block the ids are multinomial's, call for call (torch 2.13, which CI pins)."""
     torch.manual_seed(0)
-    probabilities = torch.softmax(torch.randn(Draws.BLOCK * 2 + 7, 3, 11) * 2, dim=-1)
+    draws = Draws(torch.device("cpu"), 42, (batch, 11))
+    steps = draws.steps * 2 + 7
+    assert draws.steps == min(Draws.STEPS, Draws.NUMBERS // (batch * 11))
+    probabilities = torch.softmax(torch.randn(steps, batch, 11) * 2, dim=-1)
     generator = torch.Generator().manual_seed(42)
     expected = [torch.multinomial(p, 1, generator=generator).squeeze(1) for p in probabilities]
-    draws = Draws(torch.device("cpu"), 42)
     for step, p in enumerate(probabilities):
         assert torch.equal(draws.choose(p), expected[step]), step
+
+
+def test_a_model_whose_state_overflows_is_refused_not_sampled():
+    """A ReLU RNN with a large recurrent weight: its state reaches inf and its probabilities
+    NaN within a few steps; generation stops with an error within one block of draws."""
+    model = CharModel(ModelConfig(cell="rnn", nonlinearity="relu", hidden_size=16), 9).eval()
+    with torch.no_grad():
+        model.core.weight_hh_l0.copy_(torch.eye(16) * 1e3)
+        model.core.bias_hh_l0.fill_(1.0)
+    generator = TextGenerator(model, Vocabulary.from_text("ABCDEFGHI"), torch.device("cpu"))
+    with pytest.raises(SamplingError, match="probabilities are not finite"):
+        generator.generate("A", Draws.STEPS * 3, seed=1)
 
 
 def test_library_refuses_a_temperature_below_the_clis_floor(generator):

@@ -256,6 +256,29 @@ def test_a_failing_request_does_not_stop_the_server(generator, tiny_run):
         assert http.get("/v1/model").status_code == 404  # no checkpoint was named
 
 
+def test_a_model_whose_state_overflows_answers_the_reason_not_an_internal_error():
+    """A ReLU RNN whose state reaches inf: the request ends with SamplingError's message (the
+    first refill of draws after the overflow, step 256, comes before the length)."""
+    import torch
+
+    from charrnn.config import ModelConfig
+    from charrnn.corpus import Vocabulary
+    from charrnn.model import CharModel
+    from charrnn.sample import TextGenerator
+
+    model = CharModel(ModelConfig(cell="rnn", nonlinearity="relu", hidden_size=16), 9).eval()
+    with torch.no_grad():
+        model.core.weight_hh_l0.copy_(torch.eye(16) * 1e3)
+        model.core.bias_hh_l0.fill_(1.0)
+    overflowing = TextGenerator(model, Vocabulary.from_text("ABCDEFGHI"), torch.device("cpu"))
+    with TestClient(create_app(overflowing, LIMITS), raise_server_exceptions=False) as http:
+        reply = http.post("/v1/generate", json={"prime": "A", "length": 400, "seed": 1})
+        error = reply.json()["error"]
+        assert reply.status_code == 500 and "probabilities are not finite" in error
+        assert "internal error" not in error
+        assert http.get("/health").json()["failed"] == 1
+
+
 # ---------------------------------------------------------------------------------- real HTTP
 
 

@@ -97,15 +97,22 @@ def draw(
     if options.greedy:
         return logits.argmax(dim=-1)
     probabilities = torch.softmax(filter_logits(logits, options), dim=-1)
-    if len(draws) == 1 or probabilities.device.type != "cpu":
-        ids, start = [], 0
-        for request, rows in draws:
-            ids.append(request.choose(probabilities[start : start + rows]))
-            start += rows
-        return ids[0] if len(ids) == 1 else torch.cat(ids)
-    vocab = probabilities.shape[1]
-    noise = torch.cat([request.exponential(torch.Size((rows, vocab))) for request, rows in draws])
-    return (probabilities / noise).argmax(dim=-1)
+    parts = _parts(probabilities, draws)
+    if probabilities.device.type != "cpu":
+        return torch.cat([request.choose(part) for request, part in parts])
+    noise = [request.exponential(part) for request, part in parts]
+    return (probabilities / torch.cat(noise)).argmax(dim=-1)
+
+
+def _parts(
+    probabilities: torch.Tensor, draws: list[tuple[Draws, int]]
+) -> list[tuple[Draws, torch.Tensor]]:
+    """Each request's Draws with its rows of `probabilities`."""
+    parts, start = [], 0
+    for request, rows in draws:
+        parts.append((request, probabilities[start : start + rows]))
+        start += rows
+    return parts
 
 
 # ---------------------------------------------------------------------------------- streams
@@ -310,6 +317,8 @@ class Engine:
                     self._prime_some()
                     if self._active:
                         self._step()
+                except CharRNNError as error:  # a model that cannot go on (SamplingError)
+                    self._fail_all(str(error))
                 except Exception as error:  # noqa: BLE001 - the worker must outlive any bug
                     self._fail_all(f"internal error: {type(error).__name__}: {error}")
                 self._flush()
@@ -389,7 +398,8 @@ class Engine:
             stream.started = time.monotonic()
             stream.prime_ids = self.generator.vocab.encode(job.prime).long()
             stream.prime_ids = stream.prime_ids.to(self.generator.device)
-            stream.draws = Draws(self.generator.device, job.seed)
+            rows = (job.num_samples, len(self.chars))
+            stream.draws = Draws(self.generator.device, job.seed, rows)
             stream.texts = [[] for _ in range(job.num_samples)]
             stream.unsent = [[] for _ in range(job.num_samples)]
             stream.stops = [StopStrings(job.stops) for _ in range(job.num_samples)]
