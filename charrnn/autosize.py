@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from functools import partial
 
 import torch
@@ -28,7 +28,8 @@ from charrnn.model import CharModel, count_parameters
 from charrnn.scoring import char_loss
 
 # The settings auto_size chooses; any of them given in a config file or as a flag is kept.
-CHOSEN = ("hidden_size", "num_layers", "batch_size", "dropout", "weight_drop", "learning_rate")
+CHOSEN = ("hidden_size", "num_layers", "batch_size", "dropout", "weight_drop", "weight_decay",
+          "learning_rate")  # fmt: skip
 SHAPE = ("hidden_size", "num_layers")
 
 # The fitted rule: the largest candidate that reads at least this many characters per weight.
@@ -39,9 +40,11 @@ CHARS_PER_WEIGHT = 3.0
 TRAINING_SHARE = 0.96
 # Regularisation grows with the epochs a model will read: none for one pass over the text
 # (a model that sees each character once cannot memorise it), the default's full strength
-# (dropout 0.2, weight drop 0.3, measured best at ~18 epochs: NOTES.md runs Y1-Y6) from 16 on,
-# and in between in proportion to log2(epochs).
-FULL_DROPOUT, FULL_WEIGHT_DROP, FULL_STRENGTH_EPOCHS = 0.2, 0.3, 16.0
+# from 16 on, and in between in proportion to log2(epochs). Full strength, measured at ~17
+# epochs (NOTES.md, "Weight decay"): AdamW's weight decay 0.3 (0.1 and 1.0 lost) with dropout
+# 0.15 and weight drop 0.2 (without weight decay 0.2 and 0.3 were best: runs Y1-Y6).
+FULL_DROPOUT, FULL_WEIGHT_DROP, FULL_WEIGHT_DECAY = 0.15, 0.2, 0.3
+FULL_STRENGTH_EPOCHS = 16.0
 # Without a time limit, the budget a run is sized for (a run bounded by steps or epochs is
 # sized by those instead).
 UNBOUNDED_SECONDS = 600.0
@@ -100,10 +103,20 @@ class Sizing:
     probe_seconds: float
 
 
-def regularisation(epochs: float) -> tuple[float, float]:
-    """(dropout, weight_drop) for a model that will read `epochs` passes over its text."""
+@dataclass(frozen=True)
+class Regularisation:
+    dropout: float
+    weight_drop: float
+    weight_decay: float
+
+
+FULL = Regularisation(FULL_DROPOUT, FULL_WEIGHT_DROP, FULL_WEIGHT_DECAY)
+
+
+def regularisation(epochs: float) -> Regularisation:
+    """The regularisation for a model that will read `epochs` passes over its text."""
     strength = min(1.0, max(0.0, math.log2(max(epochs, 1.0)) / math.log2(FULL_STRENGTH_EPOCHS)))
-    return round(FULL_DROPOUT * strength, 2), round(FULL_WEIGHT_DROP * strength, 2)
+    return Regularisation(*(round(full * strength, 2) for full in astuple(FULL)))
 
 
 def _candidates(model_config: ModelConfig, given: frozenset[str]) -> list[Candidate]:
@@ -133,8 +146,7 @@ def size(
     measured: list[Measured] = []
     for candidate in candidates:
         # Timed with full regularisation: the masks cost time, and no choice has more of it.
-        shaped = _apply(candidate, FULL_DROPOUT, FULL_WEIGHT_DROP, model_config, train_config,
-                        given)  # fmt: skip
+        shaped = _apply(candidate, FULL, model_config, train_config, given)
         weights = parameters_of(shaped[0], vocab_size)
         spent = time.perf_counter() - started  # the timing is inside the budget
         speed, chars = _predicted_chars(shaped[1], train_chars, spent, partial(timer, *shaped))
@@ -143,24 +155,22 @@ def size(
             break
     fits = [m for m in measured if m.chars_per_weight >= CHARS_PER_WEIGHT]
     chosen = fits[-1] if fits else measured[0]
-    dropout, weight_drop = regularisation(chosen.epochs)
     chosen_model, chosen_train = _apply(
-        chosen.candidate, dropout, weight_drop, model_config, train_config, given
+        chosen.candidate, regularisation(chosen.epochs), model_config, train_config, given
     )
     return Sizing(
         model_config=chosen_model,
         train_config=replace(chosen_train, auto_size=False),  # chosen: a rerun trains this
         measured=measured,
         chosen=chosen,
-        reason=_reason(chosen, measured, given, chosen_model),
+        reason=_reason(chosen, measured, given, chosen_model, chosen_train),
         probe_seconds=time.perf_counter() - started,
     )
 
 
 def _apply(
     candidate: Candidate,
-    dropout: float,
-    weight_drop: float,
+    regularised: Regularisation,
     model_config: ModelConfig,
     train_config: TrainConfig,
     given: frozenset[str],
@@ -169,8 +179,9 @@ def _apply(
     values = {
         "hidden_size": candidate.hidden_size,
         "num_layers": candidate.num_layers,
-        "dropout": dropout,
-        "weight_drop": weight_drop,
+        "dropout": regularised.dropout,
+        "weight_drop": regularised.weight_drop,
+        "weight_decay": regularised.weight_decay,
         "batch_size": candidate.batch_size,
         "learning_rate": candidate.learning_rate,
     }
@@ -203,7 +214,7 @@ def _predicted_chars(
 
 
 def _reason(chosen: Measured, measured: list[Measured], given: frozenset[str],
-            model_config: ModelConfig) -> str:  # fmt: skip
+            model_config: ModelConfig, train_config: TrainConfig) -> str:  # fmt: skip
     read = f"reads ~{chosen.chars / 1e6:.1f} M characters ({chosen.epochs:.1f} epochs)"
     if len(measured) == 1 and given & set(SHAPE):
         why = f"the shape was given; it {read}"
@@ -218,7 +229,8 @@ def _reason(chosen: Measured, measured: list[Measured], given: frozenset[str],
         why = f"the smallest; even it {read}, {chosen.chars_per_weight:.1f} per weight"
     return (
         f"{chosen.candidate.name}: {why}; dropout {model_config.dropout:g}, weight drop "
-        f"{model_config.weight_drop:g} for {chosen.epochs:.1f} epochs"
+        f"{model_config.weight_drop:g}, weight decay {train_config.weight_decay:g} for "
+        f"{chosen.epochs:.1f} epochs"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 import pytest
 import torch
@@ -73,10 +73,10 @@ def test_the_largest_rung_that_reads_enough_per_weight_is_chosen(machine):
 
 
 def test_regularisation_grows_with_the_epochs_read():
-    assert regularisation(0.3) == regularisation(1.0) == (0.0, 0.0)
-    assert regularisation(4.0) == (0.1, 0.15)
-    assert regularisation(16.0) == regularisation(500.0) == (0.2, 0.3)
-    strengths = [regularisation(e) for e in (1, 2, 3, 5, 8, 12, 16)]
+    assert astuple(regularisation(0.3)) == astuple(regularisation(1.0)) == (0.0, 0.0, 0.0)
+    assert astuple(regularisation(4.0)) == (0.07, 0.1, 0.15)  # half strength, rounded
+    assert astuple(regularisation(16.0)) == astuple(regularisation(500.0)) == (0.15, 0.2, 0.3)
+    strengths = [astuple(regularisation(e)) for e in (1, 2, 3, 5, 8, 12, 16)]
     assert strengths == sorted(strengths)
 
 
@@ -84,10 +84,13 @@ def test_the_chosen_rungs_epochs_set_its_regularisation():
     model, train = configs(max_time=600.0)
     sizing = autosize.size(model, train, frozenset(), VOCAB, 50_000, stand_in_timer(3e13, []))
     assert sizing.chosen.epochs > 16  # a small text read many times over: full strength
-    assert (sizing.model_config.dropout, sizing.model_config.weight_drop) == (0.2, 0.3)
+    assert (sizing.model_config.dropout, sizing.model_config.weight_drop) == (0.15, 0.2)
+    assert sizing.train_config.weight_decay == 0.3
+    assert "weight decay 0.3" in sizing.reason
     large = autosize.size(model, train, frozenset(), VOCAB, 10**10, stand_in_timer(3e13, []))
     assert large.chosen.epochs < 1
     assert (large.model_config.dropout, large.model_config.weight_drop) == (0.0, 0.0)
+    assert large.train_config.weight_decay == 0.0
 
 
 def test_no_rung_reads_enough_so_the_smallest_is_taken():
@@ -109,20 +112,21 @@ def test_a_given_shape_is_kept_and_only_it_is_timed():
     assert calls == [(100, 64)]
     assert (sizing.model_config.hidden_size, sizing.model_config.num_layers) == (100, 2)
     assert "the shape was given" in sizing.reason
-    assert sizing.model_config.dropout == regularisation(sizing.chosen.epochs)[0]
+    assert sizing.model_config.dropout == regularisation(sizing.chosen.epochs).dropout
 
 
 def test_given_batch_rate_and_regularisation_are_kept():
     calls: list = []
-    model, train = configs(max_time=600.0, batch_size=16, learning_rate=1e-4)
+    model, train = configs(max_time=600.0, batch_size=16, learning_rate=1e-4, weight_decay=0.05)
     model = replace(model, dropout=0.45)
-    given = frozenset({"batch_size", "learning_rate", "dropout"})
+    given = frozenset({"batch_size", "learning_rate", "dropout", "weight_decay"})
     sizing = autosize.size(model, train, given, VOCAB, TRAIN_CHARS, stand_in_timer(3e13, calls))
     assert {batch for _, batch in calls} == {16}  # timed at the batch it will train with
     assert sizing.train_config.batch_size == 16
     assert sizing.train_config.learning_rate == 1e-4
     assert sizing.model_config.dropout == 0.45
-    assert sizing.model_config.weight_drop == regularisation(sizing.chosen.epochs)[1]
+    assert sizing.train_config.weight_decay == 0.05
+    assert sizing.model_config.weight_drop == regularisation(sizing.chosen.epochs).weight_drop
 
 
 def test_a_budget_in_steps_or_epochs_needs_no_timing():
@@ -210,7 +214,7 @@ def test_a_shape_given_as_a_flag_wins(small_ladder, tmp_path, corpus_file):
 def test_with_every_choice_given_nothing_is_timed(small_ladder, tmp_path, corpus_file):
     result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30, "--hidden-size",
                      24, "--num-layers", 1, "--batch-size", 8, "--lr", 0.01, "--dropout", 0,
-                     "--weight-drop", 0, "--dry-run")  # fmt: skip
+                     "--weight-drop", 0, "--weight-decay", 0, "--dry-run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "auto_size (timed" not in result.stderr and "auto_size:" not in result.stderr
 
