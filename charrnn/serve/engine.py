@@ -83,11 +83,10 @@ class Job:
 # Kept here, in one place, so a change of the sampler's internals changes one function.
 
 
-def draw(
-    logits: torch.Tensor, options: SamplingOptions, draws: list[tuple[Draws, int]]
-) -> torch.Tensor:
+def draw(logits: torch.Tensor, options: SamplingOptions, draws: list[Draws]) -> torch.Tensor:
     """The next ids of several requests that share sampling options: `logits` (B, V) holds their
-    rows one request after another; each request draws its rows with its own `Draws`.
+    rows one request after another; each request draws its rows (its Draws' shape) with its own
+    `Draws`.
 
     What `charrnn.sample.next_ids` does for each request, with the filtering (row by row in
     torch, so batching it changes no number) done once for the whole group. On a CPU a draw is
@@ -104,12 +103,11 @@ def draw(
     return (probabilities / torch.cat(noise)).argmax(dim=-1)
 
 
-def _parts(
-    probabilities: torch.Tensor, draws: list[tuple[Draws, int]]
-) -> list[tuple[Draws, torch.Tensor]]:
+def _parts(probabilities: torch.Tensor, draws: list[Draws]) -> list[tuple[Draws, torch.Tensor]]:
     """Each request's Draws with its rows of `probabilities`."""
     parts, start = [], 0
-    for request, rows in draws:
+    for request in draws:
+        rows = request.shape[0]
         parts.append((request, probabilities[start : start + rows]))
         start += rows
     return parts
@@ -468,13 +466,14 @@ class Engine:
             row += stream.rows
         if len(groups) == 1:
             options = next(iter(groups))
-            return draw(self._logits, options, [(s.draws, s.rows) for s in self._active])
+            return draw(self._logits, options, [s.draws for s in self._active])
         ids = torch.empty(row, dtype=torch.long, device=self._logits.device)
         for options, members in groups.items():
             rows = [r for m in members for r in range(starts[m], starts[m] + self._active[m].rows)]
             index = torch.tensor(rows, device=self._logits.device)
-            members_streams = [(self._active[m].draws, self._active[m].rows) for m in members]
-            ids[index] = draw(self._logits[index], options, members_streams)
+            ids[index] = draw(
+                self._logits[index], options, [self._active[m].draws for m in members]
+            )
         return ids
 
     def _advance(self, stream: Stream, chars: list[str]) -> None:
