@@ -133,6 +133,7 @@ def size(
     vocab_size: int,
     train_chars: int,
     timer: Callable[[ModelConfig, TrainConfig], float],
+    share: Callable[[Callable[[], float]], float] = lambda compute: compute(),
 ) -> Sizing:
     """Choose the shape, batch and regularisation for this budget on this machine.
 
@@ -140,6 +141,10 @@ def size(
     second (``time_steps`` on this process's device; the trainer shares rank 0's figures with the
     other ranks). Candidates are timed smallest first and the timing stops at the first one
     that would read too little: every larger one is slower and has more weights.
+
+    `share(compute)` gives every process rank 0's value of a clock reading (the trainer's
+    ``World.share``): the time already spent decides how much a candidate would read, so each
+    rank reading its own clock could choose differently, or stop timing at another rung.
     """
     started = time.perf_counter()
     candidates = _candidates(model_config, given)
@@ -148,7 +153,7 @@ def size(
         # Timed with full regularisation: the masks cost time, and no choice has more of it.
         shaped = _apply(candidate, FULL, model_config, train_config, given)
         weights = parameters_of(shaped[0], vocab_size)
-        spent = time.perf_counter() - started  # the timing is inside the budget
+        spent = share(lambda: time.perf_counter() - started)  # the timing is inside the budget
         speed, chars = _predicted_chars(shaped[1], train_chars, spent, partial(timer, *shaped))
         measured.append(Measured(candidate, weights, speed, chars, chars / max(train_chars, 1)))
         if len(candidates) > 1 and measured[-1].chars_per_weight < CHARS_PER_WEIGHT:
@@ -164,7 +169,7 @@ def size(
         measured=measured,
         chosen=chosen,
         reason=_reason(chosen, measured, given, chosen_model, chosen_train),
-        probe_seconds=time.perf_counter() - started,
+        probe_seconds=share(lambda: time.perf_counter() - started),
     )
 
 

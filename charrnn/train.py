@@ -184,7 +184,8 @@ class Trainer:
 
     def _auto_size(self, given: frozenset[str]) -> autosize.Sizing:
         """auto_size's choice; rank 0 times the candidates and the other ranks take its figures
-        (each rank trains batch_size / ranks rows, so rank 0 times that many)."""
+        and its clock, so every rank chooses the same (each rank trains batch_size / ranks
+        rows, so rank 0 times that many)."""
         ranks = self.world.size
 
         def timer(model_config: ModelConfig, train_config: TrainConfig) -> float:
@@ -196,7 +197,7 @@ class Trainer:
             return speed * ranks
 
         return autosize.size(self.model_config, self.config, given, len(self.vocab),
-                             len(self.data.train), timer)  # fmt: skip
+                             len(self.data.train), timer, self.world.share)  # fmt: skip
 
     def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:
         """The corpus, split (see charrnn.rundata: a resume checks it is the same text)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from dataclasses import astuple, replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -70,6 +72,35 @@ def test_the_largest_rung_that_reads_enough_per_weight_is_chosen(machine):
     assert timed == ladder[: min(len(fits) + 1, len(ladder))]
     assert sizing.train_config.auto_size is False  # a rerun of the saved config trains this
     assert sizing.train_config.batch_size == 64
+
+
+def test_every_rank_chooses_from_rank_0s_clock(monkeypatch):
+    # A short budget, where the seconds already spent change how much the chosen rung reads
+    # and so its regularisation. Rank 1's clock runs 3.5 s ahead at each reading; given
+    # rank 0's readings it still comes to rank 0's choice, and times the same rungs (each
+    # timing is a collective the ranks must all join).
+    model, train = configs(max_time=4.0)
+    machine, text = 4e9, 10_000  # the smallest rung, ~4 epochs: regularisation at half strength
+    readings: list[float] = []  # rank 0's clock, as it shares it
+
+    def rank_0_shares(compute):
+        readings.append(compute())
+        return readings[-1]
+
+    rank_0 = autosize.size(model, train, frozenset(), VOCAB, text,
+                           stand_in_timer(machine, calls_0 := []), rank_0_shares)  # fmt: skip
+    assert len(readings) == len(calls_0) + 1  # before each timing, and the total
+    clock_ahead = (3.5 * reading for reading in itertools.count())  # 3.5 s between readings
+    monkeypatch.setattr(autosize, "time", SimpleNamespace(perf_counter=lambda: next(clock_ahead)))
+    alone = autosize.size(model, train, frozenset(), VOCAB, text, stand_in_timer(machine, []))
+    rank_1 = autosize.size(model, train, frozenset(), VOCAB, text,
+                           stand_in_timer(machine, calls_1 := []),
+                           lambda compute: readings.pop(0))  # fmt: skip
+    assert calls_1 == calls_0 and not readings
+    assert (rank_1.model_config, rank_1.train_config) == (rank_0.model_config, rank_0.train_config)
+    assert rank_1.probe_seconds == rank_0.probe_seconds
+    # The check has teeth: on its own clock, rank 1 would have chosen otherwise.
+    assert (alone.model_config, alone.train_config) != (rank_0.model_config, rank_0.train_config)
 
 
 def test_regularisation_grows_with_the_epochs_read():
