@@ -99,7 +99,9 @@ def summarize(path: str | Path) -> CheckpointSummary:
     metrics = rundir.read_metrics(file.parent)
     return CheckpointSummary(
         path=file,
-        corpus=checkpoint.get("corpus_path") or train_config.corpus,
+        # the first file, or (none recorded) the corpus setting's names, a tuple since a run
+        # may read several
+        corpus=checkpoint.get("corpus_path") or ", ".join(train_config.corpus),
         vocab=vocab.to_list(),
         model_config=config.to_dict(model.config),
         train_config=config.to_dict(train_config),

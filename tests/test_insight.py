@@ -35,6 +35,22 @@ def test_inspect_json_agrees_with_the_checkpoint_and_metrics(tiny_run):
     assert facts["corpus"] == saved["corpus_path"]
 
 
+def test_inspect_without_a_recorded_corpus_file_names_the_corpus_setting(tmp_path, tiny_run):
+    # A checkpoint whose corpus_path is empty (found by the fuzz test): the corpus setting, a
+    # tuple of names, is shown joined instead of failing as an unexpected error.
+    saved = torch.load(tiny_run / "last.pt", weights_only=True)
+    saved["corpus_path"] = ""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(saved, run / "last.pt")
+    for args in (("--json",), ()):
+        result = run_cli("inspect", run / "last.pt", *args)
+        assert result.exit_code == 0, result.output
+    facts = json.loads(run_cli("inspect", run / "last.pt", "--json").stdout)
+    assert facts["corpus"] == ", ".join(saved["train_config"]["corpus"])
+    assert facts["corpus"] in run_cli("inspect", run / "last.pt").stdout
+
+
 def test_inspect_draws_the_facts_and_the_curves(tiny_run):
     result = run_cli("inspect", tiny_run / "best.pt")
     assert result.exit_code == 0, result.output
