@@ -39,11 +39,8 @@ CHARS_PER_WEIGHT = 3.0
 # 97% in the default's 600 s runs, whose metrics.jsonl times both).
 TRAINING_SHARE = 0.96
 # Regularisation grows with the epochs a model will read: none for one pass over the text
-# (a model that sees each character once cannot memorise it), the default's full strength
-# from 16 on, and in between in proportion to log2(epochs). Full strength, measured at ~17
-# epochs (NOTES.md, "Weight decay"): AdamW's weight decay 0.3 (0.1 and 1.0 lost) with dropout
-# 0.15 and weight drop 0.2 (without weight decay 0.2 and 0.3 were best: runs Y1-Y6).
-FULL_DROPOUT, FULL_WEIGHT_DROP, FULL_WEIGHT_DECAY = 0.15, 0.2, 0.3
+# (a model that sees each character once cannot memorise it), full strength (FULL, below)
+# from 16 on, and in between in proportion to log2(epochs).
 FULL_STRENGTH_EPOCHS = 16.0
 # Without a time limit, the budget a run is sized for (a run bounded by steps or epochs is
 # sized by those instead).
@@ -110,7 +107,10 @@ class Regularisation:
     weight_decay: float
 
 
-FULL = Regularisation(FULL_DROPOUT, FULL_WEIGHT_DROP, FULL_WEIGHT_DECAY)
+# Full strength, measured at ~17 epochs (NOTES.md, "Weight decay"): AdamW's weight decay 0.3
+# (0.1 lost, 0.5 was no better, 1.0 lost by far) with dropout 0.15 and weight drop 0.2
+# (without weight decay, 0.2 and 0.3 were best: runs Y1-Y6).
+FULL = Regularisation(dropout=0.15, weight_drop=0.2, weight_decay=0.3)
 
 
 def regularisation(epochs: float) -> Regularisation:

@@ -396,8 +396,8 @@ class Engine:
             stream.started = time.monotonic()
             stream.prime_ids = self.generator.vocab.encode(job.prime).long()
             stream.prime_ids = stream.prime_ids.to(self.generator.device)
-            rows = (job.num_samples, len(self.chars))
-            stream.draws = Draws(self.generator.device, job.seed, rows)
+            shape = (job.num_samples, len(self.chars))  # the (B, V) of each of its steps
+            stream.draws = Draws(self.generator.device, job.seed, shape)
             stream.texts = [[] for _ in range(job.num_samples)]
             stream.unsent = [[] for _ in range(job.num_samples)]
             stream.stops = [StopStrings(job.stops) for _ in range(job.num_samples)]
