@@ -24,11 +24,13 @@ from pathlib import Path
 import torch
 
 from charrnn import checkpoint as ckpt
-from charrnn.cores import core_of
+from charrnn import kernel
+from charrnn.cores import LSTM_FAST, core_of
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.devices import sampling_threads  # noqa: F401 (where benchmarks/ import it from)
 from charrnn.errors import ConfigError, CorpusError, SamplingError
 from charrnn.generation import Generation
+from charrnn.kernel import CompiledStepper
 from charrnn.model import CharModel, State
 from charrnn.priming import PRIME_CHUNK, Context, Prime, Priming
 from charrnn.use_config import MIN_TEMPERATURE
@@ -163,6 +165,45 @@ class Int8:
         return torch.add(self.bias, out)  # float32, as the bias
 
 
+def stacked_matrices(
+    model: CharModel,
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
+    """What a one-character step multiplies, for a kind with a fast step (see Stepper):
+    the first layer's input table (V, G*H: one row per character, embedding @ W_ih + biases),
+    each layer's stacked matrix and bias (rows: what reads its output now, i.e. the next
+    layer's input projection or the head, then its own W_hh), and how many rows read it now."""
+    fast = core_of(model.config.cell).fast_step
+    core = model.core
+    with torch.no_grad():
+        # Per layer: its input projection's weight and bias (b_hh folded in, except for
+        # the GRU, whose reset gate scales W_hn h + b_hn), and its recurrent ones.
+        inputs, recurrents = [], []
+        for k in range(model.config.num_layers):
+            w_ih = getattr(core, f"weight_ih_l{k}")
+            w_hh = getattr(core, f"weight_hh_l{k}")
+            b_ih = getattr(core, f"bias_ih_l{k}", None)
+            b_hh = getattr(core, f"bias_hh_l{k}", None)
+            b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
+            b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
+            fold = fast.fold_recurrent_bias
+            inputs.append((w_ih, b_ih + b_hh if fold else b_ih))
+            recurrents.append((w_hh, torch.zeros_like(b_hh) if fold else b_hh))
+        vocab_inputs = model.encode_input(
+            torch.arange(model.vocab_size, device=model.head.weight.device)
+        )
+        w_ih, bias = inputs[0]
+        table = (vocab_inputs @ w_ih.T + bias).contiguous()  # (V, G*H)
+        head = model.head.weight, model.head.bias
+        if head[1] is None:
+            head = head[0], torch.zeros_like(head[0][:, 0])
+        reads = [*inputs[1:], head]  # what reads layer k's output at the same step
+        matrices = [
+            (torch.cat([now_w, w_hh]), torch.cat([now_b, b_hh]))
+            for (now_w, now_b), (w_hh, b_hh) in zip(reads, recurrents, strict=True)
+        ]
+    return table, matrices, [weight.shape[0] for weight, _ in reads]
+
+
 class Stepper:
     """One character per call, through the cell kind's fast step (see charrnn.cores) for
     nn.LSTM / nn.GRU / nn.RNN cores and the gate-level twins.
@@ -187,38 +228,19 @@ class Stepper:
         if fast is None:
             return
         project = Int8.where_safe if int8 else Dense
-        core, layers = model.core, model.config.num_layers
         # The state a call returned, each layer's recurrent term for the call after it, and
         # each layer's part of that state.
         self._ahead: tuple[State, list[torch.Tensor], list] | None = None
-        with torch.no_grad():
-            # Per layer: its input projection's weight and bias (b_hh folded in, except for
-            # the GRU, whose reset gate scales W_hn h + b_hn), and its recurrent ones.
-            inputs, recurrents = [], []
-            for k in range(layers):
-                w_ih = getattr(core, f"weight_ih_l{k}")
-                w_hh = getattr(core, f"weight_hh_l{k}")
-                b_ih = getattr(core, f"bias_ih_l{k}", None)
-                b_hh = getattr(core, f"bias_hh_l{k}", None)
-                b_ih = torch.zeros_like(w_ih[:, 0]) if b_ih is None else b_ih
-                b_hh = torch.zeros_like(w_hh[:, 0]) if b_hh is None else b_hh
-                fold = fast.fold_recurrent_bias
-                inputs.append((w_ih, b_ih + b_hh if fold else b_ih))
-                recurrents.append((w_hh, torch.zeros_like(b_hh) if fold else b_hh))
-            vocab_inputs = model.encode_input(
-                torch.arange(model.vocab_size, device=model.head.weight.device)
-            )
-            w_ih, bias = inputs[0]
-            self.table = (vocab_inputs @ w_ih.T + bias).contiguous()  # (V, G*H)
-            head = model.head.weight, model.head.bias
-            if head[1] is None:
-                head = head[0], torch.zeros_like(head[0][:, 0])
-            reads = [*inputs[1:], head]  # what reads layer k's output at the same step
-            self.widths = [weight.shape[0] for weight, _ in reads]
-            self.outputs = [
-                project(torch.cat([now_w, w_hh]), torch.cat([now_b, b_hh]))
-                for (now_w, now_b), (w_hh, b_hh) in zip(reads, recurrents, strict=True)
-            ]
+        self.table, matrices, self.widths = stacked_matrices(model)
+        self.outputs = [project(weight, bias) for weight, bias in matrices]
+
+    @property
+    def weight_bytes(self) -> int:
+        if self.step is None:
+            return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        weights = [output.weight if isinstance(output, Int8) else output.weight_t
+                   for output in self.outputs]  # fmt: skip
+        return sum(weight.numel() * weight.element_size() for weight in weights)
 
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """ids (B,) -> logits (B, V) and the next state."""
@@ -261,13 +283,9 @@ def stack(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
 STREAMING_BYTES = 1 << 20
 
 
-def step_weight_bytes(stepper: Stepper) -> int:
-    if stepper.step is None:
-        return sum(p.numel() * p.element_size() for p in stepper.model.parameters())
-    weights = [
-        output.weight if isinstance(output, Int8) else output.weight_t for output in stepper.outputs
-    ]
-    return sum(weight.numel() * weight.element_size() for weight in weights)
+def step_weight_bytes(stepper: Stepper | CompiledStepper) -> int:
+    """The bytes of weights a step reads (what decides its threads: choose_threads)."""
+    return stepper.weight_bytes
 
 
 def choose_threads(batch: int, weight_bytes: int, device: torch.device) -> int:
@@ -290,6 +308,7 @@ class TextGenerator:
         device: torch.device,
         int8: bool | None = None,
         threads: int | None = None,
+        compiled: bool = True,
     ):
         self.model = model.to(device).eval()
         self.vocab = vocab
@@ -297,8 +316,26 @@ class TextGenerator:
         if int8 is None:  # auto: int8 where it pays (measured cost: ~0.0002 nats/char)
             int8 = device.type == "cpu" and model.config.hidden_size >= INT8_MIN_HIDDEN
         self.int8 = int8
-        self.stepper = Stepper(self.model, int8=int8)
+        # int8 on a CPU for an LSTM: the compiled step (charrnn.kernel) unless `compiled` is
+        # False or it does not build here (then `compiled_why_not` says why); else torch's.
+        self.compiled_why_not: str | None = None
+        stepper: Stepper | CompiledStepper | None = None
+        lstm = core_of(model.config.cell).fast_step is LSTM_FAST
+        if compiled and int8 and device.type == "cpu" and lstm:
+            built = kernel.load()
+            if built.library is None:
+                self.compiled_why_not = built.why_not
+            else:
+                stepper = CompiledStepper(built.library, *stacked_matrices(self.model))
+        self.stepper = stepper or Stepper(self.model, int8=int8)
         self.threads = threads
+
+    @property
+    def sampler(self) -> str:
+        """What steps a generation: "compiled int8" (charrnn.kernel), "int8" or "exact"."""
+        if isinstance(self.stepper, CompiledStepper):
+            return "compiled int8"
+        return "int8" if self.int8 else "exact"
 
     @classmethod
     def load(

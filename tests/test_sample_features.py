@@ -230,7 +230,8 @@ def test_json_has_every_field_and_only_json_on_stdout(tiny_run):
         assert line["text"].endswith("e") == (line["stopped"] == "stop")
         assert line["settings"] == {"length": 50, "temperature": 0.9, "top_k": 0, "top_p": 1.0,
                                     "greedy": False, "seed": 12, "num_samples": 3,
-                                    "stop": ["e"], "int8": False}  # fmt: skip
+                                    "stop": ["e"], "int8": False,
+                                    "sampler": "exact"}  # fmt: skip
     quiet = json_lines(run_cli("sample", tiny_run, "--json", "-n", 5, "--no-echo"))
     assert quiet[0]["prime"] is None and len(quiet[0]["text"]) == 5
 

@@ -120,13 +120,15 @@ def sample(
         for _ in generation:
             pass
         _show(generation, priming, chosen, echo, out_dir, json_lines, generator.int8)
+    if verbose and generator.compiled_why_not:
+        err.print(f"[dim]the compiled int8 step is not used: {generator.compiled_why_not}[/dim]")
     if verbose or sys.stderr.isatty():
         seconds = time.perf_counter() - started
         written = sum(len(text) for text in generation.texts)
         err.print(
             f"[dim]{written} new characters in {seconds:.2f} s "
-            f"({written / max(seconds, 1e-9):,.0f} chars/s) from {checkpoint}, "
-            f"seed {generation.seed}[/dim]"
+            f"({written / max(seconds, 1e-9):,.0f} chars/s, {generation.sampler} step) from "
+            f"{checkpoint}, seed {generation.seed}[/dim]"
         )
 
 
@@ -153,7 +155,8 @@ def _show(generation, priming, chosen, echo, out_dir, json_lines, int8) -> None:
     samples = generation.samples()
     if json_lines:
         prime = "".join(priming.pieces()) if echo else None
-        used = config.to_dict(chosen) | {"seed": generation.seed, "int8": int8}
+        used = config.to_dict(chosen) | {"seed": generation.seed, "int8": int8,
+                                         "sampler": generation.sampler}  # fmt: skip
         for one in samples:
             print_json({"text": one.text, "prime": prime, "seed": generation.seed,
                         "settings": used, "mean_log_prob": one.mean_log_prob,

@@ -1,0 +1,140 @@
+/* The compiled sampling step of an LSTM: one character for every row of a batch, every layer,
+   in one call (charrnn/kernel.py builds, loads and calls it).
+
+   Each layer's output h feeds one product with int8 weights AND int8 activations (h scaled
+   by max|h| / 127 per batch row, offset by 128 to be unsigned, so the dot products are exact
+   int32 sums, which compilers turn into VNNI's vpdpbusd where the CPU has it). The product's
+   rows make both what reads h now (the next layer's gates, or the logits) and the layer's own
+   recurrent term for the next step. Every batch row is computed on its own, so its numbers do
+   not depend on the rows beside it (a served request gives the text it gives alone).
+
+   Built with -ffp-contract=off and without -ffast-math: every float operation is IEEE's and
+   the loops give the same bits vectorised or not, so a state gives the same logits on any
+   machine. Plain C: no headers but the compiler's own. */
+
+#include <stdint.h>
+
+typedef struct {
+    int layers, hidden;
+    const float *table;             /* (vocab, 4 hidden): the first layer's input term */
+    const int8_t *const *weights;   /* per layer: (rows, hidden) int8, rows = width + 4 hidden */
+    const int32_t *const *row_sums; /* per layer: each row's sum of weights (the offset's share) */
+    const float *const *scales;     /* per layer: each row's weight scale */
+    const float *const *biases;     /* per layer: each row's bias (the recurrent rows: 0) */
+    const int *widths;              /* per layer: the rows read now (4 hidden, or vocab) */
+} Net;
+
+/* A batch's products lie in one buffer: layer after layer, (batch, rows) floats each. */
+static long rows_of(const Net *n, int k) { return n->widths[k] + 4L * n->hidden; }
+
+static float *layer_rows(const Net *n, float *products, int k, int batch) {
+    for (int j = 0; j < k; j++) products += batch * rows_of(n, j);
+    return products;
+}
+
+/* exp(x) as 2^n * p(r), r = x - n ln2 (Cephes' expf polynomial, ~1 ulp); no library call, so
+   the loops around it vectorise. */
+static inline float exp_(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits;
+    __builtin_memcpy(&bits, &p, 4);
+    bits += (int32_t)n << 23;
+    __builtin_memcpy(&p, &bits, 4);
+    return p;
+}
+
+static inline float sigmoid_(float x) { return 1.0f / (1.0f + exp_(-x)); }
+static inline float tanh_(float x) { return 2.0f / (1.0f + exp_(-2.0f * x)) - 1.0f; }
+
+/* h (hidden floats) as unsigned bytes: round(h / step) + 128, step = max|h| / 127. Returns
+   the step. (restrict: the buffers do not overlap, so the loops vectorise.) */
+static float quantise(const float *restrict h, uint8_t *restrict out, int hidden) {
+    float top = 0.0f;
+    for (int j = 0; j < hidden; j++) {
+        float a = h[j] < 0 ? -h[j] : h[j];
+        top = a > top ? a : top;
+    }
+    float step = top > 0 ? top / 127.0f : 1.0f, inverse = 1.0f / step;
+    for (int j = 0; j < hidden; j++) {
+        float v = h[j] * inverse;
+        int32_t q = (int32_t)(v + (v < 0 ? -0.5f : 0.5f)); /* in [-127, 127] */
+        out[j] = (uint8_t)(q + 128);
+    }
+    return step;
+}
+
+/* out = W (quantised h) * scale + bias: every row of layer k's matrix, for each batch row of
+   h (batch, hidden). `quantised`: batch * hidden bytes of room; `steps`: batch floats. */
+static void product(const Net *n, int k, const float *h, int batch, float *out,
+                    uint8_t *quantised, float *steps) {
+    int hidden = n->hidden;
+    long rows = rows_of(n, k);
+    for (int b = 0; b < batch; b++)
+        steps[b] = quantise(h + (long)b * hidden, quantised + (long)b * hidden, hidden);
+    const int8_t *restrict w = n->weights[k];
+    const int32_t *restrict sums = n->row_sums[k];
+    const float *restrict scales = n->scales[k], *restrict bias = n->biases[k];
+    for (long r = 0; r < rows; r++) {
+        const int8_t *restrict row = w + r * hidden;
+        for (int b = 0; b < batch; b++) { /* the weight row stays in cache across the batch */
+            const uint8_t *restrict a = quantised + (long)b * hidden;
+            int32_t acc = 0;
+            for (int j = 0; j < hidden; j++) acc += (int32_t)a[j] * (int32_t)row[j];
+            out[b * rows + r] = (float)(acc - 128 * sums[r]) * (steps[b] * scales[r]) + bias[r];
+        }
+    }
+}
+
+/* One layer's cell for one batch row: gates = input term + recurrent term, in i, f, g, o
+   order; c_new = f c + i g, h_new = o tanh(c_new). */
+static void cell(const float *restrict in, const float *restrict recurrent,
+                 const float *restrict c, float *restrict h_new, float *restrict c_new,
+                 int hidden) {
+    for (int j = 0; j < hidden; j++) {
+        float i = sigmoid_(in[j] + recurrent[j]);
+        float f = sigmoid_(in[hidden + j] + recurrent[hidden + j]);
+        float g = tanh_(in[2 * hidden + j] + recurrent[2 * hidden + j]);
+        float o = sigmoid_(in[3 * hidden + j] + recurrent[3 * hidden + j]);
+        c_new[j] = f * c[j] + i * g;
+        h_new[j] = o * tanh_(c_new[j]);
+    }
+}
+
+/* Every layer's products, its recurrent term for the next step among them, from a state's h
+   (layers, batch, hidden). */
+void charrnn_terms(const Net *n, const float *h, int batch, float *products,
+                   uint8_t *quantised, float *steps) {
+    for (int k = 0; k < n->layers; k++)
+        product(n, k, h + (long)k * batch * n->hidden, batch,
+                layer_rows(n, products, k, batch), quantised, steps);
+}
+
+/* Read character ids[b] into batch row b of the state (h, c) (layers, batch, hidden), whose
+   products are `terms`: each layer's cell, then its product, into (h_new, c_new) and
+   `products`. The logits: the last layer's first `vocab` rows of `products`. */
+void charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
+                  const float *terms, float *h_new, float *c_new, float *products,
+                  uint8_t *quantised, float *steps) {
+    int hidden = n->hidden;
+    for (int k = 0; k < n->layers; k++) {
+        long rows = rows_of(n, k), at = (long)k * batch * hidden;
+        const float *recurrent = layer_rows(n, (float *)terms, k, batch) + n->widths[k];
+        const float *below = k > 0 ? layer_rows(n, products, k - 1, batch) : 0;
+        for (int b = 0; b < batch; b++) {
+            const float *input = k == 0 ? n->table + ids[b] * 4 * hidden
+                                        : below + b * rows_of(n, k - 1);
+            long row = at + (long)b * hidden;
+            cell(input, recurrent + b * rows, c + row, h_new + row, c_new + row, hidden);
+        }
+        product(n, k, h_new + at, batch, layer_rows(n, products, k, batch), quantised, steps);
+    }
+}

@@ -1,0 +1,215 @@
+"""The compiled sampling step of LSTMs (kernel.c), built at first use.
+
+At batch 1 a character through torch costs ~20 calls of about a microsecond each beside one
+matrix product (benchmarks/NOTES.md, "Batch-1 sampling"). kernel.c takes a character through
+every layer in one call: each layer's cell, and its product in int8 weights AND int8
+activations (exact int32 dot products, which compilers turn into VNNI instructions where the
+CPU has them). `CompiledStepper` is called as `charrnn.sample.Stepper` is, so the draw, stop
+strings, scoring and `charrnn serve`'s batches are the same code whichever step runs; every
+batch row is computed on its own, so a served request still gives the text it gives alone. It
+is the int8 step of LSTMs on a CPU wherever it builds; the loss it costs is measured beside the
+weight-only int8 and exact fp32 steps in benchmarks/RESULTS.md.
+
+It is built with the system's C compiler ($CC, else cc, gcc or clang) for this CPU
+(-march=native) into charrnn's cache (charrnn.cache), keyed by the source, the flags and the
+CPU, so later runs load it in milliseconds. Without a compiler, or with CHARRNN_KERNEL=0, the
+torch int8 step runs instead (the same model; slightly different arithmetic, so other texts).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from charrnn.cache import cache_root
+from charrnn.errors import CharRNNError
+
+SOURCE = Path(__file__).with_name("kernel.c")
+# No -ffast-math and no contraction into FMAs: the same bits on every machine (kernel.c).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared")
+ENV_SWITCH = "CHARRNN_KERNEL"  # "0" turns the kernel off
+BUILD_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Built:
+    """The loaded library, or None and why not."""
+
+    library: ctypes.CDLL | None
+    why_not: str = ""
+
+
+def compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def cpu_identity() -> str:
+    """What -march=native depends on: the CPU's model and instruction sets where the system
+    tells them (Linux), else what platform knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        wanted = [line for line in lines if line.startswith(("model name", "flags", "Features"))]
+        return "\n".join(dict.fromkeys(wanted))  # every core repeats them
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+@functools.cache
+def load() -> Built:
+    """Build (once per source, compiler and CPU) and load the kernel."""
+    if os.environ.get(ENV_SWITCH) == "0":
+        return Built(None, f"turned off by {ENV_SWITCH}=0")
+    cc = compiler()
+    if cc is None:
+        return Built(None, "no C compiler (set CC, or install cc, gcc or clang)")
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(),
+                                     cpu_identity().encode()])).hexdigest()[:20]  # fmt: skip
+    try:
+        folder = cache_root() / "kernels"
+        folder.mkdir(parents=True, exist_ok=True)
+    except (OSError, CharRNNError) as error:
+        return Built(None, f"no cache folder to build in: {error}")
+    path = folder / f"lstm-{key}.so"
+    if not path.exists():
+        partial = folder / f".lstm-{key}.{os.getpid()}.so"  # renamed whole into place
+        try:
+            command = [cc, *FLAGS, "-o", str(partial), str(SOURCE), "-lm"]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            partial.unlink(missing_ok=True)
+            return Built(None, f"{cc} could not build it: {error}")
+        if done.returncode != 0:
+            partial.unlink(missing_ok=True)
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            return Built(None, f"{cc} could not build it: {last}")
+        os.replace(partial, path)
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as error:
+        return Built(None, f"could not load {path}: {error}")
+    net, pointer, count = ctypes.POINTER(Net), ctypes.c_void_p, ctypes.c_int
+    library.charrnn_terms.argtypes = [net, pointer, count, *[pointer] * 3]
+    library.charrnn_terms.restype = None
+    library.charrnn_step.argtypes = [net, pointer, count, *[pointer] * 7]
+    library.charrnn_step.restype = None
+    return Built(library)
+
+
+class Net(ctypes.Structure):
+    """kernel.c's Net: the weights, as pointers into tensors that CompiledStepper keeps."""
+
+    _fields_ = [
+        ("layers", ctypes.c_int),
+        ("hidden", ctypes.c_int),
+        ("table", ctypes.c_void_p),
+        ("weights", ctypes.POINTER(ctypes.c_void_p)),
+        ("row_sums", ctypes.POINTER(ctypes.c_void_p)),
+        ("scales", ctypes.POINTER(ctypes.c_void_p)),
+        ("biases", ctypes.POINTER(ctypes.c_void_p)),
+        ("widths", ctypes.POINTER(ctypes.c_int)),
+    ]
+
+
+def _pointers(tensors: list[torch.Tensor]):
+    return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
+
+
+State = tuple[torch.Tensor, torch.Tensor]  # an LSTM's (h, c), each (layers, batch, hidden)
+
+
+class CompiledStepper:
+    """`step(ids (B,), state) -> (logits (B, V), next state)` through kernel.c, as
+    charrnn.sample.Stepper: each layer's product of the step before holds its recurrent term
+    for this one, kept for the call that continues from the state it returned; any other
+    state gets its terms computed first. A returned state is never written again."""
+
+    def __init__(
+        self,
+        library: ctypes.CDLL,
+        table: torch.Tensor,
+        matrices: list[tuple[torch.Tensor, torch.Tensor]],
+        widths: list[int],
+    ):
+        """`table`: (V, 4H) first-layer input terms; per layer, its stacked matrix (rows: what
+        reads h now, then W_hh) and bias; `widths`: the rows read now (the last: V)."""
+        self.library = library
+        self.hidden = matrices[0][0].shape[1]
+        self.vocab = widths[-1]
+        self.rows = [weight.shape[0] for weight, _ in matrices]
+        self.table = table.float().contiguous()
+        # int8 weights with one scale per row (as charrnn.sample.Int8), and each row's sum.
+        self.weights, self.row_sums, self.scales, self.biases = [], [], [], []
+        for weight, bias in matrices:
+            scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
+            quantised = torch.round(weight / scale[:, None]).to(torch.int8).contiguous()
+            self.weights.append(quantised)
+            self.row_sums.append(quantised.sum(dim=1, dtype=torch.int32).contiguous())
+            self.scales.append(scale.float().contiguous())
+            self.biases.append(bias.float().contiguous())
+        groups = (self.weights, self.row_sums, self.scales, self.biases)
+        self._arrays = [_pointers(group) for group in groups]
+        self._widths = (ctypes.c_int * len(widths))(*widths)
+        self.net = ctypes.pointer(Net(len(matrices), self.hidden, self.table.data_ptr(),
+                                      *self._arrays, self._widths))  # fmt: skip
+        # The state a call returned and its products (the next call's recurrent terms).
+        self._ahead: tuple[State, torch.Tensor] | None = None
+        self._total = sum(self.rows)  # products a batch row
+        self._last = self._total - self.rows[-1]  # where the last layer's rows start
+        self._room = 0  # the batch the scratch buffers hold
+        self._scratch: tuple[int, int] = (0, 0)
+        self._step = library.charrnn_step  # (a call here saves an attribute lookup a step)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(weight.numel() for weight in self.weights)  # int8: a byte each
+
+    def _scratch_for(self, batch: int) -> tuple[int, int]:
+        if batch > self._room:
+            self._buffers = (torch.empty(batch * self.hidden, dtype=torch.uint8),
+                             torch.empty(batch))  # fmt: skip
+            self._scratch = tuple(buffer.data_ptr() for buffer in self._buffers)
+            self._room = batch
+        return self._scratch
+
+    def terms(self, h: torch.Tensor) -> torch.Tensor:
+        """The products of a state's h (layers, B, H): what a call from it needs first."""
+        batch = h.shape[1]
+        products = torch.empty(batch * self._total)
+        self.library.charrnn_terms(self.net, h.data_ptr(), batch, products.data_ptr(),
+                                   *self._scratch_for(batch))  # fmt: skip
+        return products
+
+    def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        # Lean on purpose: at batch 1 each line here costs as much as a tenth of the step.
+        ahead = self._ahead
+        if ahead is not None and ahead[0] is state:
+            (h, c), terms = state, ahead[1]
+        else:
+            h, c = (part.float().contiguous() for part in state)
+            terms = self.terms(h)
+        if ids.dtype != torch.int64 or not ids.is_contiguous():
+            ids = ids.to(torch.int64).contiguous()
+        batch = h.shape[1]
+        h_new, c_new = torch.empty_like(h), torch.empty_like(c)
+        products = torch.empty(batch * self._total)
+        self._step(self.net, ids.data_ptr(), batch, c.data_ptr(), terms.data_ptr(),
+                   h_new.data_ptr(), c_new.data_ptr(), products.data_ptr(),
+                   *self._scratch_for(batch))  # fmt: skip
+        new_state = (h_new, c_new)
+        self._ahead = (new_state, products)
+        rows = self.rows[-1]
+        logits = products.as_strided((batch, self.vocab), (rows, 1), batch * self._last)
+        return logits, new_state

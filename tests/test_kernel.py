@@ -1,0 +1,219 @@
+"""The compiled LSTM step (charrnn/kernel.c): built at first use, close to the model, each batch
+row on its own, called as the torch step is, and replaced by it where it cannot be built.
+
+CI installs a C compiler (.ci/run), so every test here runs there (and fails if it cannot); on
+a machine without one, the tests that need it say so and are skipped, and the fallback runs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from charrnn import kernel
+from charrnn.config import ModelConfig
+from charrnn.corpus import Vocabulary
+from charrnn.errors import SamplingError
+from charrnn.model import CharModel
+from charrnn.sample import TextGenerator, stacked_matrices
+from tests.conftest import run_cli
+
+VOCAB = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz .,\n")
+
+
+@pytest.fixture
+def _compiler():
+    """A C compiler, or a skip naming what is missing (a failure in CI, which installs one)."""
+    if kernel.compiler() is None:
+        message = "no C compiler here (cc, gcc or clang) to build the compiled step"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run these tests, but {message}; .ci/run installs gcc")
+        pytest.skip(message)
+
+
+needs_compiler = pytest.mark.usefixtures("_compiler")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_load():
+    """kernel.load caches its answer per process: each test decides its own environment."""
+    kernel.load.cache_clear()
+    yield
+    kernel.load.cache_clear()
+
+
+def lstm(hidden: int = 48, layers: int = 2, seed: int = 3, cell: str = "lstm") -> CharModel:
+    torch.manual_seed(seed)
+    config = ModelConfig(cell=cell, hidden_size=hidden, num_layers=layers, embedding_dim=16)
+    return CharModel(config, len(VOCAB)).eval()
+
+
+def compiled_step(model: CharModel) -> kernel.CompiledStepper:
+    built = kernel.load()
+    assert built.library is not None, built.why_not
+    return kernel.CompiledStepper(built.library, *stacked_matrices(model))
+
+
+TEXT = "the quick brown fox jumps over the lazy dog, again and again.\n"
+
+
+@needs_compiler
+@pytest.mark.parametrize(("layers", "hidden"), [(1, 48), (2, 24), (3, 36)])
+def test_the_compiled_step_follows_the_model(layers, hidden):
+    """Teacher-forced through a text (three rows, each its own offset), the compiled step's
+    distributions and state stay within int8's quantisation error of the model's fp32 forward,
+    at any width (torch's int8 kernel needs multiples of 16; this one does not)."""
+    model = lstm(hidden=hidden, layers=layers)
+    ids = torch.stack([VOCAB.encode(TEXT[k:] + TEXT[:k]).long() for k in (0, 5, 11)])
+    step = compiled_step(model)
+    ours = model_state = model.init_state(3)
+    with torch.no_grad():
+        for t in range(ids.shape[1]):
+            logits_ours, ours = step(ids[:, t], ours)
+            logits, model_state = model(ids[:, t : t + 1], model_state)
+            p, q = torch.softmax(logits[:, -1], -1), torch.softmax(logits_ours, -1)
+            assert (p - q).abs().sum(-1).max() < 0.03, t
+            assert (ours[0] - model_state[0]).abs().max() < 0.02
+            assert (ours[1] - model_state[1]).abs().max() < 0.03
+    assert not torch.equal(ours[0], model_state[0])  # int8 arithmetic, not the model's forward
+
+
+@needs_compiler
+def test_a_rows_numbers_do_not_depend_on_the_rows_beside_it():
+    """What `charrnn serve` relies on: a row computed in a batch is bit for bit the row computed
+    alone, whatever the other rows hold."""
+    model = lstm()
+    step = compiled_step(model)
+    torch.manual_seed(1)
+    ids = torch.randint(len(VOCAB), (4, 30))
+    batch, alone = model.init_state(4), model.init_state(1)
+    with torch.no_grad():
+        for t in range(ids.shape[1]):
+            logits_batch, batch = step(ids[:, t], batch)
+            logits_alone, alone = step(ids[2:3, t], alone)
+            assert torch.equal(logits_batch[2:3], logits_alone)
+            assert torch.equal(batch[1][:, 2:3], alone[1][:, 0:1])
+
+
+@needs_compiler
+def test_any_state_handed_in_gives_the_same_numbers():
+    """The step keeps its last products for the call that continues from the state it returned;
+    a state it did not just return (a copy, an older one) has its products computed first,
+    and a returned state is never written again."""
+    model = lstm()
+    step = compiled_step(model)
+    ids = VOCAB.encode(TEXT).long()
+    state = model.init_state(1)
+    with torch.no_grad():
+        logits, state = step(ids[:1], state)
+        kept = (state[0].clone(), state[1].clone())
+        follow, after = step(ids[1:2], state)
+        again, _ = step(ids[1:2], (state[0].clone(), state[1].clone()))  # a copy: recomputed
+        older, _ = step(ids[1:2], state)  # no longer the last returned: recomputed
+    assert torch.equal(follow, again) and torch.equal(follow, older)
+    assert torch.equal(state[0], kept[0]) and torch.equal(state[1], kept[1])
+    assert not torch.equal(after[0], state[0])
+
+
+@needs_compiler
+def test_an_int8_lstm_samples_through_it_and_keeps_every_promise():
+    model = lstm()
+    generator = TextGenerator(model, VOCAB, torch.device("cpu"), int8=True)
+    assert generator.sampler == "compiled int8"
+    a = generator.generate("the ", 300, seed=7)
+    assert a == generator.generate("the ", 300, seed=7) != generator.generate("the ", 300, seed=8)
+    assert a.startswith("the ") and len(a) == 304
+    assert "the " + "".join(generator.stream("the ", 300, seed=7)) == a
+    # A batch of samples: each row is the text that row gives alone (same seed, same draws).
+    assert generator.generate("the ", 100, seed=7, num_samples=3)[0][:30] != ""
+    # Stop strings end a sample at the first one written, which is kept.
+    stopped = generator.generate("the ", 300, seed=7, stop=["e"])
+    assert stopped.endswith("e") and "e" not in stopped[4:-1]
+    # torch's weight-only int8 step sees nearly the same distributions, so the same seed (the
+    # same noise) picks mostly the same characters.
+    weight_only = TextGenerator(model, VOCAB, torch.device("cpu"), int8=True, compiled=False)
+    assert weight_only.sampler == "int8"
+    b = weight_only.generate("the ", 300, seed=7)
+    assert sum(x == y for x, y in zip(a, b, strict=True)) > 0.5 * len(a)
+    exact = TextGenerator(model, VOCAB, torch.device("cpu"), int8=False)
+    assert exact.sampler == "exact"
+
+
+@needs_compiler
+def test_scores_and_the_carried_context_match_the_model():
+    """A compiled generation's mean log-probability is the model's for its text, and the
+    context it carries on is the model's state after the prime and the text."""
+    model = lstm(layers=1)
+    generator = TextGenerator(model, VOCAB, torch.device("cpu"), int8=True)
+    assert generator.sampler == "compiled int8"
+    priming = generator.read_prime("a b")
+    generation = generator.generation(priming.read(), 120, seed=3, score=True)
+    for _ in generation:
+        pass
+    (sample,) = generation.samples()
+    ids = VOCAB.encode("a b" + sample.text).long()
+    with torch.no_grad():
+        logits, state = model(ids[None, :], model.init_state(1))
+        log_probs = torch.log_softmax(logits[0, 2:-1], -1).gather(1, ids[3:, None])
+    assert sample.mean_log_prob == pytest.approx(float(log_probs.mean()), abs=0.01)
+    context = generation.carry()
+    assert (context.state[0] - state[0]).abs().max() < 0.02
+    p, q = torch.softmax(context.logits, -1), torch.softmax(logits[:, -1], -1)
+    assert (p - q).abs().sum() < 0.03
+
+
+@needs_compiler
+def test_probabilities_that_are_not_finite_are_refused():
+    """An LSTM's state is bounded, but a broken checkpoint's logits need not be: the draw refuses
+    them within one block, as it does the torch step's."""
+    model = lstm(hidden=16, layers=1)
+    with torch.no_grad():
+        model.head.bias[3] = float("nan")
+    generator = TextGenerator(model, VOCAB, torch.device("cpu"), int8=True)
+    assert generator.sampler == "compiled int8"
+    with pytest.raises(SamplingError, match="probabilities are not finite"):
+        generator.generate("a", 600, seed=1)
+
+
+@needs_compiler
+def test_built_once_then_loaded_from_the_cache(monkeypatch):
+    first = kernel.load()
+    assert first.library is not None, first.why_not
+    kernel.load.cache_clear()
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(kernel.subprocess, "run", no_compiling)
+    assert kernel.load().library is not None
+
+
+@pytest.mark.parametrize(
+    ("environment", "why"),
+    [
+        ({kernel.ENV_SWITCH: "0"}, "turned off"),
+        ({"CC": "", "PATH": ""}, "no C compiler"),
+        ({"CC": "false"}, "could not build it"),
+    ],
+)
+def test_without_the_compiled_step_the_torch_step_samples(monkeypatch, tmp_path, environment, why):
+    monkeypatch.setenv("CHARRNN_CACHE", str(tmp_path))  # nothing built yet
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if environment.get("CC") == "false" and kernel.compiler() != "false":
+        pytest.skip("no `false` program to stand in for a failing compiler")
+    built = kernel.load()
+    assert built.library is None and why in built.why_not
+    generator = TextGenerator(lstm(), VOCAB, torch.device("cpu"), int8=True)
+    assert generator.sampler == "int8" and why in generator.compiled_why_not
+    assert len(generator.generate("a", 40, seed=1)) == 41
+
+
+@needs_compiler
+def test_cli_reports_the_sampler_it_used(tiny_run):
+    result = run_cli("sample", tiny_run, "--int8", "--length", 30, "--seed", 3, "--json")
+    assert result.exit_code == 0, result.output
+    assert '"sampler": "compiled int8"' in result.stdout
+    exact = run_cli("sample", tiny_run, "--exact", "--length", 30, "--seed", 3, "--json")
+    assert '"sampler": "exact"' in exact.stdout
