@@ -241,6 +241,7 @@ def throughput(t: dict, r: dict) -> list[str]:
 SAMPLERS = {
     "charrnn_batch1": "charrnn --exact, batch 1",
     "charrnn_int8_batch1": "charrnn --int8, batch 1",
+    "charrnn_int8_torch_batch1": "charrnn --int8 through torch (CHARRNN_KERNEL=0), batch 1",
     "bare_nn_lstm_per_char": "bare loop: nn.LSTM called per character",
     "bare_lstmcell_per_char": "bare loop: nn.LSTMCell per character",
 }
@@ -261,12 +262,12 @@ def sampling(s: dict, r: dict) -> list[str]:
             if key in found:
                 median, (low, high) = found[key]
                 lines.append(f"| {name} | {threads} | {median:,.0f} | {low:,.0f}-{high:,.0f} |")
-    median, (low, high) = s["charrnn_batch64"]
-    lines += [
-        f"| charrnn --exact, --num-samples 64 (total) | {s['cores']} | {median:,.0f} | "
-        f"{low:,.0f}-{high:,.0f} |",
-        "",
-    ]
+    for key, name in (("charrnn_batch64", "--exact"), ("charrnn_int8_batch64", "--int8")):
+        if key in s:
+            median, (low, high) = s[key]
+            lines.append(f"| charrnn {name}, --num-samples 64 (total) | {s['cores']} | "
+                         f"{median:,.0f} | {low:,.0f}-{high:,.0f} |")  # fmt: skip
+    lines.append("")
     for threads, found in s["by_threads"].items():
         if "bare_nn_lstm_per_char" in found:
             bare = found["bare_nn_lstm_per_char"][0]
@@ -275,19 +276,35 @@ def sampling(s: dict, r: dict) -> list[str]:
                 f"{found['charrnn_batch1'][0] / bare:.1f}x the bare nn.LSTM loop "
                 f"(exact), {found['charrnn_int8_batch1'][0] / bare:.1f}x (int8)."
             )
+        if "charrnn_int8_torch_batch1" in found:
+            lines.append(
+                f"- {threads} thread(s): charrnn --int8 is "
+                f"{found['charrnn_int8_batch1'][0] / found['charrnn_int8_torch_batch1'][0]:.2f}x "
+                "its torch step (same weights, same draws)."
+            )
+    sampler = s.get("default_sampler", "int8" if s["default_int8"] else "exact")
     lines.append(
-        f"- `charrnn sample` itself picks {s['default_threads']} thread(s) and "
-        f"{'int8' if s['default_int8'] else 'exact'} weights for this model."
+        f"- `charrnn sample` itself picks {s['default_threads']} thread(s) and the "
+        f"{sampler} step for this model."
     )
+    if s.get("compiled_why_not"):
+        lines.append(f"- The compiled step was not used here: {s['compiled_why_not']}.")
     if "int8_quality" in s:
         q = s["int8_quality"]
+        exact = q["exact_loss"]
         lines += [
             "",
-            f"Cost of --int8, measured on the trained weights over the last "
+            f"Cost of int8, measured on the trained weights over the last "
             f"{q['characters']:,} characters of the corpus, one step at a time: loss "
-            f"{q['int8_loss']:.4f} vs {q['exact_loss']:.4f} exact "
-            f"({q['int8_loss'] - q['exact_loss']:+.4f} nats/char).",
+            f"{exact:.4f} exact, {q['int8_loss']:.4f} with torch's int8 weights "
+            f"({q['int8_loss'] - exact:+.4f} nats/char)",
         ]
+        if "compiled_int8_loss" in q:
+            compiled = q["compiled_int8_loss"]
+            lines[-1] += (f", {compiled:.4f} with the compiled step's int8 weights and "
+                          f"activations ({compiled - exact:+.4f}).")  # fmt: skip
+        else:
+            lines[-1] += "."
     return lines
 
 

@@ -111,29 +111,40 @@ def measure(
     weights = step_weight_bytes(default.stepper)
     results["default_threads"] = choose_threads(1, weights, torch.device("cpu"))
     results["default_int8"] = default.int8
+    results["default_sampler"] = default.sampler
+    compiled = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
+    results["compiled_why_not"] = compiled.compiled_why_not
     if checkpoint and text:
-        exact = TextGenerator(model, vocab, torch.device("cpu"), int8=False)
-        fast = TextGenerator(model, vocab, torch.device("cpu"), int8=True)
+        steppers = {
+            "exact_loss": TextGenerator(model, vocab, torch.device("cpu"), int8=False),
+            "int8_loss": TextGenerator(model, vocab, torch.device("cpu"), int8=True,
+                                       compiled=False),
+        }  # fmt: skip
+        if compiled.sampler == "compiled int8":
+            steppers["compiled_int8_loss"] = compiled
         ids = vocab.encode(text).long()
         with sampling_threads(1):
-            exact_loss = stepper_loss(exact.stepper, model, ids)
-            int8_loss = stepper_loss(fast.stepper, model, ids)
-        results["int8_quality"] = {"characters": len(ids) - 1, "exact_loss": exact_loss,
-                                   "int8_loss": int8_loss}  # fmt: skip
+            losses = {key: stepper_loss(g.stepper, model, ids) for key, g in steppers.items()}
+        results["int8_quality"] = {"characters": len(ids) - 1, **losses}
     batch_length = max(1, length // 4)
-    generator = TextGenerator(model, vocab, torch.device("cpu"), int8=False, threads=cores)
-    results["charrnn_batch64"] = rate(
-        lambda: generator.generate("\n", batch_length, num_samples=64, seed=1),
-        64 * batch_length, repeats,
-    )  # fmt: skip
+    for key, int8 in (("charrnn_batch64", False), ("charrnn_int8_batch64", True)):
+        generator = TextGenerator(model, vocab, torch.device("cpu"), int8=int8, threads=cores)
+        results[key] = rate(
+            lambda g=generator: g.generate("\n", batch_length, num_samples=64, seed=1),
+            64 * batch_length, repeats,
+        )  # fmt: skip
     return results
 
 
 def at_threads(model: CharModel, vocab: Vocabulary, threads: int, length: int, repeats: int):
-    """Batch-1 speeds of charrnn (exact, int8) and of the bare loops, all on `threads`."""
+    """Batch-1 speeds of charrnn (exact; int8 as `charrnn sample --int8` runs it, through the
+    compiled step where it builds; int8 through torch's step) and of the bare loops, all on
+    `threads`."""
     found = {}
-    for key, int8 in (("charrnn_batch1", False), ("charrnn_int8_batch1", True)):
-        generator = TextGenerator(model, vocab, torch.device("cpu"), int8=int8, threads=threads)
+    samplers = {"charrnn_batch1": dict(int8=False), "charrnn_int8_batch1": dict(int8=True),
+                "charrnn_int8_torch_batch1": dict(int8=True, compiled=False)}  # fmt: skip
+    for key, options in samplers.items():
+        generator = TextGenerator(model, vocab, torch.device("cpu"), threads=threads, **options)
         found[key] = rate(lambda g=generator: g.generate("\n", length, seed=1), length, repeats)
     short = max(1, length // 4)  # the bare loops are slow: fewer characters, same rate
     if model.config.cell == "lstm":

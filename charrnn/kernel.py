@@ -173,8 +173,10 @@ class CompiledStepper:
         self._step = library.charrnn_step  # (a call here saves an attribute lookup a step)
 
     @property
-    def weight_bytes(self) -> int:
-        return sum(weight.numel() for weight in self.weights)  # int8: a byte each
+    def streamed_bytes(self) -> int:
+        """Bytes of weights torch's threads read a step: none (the compiled loop runs on the
+        calling thread, so extra torch threads would only add barriers to the draw)."""
+        return 0
 
     def _scratch_for(self, batch: int) -> tuple[int, int]:
         if batch > self._room:

@@ -235,7 +235,8 @@ class Stepper:
         self.outputs = [project(weight, bias) for weight, bias in matrices]
 
     @property
-    def weight_bytes(self) -> int:
+    def streamed_bytes(self) -> int:
+        """Bytes of weights torch's threads read a step."""
         if self.step is None:
             return sum(p.numel() * p.element_size() for p in self.model.parameters())
         weights = [output.weight if isinstance(output, Int8) else output.weight_t
@@ -284,8 +285,8 @@ STREAMING_BYTES = 1 << 20
 
 
 def step_weight_bytes(stepper: Stepper | CompiledStepper) -> int:
-    """The bytes of weights a step reads (what decides its threads: choose_threads)."""
-    return stepper.weight_bytes
+    """The bytes of weights torch reads a step (what decides its threads: choose_threads)."""
+    return stepper.streamed_bytes
 
 
 def choose_threads(batch: int, weight_bytes: int, device: torch.device) -> int:

@@ -46,6 +46,9 @@ def test_harness_writes_a_report_and_reruns_one_section(tmp_path, corpus_file):
     assert ours["speed"]["between_evaluations_median"] > 0
     assert sections["throughput"]["chars_per_sec"] > 0
     assert sections["sampling"]["by_threads"]["1"]["charrnn_batch1"][0] > 0
+    assert sections["sampling"]["by_threads"]["1"]["charrnn_int8_torch_batch1"][0] > 0
+    quality = sections["sampling"]["int8_quality"]
+    assert quality["compiled_int8_loss"] == pytest.approx(quality["exact_loss"], abs=0.05)
     assert sections["sampling"]["trained_weights"]
     scripts = sections["ingest"]["scripts"]
     assert scripts["ascii"]["encoded_dtype"] == "torch.uint8"
@@ -194,14 +197,15 @@ def test_non_latin_corpora_map_letters_deterministically(tmp_path):
     assert len(set(text)) > 256 and len(text.encode("utf-8")) <= 1_000_000
 
 
-@pytest.mark.slow  # eight child processes
+@pytest.mark.slow  # ten child processes
 def test_sampler_versions_compares_two_checkouts_on_the_same_text(tiny_run):
     """Both sides in turns, every case; a checkout against itself writes the same text."""
     from benchmarks import sampler_versions
 
     report = sampler_versions.measure(ROOT, str(tiny_run), length=60, rounds=1)
     threads = sorted({1, torch.get_num_threads()})
-    assert set(report) == {f"{kind}, {n} thread(s)" for n in threads for kind in ("int8", "exact")}
+    cases = {f"{kind}, {n} thread(s)" for n in threads for kind in ("int8", "exact")}
+    assert set(report) == {"as charrnn picks", *cases}
     for row in report.values():
         assert row["before"] > 0 and row["after"] > 0 and row["same_text"] is True
         assert row["speedup"] == pytest.approx(row["after"] / row["before"])
