@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 typedef struct {
-    int layers, hidden;
+    int layers, hidden, vocab;
     const float *table;             /* (vocab, 4 hidden): the first layer's input term */
     const int8_t *const *weights;   /* per layer: (rows, hidden) int8, rows = width + 4 hidden */
     const int32_t *const *row_sums; /* per layer: each row's sum of weights (the offset's share) */
@@ -120,11 +120,14 @@ void charrnn_terms(const Net *n, const float *h, int batch, float *products,
 
 /* Read character ids[b] into batch row b of the state (h, c) (layers, batch, hidden), whose
    products are `terms`: each layer's cell, then its product, into (h_new, c_new) and
-   `products`. The logits: the last layer's first `vocab` rows of `products`. */
-void charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
-                  const float *terms, float *h_new, float *c_new, float *products,
-                  uint8_t *quantised, float *steps) {
+   `products`. The logits: the last layer's first `vocab` rows of `products`. Returns 0, or -1
+   (having written nothing) when an id is not a character of the vocabulary. */
+int charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
+                 const float *terms, float *h_new, float *c_new, float *products,
+                 uint8_t *quantised, float *steps) {
     int hidden = n->hidden;
+    for (int b = 0; b < batch; b++)
+        if (ids[b] < 0 || ids[b] >= n->vocab) return -1;
     for (int k = 0; k < n->layers; k++) {
         long rows = rows_of(n, k), at = (long)k * batch * hidden;
         const float *recurrent = layer_rows(n, (float *)terms, k, batch) + n->widths[k];
@@ -137,4 +140,5 @@ void charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
         }
         product(n, k, h_new + at, batch, layer_rows(n, products, k, batch), quantised, steps);
     }
+    return 0;
 }

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from charrnn.cache import cache_root
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, SamplingError
 
 SOURCE = Path(__file__).with_name("kernel.c")
 # No -ffast-math and no contraction into FMAs: the same bits on every machine (kernel.c).
@@ -104,7 +104,7 @@ def load() -> Built:
     library.charrnn_terms.argtypes = [net, pointer, count, *[pointer] * 3]
     library.charrnn_terms.restype = None
     library.charrnn_step.argtypes = [net, pointer, count, *[pointer] * 7]
-    library.charrnn_step.restype = None
+    library.charrnn_step.restype = ctypes.c_int
     return Built(library)
 
 
@@ -114,6 +114,7 @@ class Net(ctypes.Structure):
     _fields_ = [
         ("layers", ctypes.c_int),
         ("hidden", ctypes.c_int),
+        ("vocab", ctypes.c_int),
         ("table", ctypes.c_void_p),
         ("weights", ctypes.POINTER(ctypes.c_void_p)),
         ("row_sums", ctypes.POINTER(ctypes.c_void_p)),
@@ -162,8 +163,10 @@ class CompiledStepper:
         groups = (self.weights, self.row_sums, self.scales, self.biases)
         self._arrays = [_pointers(group) for group in groups]
         self._widths = (ctypes.c_int * len(widths))(*widths)
-        self.net = ctypes.pointer(Net(len(matrices), self.hidden, self.table.data_ptr(),
-                                      *self._arrays, self._widths))  # fmt: skip
+        self.layers = len(matrices)
+        net = Net(self.layers, self.hidden, self.table.shape[0], self.table.data_ptr(),
+                  *self._arrays, self._widths)  # fmt: skip
+        self.net = ctypes.pointer(net)
         # The state a call returned and its products (the next call's recurrent terms).
         self._ahead: tuple[State, torch.Tensor] | None = None
         self._total = sum(self.rows)  # products a batch row
@@ -201,15 +204,24 @@ class CompiledStepper:
             (h, c), terms = state, ahead[1]
         else:
             h, c = (part.float().contiguous() for part in state)
+            if h.shape != c.shape or h.shape[0::2] != (self.layers, self.hidden):
+                raise SamplingError(
+                    f"an LSTM state of shape {tuple(h.shape)} does not fit this model "
+                    f"({self.layers} layers of {self.hidden})"
+                )
             terms = self.terms(h)
         if ids.dtype != torch.int64 or not ids.is_contiguous():
             ids = ids.to(torch.int64).contiguous()
         batch = h.shape[1]
+        if ids.shape != (batch,):
+            raise SamplingError(f"{tuple(ids.shape)} ids for a batch of {batch}")
         h_new, c_new = torch.empty_like(h), torch.empty_like(c)
         products = torch.empty(batch * self._total)
-        self._step(self.net, ids.data_ptr(), batch, c.data_ptr(), terms.data_ptr(),
-                   h_new.data_ptr(), c_new.data_ptr(), products.data_ptr(),
-                   *self._scratch_for(batch))  # fmt: skip
+        refused = self._step(self.net, ids.data_ptr(), batch, c.data_ptr(), terms.data_ptr(),
+                             h_new.data_ptr(), c_new.data_ptr(), products.data_ptr(),
+                             *self._scratch_for(batch))  # fmt: skip
+        if refused:
+            raise SamplingError(f"a character id outside the vocabulary (0-{self.vocab - 1})")
         new_state = (h_new, c_new)
         self._ahead = (new_state, products)
         rows = self.rows[-1]

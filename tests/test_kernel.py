@@ -217,3 +217,22 @@ def test_cli_reports_the_sampler_it_used(tiny_run):
     assert '"sampler": "compiled int8"' in result.stdout
     exact = run_cli("sample", tiny_run, "--exact", "--length", 30, "--seed", 3, "--json")
     assert '"sampler": "exact"' in exact.stdout
+
+
+@needs_compiler
+def test_ids_and_states_that_do_not_fit_are_refused_not_read():
+    """The C loop trusts its pointers, so what would make it read out of bounds is refused first:
+    an id outside the vocabulary, a state of another shape, ids for another batch."""
+    model = lstm(layers=2)
+    step = compiled_step(model)
+    state = model.init_state(2)
+    with pytest.raises(SamplingError, match="outside the vocabulary"):
+        step(torch.tensor([0, len(VOCAB)]), state)
+    with pytest.raises(SamplingError, match="outside the vocabulary"):
+        step(torch.tensor([-1, 0]), state)
+    with pytest.raises(SamplingError, match="does not fit this model"):
+        step(torch.tensor([0, 1]), lstm(layers=1).init_state(2))
+    with pytest.raises(SamplingError, match="for a batch of 2"):
+        step(torch.tensor([0, 1, 2]), state)
+    logits, _ = step(torch.tensor([0, 1]), state)  # and then it still works
+    assert logits.shape == (2, len(VOCAB)) and bool(torch.isfinite(logits).all())
