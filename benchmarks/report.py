@@ -241,7 +241,7 @@ def throughput(t: dict, r: dict) -> list[str]:
 SAMPLERS = {
     "charrnn_batch1": "charrnn --exact, batch 1",
     "charrnn_int8_batch1": "charrnn --int8, batch 1",
-    "charrnn_int8_torch_batch1": "charrnn --int8 through torch (CHARRNN_KERNEL=0), batch 1",
+    "charrnn_int8_torch_batch1": "charrnn --int8 through torch's step (no compiled step), batch 1",
     "bare_nn_lstm_per_char": "bare loop: nn.LSTM called per character",
     "bare_lstmcell_per_char": "bare loop: nn.LSTMCell per character",
 }

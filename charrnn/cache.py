@@ -1,7 +1,8 @@
 """Where charrnn keeps what it can rebuild: one cache root for everything the project caches.
 
-Today that is the benchmarks' download of Tiny Shakespeare; later the encoded corpora. Nothing
-in the cache is precious: deleting the folder costs only the time to download or encode again.
+The benchmarks' download of Tiny Shakespeare, the encoded corpora (charrnn.tokens) and the
+compiled sampling step (kernels/, charrnn.kernel). Nothing in the cache is precious: deleting
+the folder costs only the time to download, encode or compile again.
 
     $CHARRNN_CACHE                      when set (CI, tests and shared machines point it anywhere)
     $XDG_CACHE_HOME/charrnn             on Linux and other Unix, when XDG_CACHE_HOME is set

@@ -9,8 +9,8 @@
    not depend on the rows beside it (a served request gives the text it gives alone).
 
    Built with -ffp-contract=off and without -ffast-math: every float operation is IEEE's and
-   the loops give the same bits vectorised or not, so a state gives the same logits on any
-   machine. Plain C: no headers but the compiler's own. */
+   the loops give the same bits vectorised or not, so the same inputs (the state, and the input
+   table torch computes) give the same logits on any machine. Plain C99 and stdint.h. */
 
 #include <stdint.h>
 
@@ -24,12 +24,22 @@ typedef struct {
     const int *widths;              /* per layer: the rows read now (4 hidden, or vocab) */
 } Net;
 
-/* A batch's products lie in one buffer: layer after layer, (batch, rows) floats each. */
+/* A call's buffer (the caller's, one per call, so calls from several threads never share
+   one): the batch's products, layer after layer, (batch, rows) floats each; then room for
+   the quantised h (batch * hidden bytes, in whole floats) and each batch row's step. */
 static long rows_of(const Net *n, int k) { return n->widths[k] + 4L * n->hidden; }
 
 static float *layer_rows(const Net *n, float *products, int k, int batch) {
     for (int j = 0; j < k; j++) products += batch * rows_of(n, j);
     return products;
+}
+
+static uint8_t *quantised_room(const Net *n, float *buffer, int batch) {
+    return (uint8_t *)layer_rows(n, buffer, n->layers, batch);
+}
+
+static float *steps_room(const Net *n, float *buffer, int batch) {
+    return layer_rows(n, buffer, n->layers, batch) + (batch * (long)n->hidden + 3) / 4;
 }
 
 /* exp(x) as 2^n * p(r), r = x - n ln2 (Cephes' expf polynomial, ~1 ulp); no library call, so
@@ -45,9 +55,10 @@ static inline float exp_(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits;
+    /* 2^n into the exponent bits; a NaN x (n NaN) adds nothing and stays NaN through p. */
+    uint32_t bits, shift = (uint32_t)(int32_t)(n == n ? n : 0.0f) << 23;
     __builtin_memcpy(&bits, &p, 4);
-    bits += (int32_t)n << 23;
+    bits += shift;
     __builtin_memcpy(&p, &bits, 4);
     return p;
 }
@@ -56,14 +67,21 @@ static inline float sigmoid_(float x) { return 1.0f / (1.0f + exp_(-x)); }
 static inline float tanh_(float x) { return 2.0f / (1.0f + exp_(-2.0f * x)) - 1.0f; }
 
 /* h (hidden floats) as unsigned bytes: round(h / step) + 128, step = max|h| / 127. Returns
-   the step. (restrict: the buffers do not overlap, so the loops vectorise.) */
+   the step: NaN when h holds a NaN or an infinity, so that the products (and the logits) are
+   NaN and the draw refuses them, as it refuses torch's. (restrict: the buffers do not
+   overlap, so the loops vectorise.) */
 static float quantise(const float *restrict h, uint8_t *restrict out, int hidden) {
-    float top = 0.0f;
+    float top = 0.0f, poison = 0.0f;
     for (int j = 0; j < hidden; j++) {
         float a = h[j] < 0 ? -h[j] : h[j];
         top = a > top ? a : top;
+        poison += h[j] * 0.0f; /* NaN from a NaN or an infinity, else 0 */
     }
-    float step = top > 0 ? top / 127.0f : 1.0f, inverse = 1.0f / step;
+    if (poison != 0.0f) {
+        for (int j = 0; j < hidden; j++) out[j] = 128;
+        return poison;
+    }
+    float step = top > 1e-30f ? top / 127.0f : 1.0f, inverse = 1.0f / step;
     for (int j = 0; j < hidden; j++) {
         float v = h[j] * inverse;
         int32_t q = (int32_t)(v + (v < 0 ? -0.5f : 0.5f)); /* in [-127, 127] */
@@ -111,26 +129,28 @@ static void cell(const float *restrict in, const float *restrict recurrent,
 
 /* Every layer's products, its recurrent term for the next step among them, from a state's h
    (layers, batch, hidden). */
-void charrnn_terms(const Net *n, const float *h, int batch, float *products,
-                   uint8_t *quantised, float *steps) {
+void charrnn_terms(const Net *n, const float *h, int batch, float *buffer) {
+    uint8_t *quantised = quantised_room(n, buffer, batch);
+    float *steps = steps_room(n, buffer, batch);
     for (int k = 0; k < n->layers; k++)
-        product(n, k, h + (long)k * batch * n->hidden, batch,
-                layer_rows(n, products, k, batch), quantised, steps);
+        product(n, k, h + (long)k * batch * n->hidden, batch, layer_rows(n, buffer, k, batch),
+                quantised, steps);
 }
 
 /* Read character ids[b] into batch row b of the state (h, c) (layers, batch, hidden), whose
-   products are `terms`: each layer's cell, then its product, into (h_new, c_new) and
-   `products`. The logits: the last layer's first `vocab` rows of `products`. Returns 0, or -1
+   products are `terms` (read only): each layer's cell, then its product, into (h_new, c_new)
+   and the buffer `products`. The logits: the last layer's first `vocab` rows of `products`. Returns 0, or -1
    (having written nothing) when an id is not a character of the vocabulary. */
 int charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
-                 const float *terms, float *h_new, float *c_new, float *products,
-                 uint8_t *quantised, float *steps) {
+                 float *terms, float *h_new, float *c_new, float *products) {
     int hidden = n->hidden;
+    uint8_t *quantised = quantised_room(n, products, batch);
+    float *steps = steps_room(n, products, batch);
     for (int b = 0; b < batch; b++)
         if (ids[b] < 0 || ids[b] >= n->vocab) return -1;
     for (int k = 0; k < n->layers; k++) {
         long rows = rows_of(n, k), at = (long)k * batch * hidden;
-        const float *recurrent = layer_rows(n, (float *)terms, k, batch) + n->widths[k];
+        const float *recurrent = layer_rows(n, terms, k, batch) + n->widths[k];
         const float *below = k > 0 ? layer_rows(n, products, k - 1, batch) : 0;
         for (int b = 0; b < batch; b++) {
             const float *input = k == 0 ? n->table + ids[b] * 4 * hidden

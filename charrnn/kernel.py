@@ -23,8 +23,10 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +37,10 @@ from charrnn.errors import CharRNNError, SamplingError
 
 SOURCE = Path(__file__).with_name("kernel.c")
 # No -ffast-math and no contraction into FMAs: the same bits on every machine (kernel.c).
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared")
+FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared")
 ENV_SWITCH = "CHARRNN_KERNEL"  # "0" turns the kernel off
 BUILD_SECONDS = 120
+_BUILDING = threading.Lock()  # one build at a time in a process (between processes: the rename)
 
 
 @dataclass(frozen=True)
@@ -48,22 +51,30 @@ class Built:
     why_not: str = ""
 
 
-def compiler() -> str | None:
-    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
-        if name and shutil.which(name):
-            return name
+def compiler() -> list[str] | None:
+    """The compiler's command ($CC may carry arguments, e.g. "ccache gcc"), or None."""
+    for command in (shlex.split(os.environ.get("CC", "")), ["cc"], ["gcc"], ["clang"]):
+        if command and shutil.which(command[0]):
+            return command
     return None
 
 
 def cpu_identity() -> str:
     """What -march=native depends on: the CPU's model and instruction sets where the system
-    tells them (Linux), else what platform knows."""
+    tells them (Linux /proc/cpuinfo, macOS sysctl), with what platform knows."""
+    known = f"{platform.system()} {platform.machine()} {platform.processor()}"
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
         wanted = [line for line in lines if line.startswith(("model name", "flags", "Features"))]
-        return "\n".join(dict.fromkeys(wanted))  # every core repeats them
+        return known + "\n" + "\n".join(dict.fromkeys(wanted))  # every core repeats them
     except OSError:
-        return f"{platform.machine()} {platform.processor()}"
+        pass
+    try:  # macOS: e.g. "Apple M2", whose instructions an M1 lacks
+        done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                              text=True, timeout=5)  # fmt: skip
+        return f"{known} {done.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        return known
 
 
 @functools.cache
@@ -74,38 +85,47 @@ def load() -> Built:
     cc = compiler()
     if cc is None:
         return Built(None, "no C compiler (set CC, or install cc, gcc or clang)")
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(),
-                                     cpu_identity().encode()])).hexdigest()[:20]  # fmt: skip
+    parts = [SOURCE.read_text(), " ".join(FLAGS), " ".join(cc), cpu_identity()]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     try:
         folder = cache_root() / "kernels"
         folder.mkdir(parents=True, exist_ok=True)
     except (OSError, CharRNNError) as error:
         return Built(None, f"no cache folder to build in: {error}")
     path = folder / f"lstm-{key}.so"
-    if not path.exists():
-        partial = folder / f".lstm-{key}.{os.getpid()}.so"  # renamed whole into place
-        try:
-            command = [cc, *FLAGS, "-o", str(partial), str(SOURCE), "-lm"]
-            done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_SECONDS)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            partial.unlink(missing_ok=True)
-            return Built(None, f"{cc} could not build it: {error}")
-        if done.returncode != 0:
-            partial.unlink(missing_ok=True)
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            return Built(None, f"{cc} could not build it: {last}")
-        os.replace(partial, path)
+    with _BUILDING:
+        if not path.exists():
+            why_not = _build(cc, path)
+            if why_not:
+                return Built(None, why_not)
     try:
         library = ctypes.CDLL(str(path))
     except OSError as error:
         return Built(None, f"could not load {path}: {error}")
     net, pointer, count = ctypes.POINTER(Net), ctypes.c_void_p, ctypes.c_int
-    library.charrnn_terms.argtypes = [net, pointer, count, *[pointer] * 3]
+    library.charrnn_terms.argtypes = [net, pointer, count, pointer]
     library.charrnn_terms.restype = None
-    library.charrnn_step.argtypes = [net, pointer, count, *[pointer] * 7]
+    library.charrnn_step.argtypes = [net, pointer, count, *[pointer] * 5]
     library.charrnn_step.restype = ctypes.c_int
     return Built(library)
+
+
+def _build(cc: list[str], path: Path) -> str:
+    """Compile kernel.c into `path`, whole or not at all: "" or why it failed."""
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.so")  # renamed whole into place
+    try:
+        command = [*cc, *FLAGS, "-o", str(partial), str(SOURCE)]
+        done = subprocess.run(command, capture_output=True, timeout=BUILD_SECONDS)
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no message"]
+            errors = [line for line in lines if "error" in line] or lines
+            return f"{' '.join(cc)} could not build it: {errors[0]}"
+        os.replace(partial, path)
+        return ""
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{' '.join(cc)} could not build it: {error}"
+    finally:
+        partial.unlink(missing_ok=True)  # after a failure or an interrupt; gone if renamed
 
 
 class Net(ctypes.Structure):
@@ -171,8 +191,6 @@ class CompiledStepper:
         self._ahead: tuple[State, torch.Tensor] | None = None
         self._total = sum(self.rows)  # products a batch row
         self._last = self._total - self.rows[-1]  # where the last layer's rows start
-        self._room = 0  # the batch the scratch buffers hold
-        self._scratch: tuple[int, int] = (0, 0)
         self._step = library.charrnn_step  # (a call here saves an attribute lookup a step)
 
     @property
@@ -181,21 +199,17 @@ class CompiledStepper:
         calling thread, so extra torch threads would only add barriers to the draw)."""
         return 0
 
-    def _scratch_for(self, batch: int) -> tuple[int, int]:
-        if batch > self._room:
-            self._buffers = (torch.empty(batch * self.hidden, dtype=torch.uint8),
-                             torch.empty(batch))  # fmt: skip
-            self._scratch = tuple(buffer.data_ptr() for buffer in self._buffers)
-            self._room = batch
-        return self._scratch
+    def _buffer(self, batch: int) -> torch.Tensor:
+        """A call's own buffer (kernel.c): the products, then room for its scratch."""
+        scratch = -(-batch * self.hidden // 4) + batch  # the quantised h's bytes, the steps
+        return torch.empty(batch * self._total + scratch, dtype=torch.float32, device="cpu")
 
     def terms(self, h: torch.Tensor) -> torch.Tensor:
-        """The products of a state's h (layers, B, H): what a call from it needs first."""
-        batch = h.shape[1]
-        products = torch.empty(batch * self._total)
-        self.library.charrnn_terms(self.net, h.data_ptr(), batch, products.data_ptr(),
-                                   *self._scratch_for(batch))  # fmt: skip
-        return products
+        """The products of a state's h (layers, B, H), float32, contiguous: what a call
+        from it needs first."""
+        buffer = self._buffer(h.shape[1])
+        self.library.charrnn_terms(self.net, h.data_ptr(), h.shape[1], buffer.data_ptr())
+        return buffer
 
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         # Lean on purpose: at batch 1 each line here costs as much as a tenth of the step.
@@ -203,8 +217,8 @@ class CompiledStepper:
         if ahead is not None and ahead[0] is state:
             (h, c), terms = state, ahead[1]
         else:
-            h, c = (part.float().contiguous() for part in state)
-            if h.shape != c.shape or h.shape[0::2] != (self.layers, self.hidden):
+            h, c = (part.to("cpu", torch.float32).contiguous() for part in state)
+            if h.shape != c.shape or h.dim() != 3 or h.shape[0::2] != (self.layers, self.hidden):
                 raise SamplingError(
                     f"an LSTM state of shape {tuple(h.shape)} does not fit this model "
                     f"({self.layers} layers of {self.hidden})"
@@ -215,11 +229,9 @@ class CompiledStepper:
         batch = h.shape[1]
         if ids.shape != (batch,):
             raise SamplingError(f"{tuple(ids.shape)} ids for a batch of {batch}")
-        h_new, c_new = torch.empty_like(h), torch.empty_like(c)
-        products = torch.empty(batch * self._total)
+        h_new, c_new, products = torch.empty_like(h), torch.empty_like(c), self._buffer(batch)
         refused = self._step(self.net, ids.data_ptr(), batch, c.data_ptr(), terms.data_ptr(),
-                             h_new.data_ptr(), c_new.data_ptr(), products.data_ptr(),
-                             *self._scratch_for(batch))  # fmt: skip
+                             h_new.data_ptr(), c_new.data_ptr(), products.data_ptr())  # fmt: skip
         if refused:
             raise SamplingError(f"a character id outside the vocabulary (0-{self.vocab - 1})")
         new_state = (h_new, c_new)

@@ -238,7 +238,7 @@ class Stepper:
     def streamed_bytes(self) -> int:
         """Bytes of weights torch's threads read a step."""
         if self.step is None:
-            return sum(p.numel() * p.element_size() for p in self.model.parameters())
+            return forward_bytes(self.model)
         weights = [output.weight if isinstance(output, Int8) else output.weight_t
                    for output in self.outputs]  # fmt: skip
         return sum(weight.numel() * weight.element_size() for weight in weights)
@@ -282,6 +282,12 @@ def stack(layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
 # Above this many bytes of weights per step, a batch-1 step is bound by streaming them from
 # memory, and two cores stream twice as fast; below it one thread avoids barrier overhead.
 STREAMING_BYTES = 1 << 20
+
+
+def forward_bytes(model: CharModel) -> int:
+    """Bytes of weights the model's own forward reads a step (reading a prime goes through it,
+    whichever step samples)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def step_weight_bytes(stepper: Stepper | CompiledStepper) -> int:
@@ -379,7 +385,7 @@ class TextGenerator:
     ) -> Priming:
         """A prime text or file, checked, to read through the model (charrnn.priming): in chunks
         of `chunk_chars` characters, from `context` (to carry a text on) or a zero state."""
-        threads = self.threads or choose_threads(1, step_weight_bytes(self.stepper), self.device)
+        threads = self.threads or choose_threads(1, forward_bytes(self.model), self.device)
         return Priming(self.model, self.vocab, Prime(prime, path), default=self.default_prime(),
                        skip_unknown=skip_unknown, context=context, threads=threads,
                        chunk_chars=chunk_chars)  # fmt: skip
@@ -431,9 +437,10 @@ def load_model(
 ) -> TextGenerator:
     """Load a checkpoint (a .pt file or a run directory) for generation.
 
-    ``int8``: None (auto) uses int8 weights for the step's matrix products on a CPU when the
-    model has 256 or more units, where it runs about twice as fast at batch 1 for a measured
-    cost of about 0.0002 nats/char (benchmarks/RESULTS.md); True or False forces it.
+    ``int8``: None (auto) uses int8 for the step's matrix products on a CPU when the model has
+    256 or more units (for an LSTM, the compiled step of charrnn.kernel where it builds), where
+    it runs about four times as fast as exact fp32 at batch 1 for a measured cost of about
+    0.0002 nats/char (benchmarks/RESULTS.md); True or False forces it.
     ``threads``: CPU threads while sampling; None chooses by batch and model size.
     """
     return TextGenerator.load(path, device, int8, threads)

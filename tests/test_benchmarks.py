@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import data_scale, quality, run, tuning
 from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
+from charrnn import kernel
 from charrnn.corpus import Vocabulary, split_train_val
 from tests.test_train import tiny_configs
 
@@ -48,7 +49,8 @@ def test_harness_writes_a_report_and_reruns_one_section(tmp_path, corpus_file):
     assert sections["sampling"]["by_threads"]["1"]["charrnn_batch1"][0] > 0
     assert sections["sampling"]["by_threads"]["1"]["charrnn_int8_torch_batch1"][0] > 0
     quality = sections["sampling"]["int8_quality"]
-    assert quality["compiled_int8_loss"] == pytest.approx(quality["exact_loss"], abs=0.05)
+    if kernel.compiler() is not None:  # the compiled step builds (CI installs a compiler)
+        assert quality["compiled_int8_loss"] == pytest.approx(quality["exact_loss"], abs=0.05)
     assert sections["sampling"]["trained_weights"]
     scripts = sections["ingest"]["scripts"]
     assert scripts["ascii"]["encoded_dtype"] == "torch.uint8"

@@ -48,6 +48,7 @@ from charrnn.sample import (
     TextGenerator,
     choose_threads,
     filter_logits,
+    forward_bytes,
     step_weight_bytes,
 )
 from charrnn.stops import StopStrings
@@ -204,7 +205,9 @@ class Engine:
         self._threads = 0
         self._outbox: list[tuple[Stream, tuple]] = []  # events for the loop, sent by _flush
         self._last_flush = 0.0
-        self._weight_bytes = step_weight_bytes(generator.stepper)  # what sample's threads use
+        # What sample's threads are chosen by: the step's weights, or the model's for a prime.
+        self._weight_bytes = step_weight_bytes(generator.stepper)
+        self._prime_bytes = forward_bytes(generator.model)
 
     # ------------------------------------------------------------------ the event loop's side
 
@@ -361,10 +364,11 @@ class Engine:
 
         _call_soon(future.get_loop(), settle)
 
-    def _use_threads(self, batch: int) -> None:
+    def _use_threads(self, batch: int, weight_bytes: int | None = None) -> None:
         """Threads as `charrnn sample` would choose them for this batch (or --threads)."""
+        weight_bytes = self._weight_bytes if weight_bytes is None else weight_bytes
         threads = self.generator.threads or choose_threads(
-            batch, self._weight_bytes, self.generator.device
+            batch, weight_bytes, self.generator.device
         )
         if threads != self._threads:
             torch.set_num_threads(threads)
@@ -403,7 +407,7 @@ class Engine:
             stream.stops = [StopStrings(job.stops) for _ in range(job.num_samples)]
             stream.reasons = [None] * job.num_samples
         piece = stream.prime_ids[stream.primed : stream.primed + PRIME_CHUNK]
-        self._use_threads(job.num_samples)
+        self._use_threads(job.num_samples, self._prime_bytes)
         context = read_ids(self.generator.model, piece, stream.state)
         stream.logits, stream.state = context.logits, context.state
         stream.primed += len(piece)
