@@ -10,8 +10,10 @@
 
    Built with -ffp-contract=off and without -ffast-math: every float operation is IEEE's and
    the loops give the same bits vectorised or not, so the same inputs (the state, and the input
-   table torch computes) give the same logits on any machine. Plain C99 and stdint.h. */
+   table torch computes) give the same logits on any machine, with any number of threads.
+   Plain C99, stdint.h and POSIX threads (for large batches). */
 
+#include <pthread.h>
 #include <stdint.h>
 
 typedef struct {
@@ -90,26 +92,68 @@ static float quantise(const float *restrict h, uint8_t *restrict out, int hidden
     return step;
 }
 
+/* What one thread of a product computes: weight rows [first, last) for every batch row. */
+typedef struct {
+    const Net *n;
+    int k, batch;
+    long first, last;
+    const uint8_t *quantised;
+    const float *steps;
+    float *out;
+} Rows;
+
+static void *dot_rows(void *arg) {
+    const Rows *job = arg;
+    const Net *n = job->n;
+    int hidden = n->hidden, k = job->k;
+    long rows = rows_of(n, k);
+    const int8_t *restrict w = n->weights[k];
+    const int32_t *restrict sums = n->row_sums[k];
+    const float *restrict scales = n->scales[k], *restrict bias = n->biases[k];
+    for (long r = job->first; r < job->last; r++) {
+        const int8_t *restrict row = w + r * hidden;
+        for (int b = 0; b < job->batch; b++) { /* the weight row stays in cache across them */
+            const uint8_t *restrict a = job->quantised + (long)b * hidden;
+            int32_t acc = 0;
+            for (int j = 0; j < hidden; j++) acc += (int32_t)a[j] * (int32_t)row[j];
+            job->out[b * rows + r] =
+                (float)(acc - 128 * sums[r]) * (job->steps[b] * scales[r]) + bias[r];
+        }
+    }
+    return 0;
+}
+
+/* Batches this large share a product's rows among `threads` threads. Starting threads costs
+   tens of microseconds: measured on 2 cores, a batch of 8 stepped slower on two threads (289
+   against 221 us), a batch of 32 faster (643 against 973). Every number is computed the same
+   way whichever thread computes it. */
+#define BATCH_FOR_THREADS 16
+#define MOST_THREADS 64
+
 /* out = W (quantised h) * scale + bias: every row of layer k's matrix, for each batch row of
    h (batch, hidden). `quantised`: batch * hidden bytes of room; `steps`: batch floats. */
 static void product(const Net *n, int k, const float *h, int batch, float *out,
-                    uint8_t *quantised, float *steps) {
+                    uint8_t *quantised, float *steps, int threads) {
     int hidden = n->hidden;
     long rows = rows_of(n, k);
     for (int b = 0; b < batch; b++)
         steps[b] = quantise(h + (long)b * hidden, quantised + (long)b * hidden, hidden);
-    const int8_t *restrict w = n->weights[k];
-    const int32_t *restrict sums = n->row_sums[k];
-    const float *restrict scales = n->scales[k], *restrict bias = n->biases[k];
-    for (long r = 0; r < rows; r++) {
-        const int8_t *restrict row = w + r * hidden;
-        for (int b = 0; b < batch; b++) { /* the weight row stays in cache across the batch */
-            const uint8_t *restrict a = quantised + (long)b * hidden;
-            int32_t acc = 0;
-            for (int j = 0; j < hidden; j++) acc += (int32_t)a[j] * (int32_t)row[j];
-            out[b * rows + r] = (float)(acc - 128 * sums[r]) * (steps[b] * scales[r]) + bias[r];
-        }
+    if (batch < BATCH_FOR_THREADS || threads < 2) threads = 1;
+    if (threads > MOST_THREADS) threads = MOST_THREADS;
+    Rows jobs[MOST_THREADS];
+    pthread_t helpers[MOST_THREADS];
+    int helped[MOST_THREADS], started = 0;
+    for (int t = 0; t < threads; t++) {
+        jobs[t] = (Rows){n, k, batch, rows * t / threads, rows * (t + 1) / threads, quantised,
+                         steps, out};
+        /* Shares 1.. go to helper threads; share 0, and any whose thread fails to start, run
+           here. */
+        helped[t] = t > 0 && pthread_create(&helpers[started], 0, dot_rows, &jobs[t]) == 0;
+        started += helped[t];
     }
+    for (int t = 0; t < threads; t++)
+        if (!helped[t]) dot_rows(&jobs[t]);
+    for (int i = 0; i < started; i++) pthread_join(helpers[i], 0);
 }
 
 /* One layer's cell for one batch row: gates = input term + recurrent term, in i, f, g, o
@@ -129,12 +173,12 @@ static void cell(const float *restrict in, const float *restrict recurrent,
 
 /* Every layer's products, its recurrent term for the next step among them, from a state's h
    (layers, batch, hidden). */
-void charrnn_terms(const Net *n, const float *h, int batch, float *buffer) {
+void charrnn_terms(const Net *n, const float *h, int batch, float *buffer, int threads) {
     uint8_t *quantised = quantised_room(n, buffer, batch);
     float *steps = steps_room(n, buffer, batch);
     for (int k = 0; k < n->layers; k++)
         product(n, k, h + (long)k * batch * n->hidden, batch, layer_rows(n, buffer, k, batch),
-                quantised, steps);
+                quantised, steps, threads);
 }
 
 /* Read character ids[b] into batch row b of the state (h, c) (layers, batch, hidden), whose
@@ -142,7 +186,7 @@ void charrnn_terms(const Net *n, const float *h, int batch, float *buffer) {
    and the buffer `products`. The logits: the last layer's first `vocab` rows of `products`. Returns 0, or -1
    (having written nothing) when an id is not a character of the vocabulary. */
 int charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
-                 float *terms, float *h_new, float *c_new, float *products) {
+                 float *terms, float *h_new, float *c_new, float *products, int threads) {
     int hidden = n->hidden;
     uint8_t *quantised = quantised_room(n, products, batch);
     float *steps = steps_room(n, products, batch);
@@ -158,7 +202,8 @@ int charrnn_step(const Net *n, const int64_t *ids, int batch, const float *c,
             long row = at + (long)b * hidden;
             cell(input, recurrent + b * rows, c + row, h_new + row, c_new + row, hidden);
         }
-        product(n, k, h_new + at, batch, layer_rows(n, products, k, batch), quantised, steps);
+        product(n, k, h_new + at, batch, layer_rows(n, products, k, batch), quantised, steps,
+                threads);
     }
     return 0;
 }

@@ -37,7 +37,7 @@ from charrnn.errors import CharRNNError, SamplingError
 
 SOURCE = Path(__file__).with_name("kernel.c")
 # No -ffast-math and no contraction into FMAs: the same bits on every machine (kernel.c).
-FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared")
+FLAGS = ("-std=c99", "-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
 ENV_SWITCH = "CHARRNN_KERNEL"  # "0" turns the kernel off
 BUILD_SECONDS = 120
 _BUILDING = threading.Lock()  # one build at a time in a process (between processes: the rename)
@@ -103,9 +103,9 @@ def load() -> Built:
     except OSError as error:
         return Built(None, f"could not load {path}: {error}")
     net, pointer, count = ctypes.POINTER(Net), ctypes.c_void_p, ctypes.c_int
-    library.charrnn_terms.argtypes = [net, pointer, count, pointer]
+    library.charrnn_terms.argtypes = [net, pointer, count, pointer, count]
     library.charrnn_terms.restype = None
-    library.charrnn_step.argtypes = [net, pointer, count, *[pointer] * 5]
+    library.charrnn_step.argtypes = [net, pointer, count, *[pointer] * 5, count]
     library.charrnn_step.restype = ctypes.c_int
     return Built(library)
 
@@ -195,8 +195,10 @@ class CompiledStepper:
 
     @property
     def streamed_bytes(self) -> int:
-        """Bytes of weights torch's threads read a step: none (the compiled loop runs on the
-        calling thread, so extra torch threads would only add barriers to the draw)."""
+        """Bytes of weights torch's threads read a step: none. So at small batches the sampler
+        keeps one thread (the compiled loop then runs on the calling thread, and more torch
+        threads would only add barriers to the draw); large batches get every core, which
+        kernel.c shares the product's rows among."""
         return 0
 
     def _buffer(self, batch: int) -> torch.Tensor:
@@ -208,7 +210,8 @@ class CompiledStepper:
         """The products of a state's h (layers, B, H), float32, contiguous: what a call
         from it needs first."""
         buffer = self._buffer(h.shape[1])
-        self.library.charrnn_terms(self.net, h.data_ptr(), h.shape[1], buffer.data_ptr())
+        self.library.charrnn_terms(self.net, h.data_ptr(), h.shape[1], buffer.data_ptr(),
+                                   torch.get_num_threads())  # fmt: skip
         return buffer
 
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -230,8 +233,11 @@ class CompiledStepper:
         if ids.shape != (batch,):
             raise SamplingError(f"{tuple(ids.shape)} ids for a batch of {batch}")
         h_new, c_new, products = torch.empty_like(h), torch.empty_like(c), self._buffer(batch)
+        # Threads: torch's setting (the sampler's choice: charrnn.sample.choose_threads), used
+        # by kernel.c for large batches only.
         refused = self._step(self.net, ids.data_ptr(), batch, c.data_ptr(), terms.data_ptr(),
-                             h_new.data_ptr(), c_new.data_ptr(), products.data_ptr())  # fmt: skip
+                             h_new.data_ptr(), c_new.data_ptr(), products.data_ptr(),
+                             torch.get_num_threads())  # fmt: skip
         if refused:
             raise SamplingError(f"a character id outside the vocabulary (0-{self.vocab - 1})")
         new_state = (h_new, c_new)

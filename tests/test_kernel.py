@@ -304,3 +304,20 @@ def test_a_state_holding_nan_gives_nan_logits_for_the_draw_to_refuse():
     h[0, 1, 5] = float("nan")
     logits, _ = step(torch.tensor([1, 2]), (h, c))
     assert bool(torch.isfinite(logits[0]).all()) and bool(torch.isnan(logits[1]).all())
+
+
+@needs_compiler
+def test_threads_share_a_large_batch_without_changing_a_number():
+    model = lstm(hidden=64, layers=2)
+    step = compiled_step(model)
+    torch.manual_seed(2)
+    ids = torch.randint(len(VOCAB), (40, 5))  # 40 rows: past the batch that takes threads
+    results = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        state = model.init_state(40)
+        for t in range(ids.shape[1]):
+            logits, state = step(ids[:, t], state)
+        results.append((logits, state))
+    for logits, state in results[1:]:
+        assert torch.equal(logits, results[0][0]) and torch.equal(state[1], results[0][1][1])
