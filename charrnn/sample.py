@@ -439,7 +439,7 @@ def load_model(
 
     ``int8``: None (auto) uses int8 for the step's matrix products on a CPU when the model has
     256 or more units (for an LSTM, the compiled step of charrnn.kernel where it builds), where
-    it runs about four times as fast as exact fp32 at batch 1 for a measured cost of about
+    it runs about 3.5 times as fast as exact fp32 at batch 1 for a measured cost of about
     0.0002 nats/char (benchmarks/RESULTS.md); True or False forces it.
     ``threads``: CPU threads while sampling; None chooses by batch and model size.
     """

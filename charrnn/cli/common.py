@@ -39,7 +39,7 @@ INT8 = Annotated[
     bool | None,
     typer.Option(
         "--int8/--exact",
-        help="int8 (for LSTMs on a CPU: a compiled step, ~4x exact's speed at batch 1) or "
+        help="int8 (for LSTMs on a CPU: a compiled step, ~3.5x exact's speed at batch 1) or "
         "exact fp32.",
         show_default="int8 on a CPU for models of 256+ units",
     ),
