@@ -149,10 +149,11 @@ def test_model_gives_inspect_json_of_the_served_checkpoint(client, tiny_run):
     assert client.get("/v1/model").json() == json.loads(result.stdout)
 
 
-def test_health_says_up_and_how_busy(client):
+def test_health_says_up_and_how_busy(client, generator):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["streams"] == 0 and health["queued"] == 0
     assert health["limits"]["max_streams"] == LIMITS.max_streams and health["int8"] is True
+    assert health["sampler"] == generator.sampler
 
 
 def test_the_page_and_its_files_are_served_from_the_package(client):

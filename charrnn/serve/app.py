@@ -234,6 +234,7 @@ def create_app(
             **engine.stats(),
             "device": str(generator.device),
             "int8": generator.int8,
+            "sampler": generator.sampler,  # "compiled int8", "int8" or "exact"
             "limits": config.to_dict(limits),
         }
 

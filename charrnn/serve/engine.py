@@ -18,7 +18,8 @@ A request's rows see exactly the computation `charrnn sample` does for it: the s
 forward, the same draws from a generator seeded the same way, in the same order. So a seeded
 request gives the text `charrnn sample --seed S` gives, whether it runs alone or beside others,
 as long as a row's numbers do not depend on the batch around it. That holds exactly for int8
-weights (the default on a CPU for models of 256+ units); fp32 matrix products round
+(the default on a CPU for models of 256+ units: the compiled step computes each row apart, and
+torch's int8 kernel gives each row the same numbers at any batch); fp32 matrix products round
 differently at different batch sizes, so there the texts agree until a draw falls within a
 rounding error of a boundary, which is rare but not impossible.
 
