@@ -114,8 +114,6 @@ class Generation:
         self.watchers = [StopStrings(stops) for _ in range(num_samples)]
         self.texts: list[list[str]] = [[] for _ in range(num_samples)]
         self.stopped = [False] * num_samples
-        # What steps it: "compiled int8" (charrnn.kernel), "int8" or "exact" (the torch step).
-        self.sampler = generator.sampler
         self.threads = generator.threads or choose_threads(
             num_samples, step_weight_bytes(generator.stepper), generator.device
         )

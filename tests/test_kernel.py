@@ -321,3 +321,11 @@ def test_threads_share_a_large_batch_without_changing_a_number():
         results.append((logits, state))
     for logits, state in results[1:]:
         assert torch.equal(logits, results[0][0]) and torch.equal(state[1], results[0][1][1])
+
+
+def test_cli_verbose_says_why_the_compiled_step_is_not_used(tiny_run, monkeypatch):
+    monkeypatch.setenv(kernel.ENV_SWITCH, "0")
+    result = run_cli("sample", tiny_run, "--int8", "--length", 20, "--seed", 1, "--verbose")
+    assert result.exit_code == 0, result.output
+    assert "compiled int8 step is not used: turned off by CHARRNN_KERNEL=0" in result.stderr
+    assert "int8 step) from" in result.stderr

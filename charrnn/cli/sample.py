@@ -119,7 +119,7 @@ def sample(
         generation = generator.generation(priming.read(), length, **options, score=json_lines)
         for _ in generation:
             pass
-        _show(generation, priming, chosen, echo, out_dir, json_lines, generator.int8)
+        _show(generation, priming, chosen, echo, out_dir, json_lines, generator)
     if verbose and generator.compiled_why_not:
         err.print(f"[dim]the compiled int8 step is not used: {generator.compiled_why_not}[/dim]")
     if verbose or sys.stderr.isatty():
@@ -127,7 +127,7 @@ def sample(
         written = sum(len(text) for text in generation.texts)
         err.print(
             f"[dim]{written} new characters in {seconds:.2f} s "
-            f"({written / max(seconds, 1e-9):,.0f} chars/s, {generation.sampler} step) from "
+            f"({written / max(seconds, 1e-9):,.0f} chars/s, {generator.sampler} step) from "
             f"{checkpoint}, seed {generation.seed}[/dim]"
         )
 
@@ -149,14 +149,14 @@ def _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interac
             )
 
 
-def _show(generation, priming, chosen, echo, out_dir, json_lines, int8) -> None:
+def _show(generation, priming, chosen, echo, out_dir, json_lines, generator) -> None:
     """The finished samples: JSON lines, files in out_dir (all of them or none, each whole), or
     one after another on stdout."""
     samples = generation.samples()
     if json_lines:
         prime = "".join(priming.pieces()) if echo else None
-        used = config.to_dict(chosen) | {"seed": generation.seed, "int8": int8,
-                                         "sampler": generation.sampler}  # fmt: skip
+        used = config.to_dict(chosen) | {"seed": generation.seed, "int8": generator.int8,
+                                         "sampler": generator.sampler}  # fmt: skip
         for one in samples:
             print_json({"text": one.text, "prime": prime, "seed": generation.seed,
                         "settings": used, "mean_log_prob": one.mean_log_prob,
