@@ -144,6 +144,13 @@ class Net(ctypes.Structure):
     ]
 
 
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight as int8 with one scale per row (max |row| / 127): (int8, contiguous; scales).
+    The int8 of both steps, this one's and torch's (charrnn.sample.Int8)."""
+    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
+    return torch.round(weight / scale[:, None]).to(torch.int8).contiguous(), scale
+
+
 def _pointers(tensors: list[torch.Tensor]):
     return (ctypes.c_void_p * len(tensors))(*(t.data_ptr() for t in tensors))
 
@@ -171,11 +178,10 @@ class CompiledStepper:
         self.vocab = widths[-1]
         self.rows = [weight.shape[0] for weight, _ in matrices]
         self.table = table.float().contiguous()
-        # int8 weights with one scale per row (as charrnn.sample.Int8), and each row's sum.
+        # int8 weights with one scale per row, and each row's sum.
         self.weights, self.row_sums, self.scales, self.biases = [], [], [], []
         for weight, bias in matrices:
-            scale = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
-            quantised = torch.round(weight / scale[:, None]).to(torch.int8).contiguous()
+            quantised, scale = int8_rows(weight)
             self.weights.append(quantised)
             self.row_sums.append(quantised.sum(dim=1, dtype=torch.int32).contiguous())
             self.scales.append(scale.float().contiguous())

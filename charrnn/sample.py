@@ -148,8 +148,7 @@ class Int8:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         if not hasattr(torch, "_weight_int8pack_mm"):
             raise ConfigError("int8 sampling needs a torch with _weight_int8pack_mm (>= 2.3)")
-        scales = weight.abs().amax(dim=1).clamp_min(1e-12) / 127
-        self.weight = torch.round(weight / scales[:, None]).to(torch.int8).contiguous()
+        self.weight, scales = kernel.int8_rows(weight)
         self.scales = scales.to(torch.bfloat16)
         self.bias = bias
 
