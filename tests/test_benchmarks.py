@@ -211,3 +211,54 @@ def test_sampler_versions_compares_two_checkouts_on_the_same_text(tiny_run):
     for row in report.values():
         assert row["before"] > 0 and row["after"] > 0 and row["same_text"] is True
         assert row["speedup"] == pytest.approx(row["after"] / row["before"])
+
+
+def test_the_mogrifier_without_rounds_is_the_lstm_it_prices():
+    """`--rounds 0` must compute exactly nn.LSTM's step, or it would not price the loop alone."""
+    from benchmarks.mogrifier import MogrifierLSTM
+
+    torch.manual_seed(0)
+    loop = MogrifierLSTM(8, 16, rounds=0)
+    fused = torch.nn.LSTM(8, 16, batch_first=True)
+    fused.load_state_dict(loop.state_dict())
+    x, state = torch.randn(3, 5, 8), (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+    (out, (h, c)), (ref, (ref_h, ref_c)) = loop(x, state), fused(x, state)
+    for got, want in ((out, ref), (h, ref_h), (c, ref_c)):
+        torch.testing.assert_close(got, want)
+
+
+def test_the_mogrifier_gates_its_step_and_trains_as_charrnn_does():
+    from benchmarks.mogrifier import MogrifierLSTM, measure, model_for
+    from charrnn.config import ModelConfig
+
+    torch.manual_seed(0)
+    plain, mogrified = MogrifierLSTM(8, 16, rounds=0), MogrifierLSTM(8, 16, rounds=3)
+    plain.load_state_dict(mogrified.state_dict(), strict=False)
+    x, state = torch.randn(3, 5, 8), (torch.randn(1, 3, 16), torch.randn(1, 3, 16))
+    out = mogrified(x, state)[0]
+    assert not torch.allclose(out, plain(x, state)[0])
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mogrified.mogrify)
+    # Swapped into charrnn's model, weight drop still finds the recurrent weight.
+    config = ModelConfig(hidden_size=16, embedding_dim=8, weight_drop=0.5)
+    assert set(model_for(config, rounds=2)._dropped_weights()) == {"weight_hh_l0"}
+    speeds = measure(hidden_size=16, rounds=[0, 2], repeats=1)
+    assert list(speeds) == ["nn.LSTM (fused)", "Mogrifier, 0 rounds", "Mogrifier, 2 rounds"]
+    assert all(speed > 0 for speed in speeds.values())
+
+
+def test_the_mogrifier_screen_trains_and_scores_through_charrnn(tmp_path, corpus_file):
+    def charrnn(*args) -> str:
+        command = [sys.executable, "-m", "benchmarks.mogrifier", "--rounds", "3", "--charrnn",
+                   *map(str, args)]  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    run_dir = tmp_path / "mog"
+    charrnn("train", "--config", "tiny", "--corpus", corpus_file, "--max-steps", "3",
+            "--max-time", "0", "--out", run_dir)  # fmt: skip
+    weights = torch.load(run_dir / "last.pt", weights_only=True)["model"]
+    assert {"core.mogrify.0", "core.mogrify.1", "core.mogrify.2"} <= set(weights)
+    score = json.loads(charrnn("eval", run_dir, "--corpus", corpus_file, "--json").splitlines()[-1])
+    assert score["loss"] > 0
