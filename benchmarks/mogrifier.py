@@ -16,8 +16,8 @@ does, so it prices the loop alone.
 Each variant is charrnn's model (embedding, core, dropout, head) with only the core replaced,
 trained as charrnn trains it (weight drop on W_hh, autocast at the machine's precision, AdamW,
 clipping) on one random batch; the repeats are interleaved across variants so that a
-neighbour's load hits them alike, and the median is reported. This is a measurement of cost
-only: the Mogrifier is not a charrnn cell. `--charrnn` runs charrnn itself (train, then eval of
+neighbour's load hits them alike, and the median is reported. The Mogrifier is not a charrnn
+cell; this module only measures it. `--charrnn` runs charrnn itself (train, then eval of
 the run, each so called) with the "lstm" core built as a Mogrifier of the first `--rounds`: the
 screen in benchmarks/NOTES.md ("A Mogrifier ... LSTM").
 """
