@@ -247,6 +247,7 @@ def test_the_mogrifier_gates_its_step_and_trains_as_charrnn_does():
     assert all(speed > 0 for speed in speeds.values())
 
 
+@pytest.mark.slow
 def test_the_mogrifier_screen_trains_and_scores_through_charrnn(tmp_path, corpus_file):
     def charrnn(*args) -> str:
         command = [sys.executable, "-m", "benchmarks.mogrifier", "--rounds", "3", "--charrnn",
