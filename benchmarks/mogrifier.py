@@ -35,11 +35,11 @@ from torch import Tensor, nn
 
 from benchmarks.machine import describe
 from charrnn import cores
+from charrnn.autosize import training_step
 from charrnn.cell_kinds import KINDS
 from charrnn.config import ModelConfig
-from charrnn.devices import PRECISION_NAMES, autocast, autocast_dtype
+from charrnn.devices import PRECISION_NAMES, autocast_dtype
 from charrnn.model import CharModel
-from charrnn.scoring import char_loss
 
 BATCH, LENGTH, VOCAB = 64, 100, 65
 Pair = tuple[Tensor, Tensor]  # (h, c), each (1, B, H)
@@ -109,15 +109,9 @@ def use_in_charrnn(rounds: int) -> None:
 
 def step_seconds(model: CharModel, optimizer: torch.optim.Optimizer, ids: Tensor,
                  amp: torch.dtype | None) -> float:  # fmt: skip
-    """One training step as charrnn's trainer takes it; its wall time."""
+    """The wall time of one training step as auto_size times a shape's."""
     started = time.perf_counter()
-    with autocast(torch.device("cpu"), amp):
-        logits, _ = model(ids[:, :-1])
-        loss = char_loss(logits, ids[:, 1:])
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-    optimizer.step()
+    training_step(model, optimizer, ids[:, :-1], ids[:, 1:], torch.device("cpu"), amp)
     return time.perf_counter() - started
 
 

@@ -263,16 +263,29 @@ def time_steps(
             if step == 1:
                 _synchronize(device)
                 started = time.perf_counter()
-            with autocast(device, amp):
-                logits, _ = model(inputs)
-                loss = char_loss(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
+            training_step(model, optimizer, inputs, targets, device, amp)
         _synchronize(device)
         elapsed = time.perf_counter() - started
     return steps * batch * length / elapsed
+
+
+def training_step(
+    model: CharModel,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> None:
+    """One step as the trainer takes it: forward and loss under autocast, backward, clipping,
+    the optimiser (what a timing of a shape, or of a core, must include)."""
+    with autocast(device, amp):
+        logits, _ = model(inputs)
+        loss = char_loss(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
 
 
 def _synchronize(device: torch.device) -> None:
