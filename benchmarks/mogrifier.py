@@ -38,6 +38,7 @@ from charrnn import cores
 from charrnn.autosize import training_step
 from charrnn.cell_kinds import KINDS
 from charrnn.config import ModelConfig
+from charrnn.cores import lstm_step
 from charrnn.devices import PRECISION_NAMES, autocast_dtype
 from charrnn.model import CharModel
 
@@ -51,7 +52,6 @@ class MogrifierLSTM(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, rounds: int):
         super().__init__()
-        self.hidden_size = hidden_size
         bound = 1 / math.sqrt(hidden_size)
 
         def uniform(*shape: int, limit: float = bound) -> nn.Parameter:
@@ -68,7 +68,6 @@ class MogrifierLSTM(nn.Module):
 
     def forward(self, x: Tensor, state: Pair) -> tuple[Tensor, Pair]:
         h, c = state[0][0], state[1][0]  # (B, H): one layer
-        size = self.hidden_size
         bias = self.bias_ih_l0 + self.bias_hh_l0
         w_ih, w_hh = self.weight_ih_l0.t(), self.weight_hh_l0.t()
         gating = [m.t() for m in self.mogrify]
@@ -80,11 +79,8 @@ class MogrifierLSTM(nn.Module):
                     x_t = 2 * torch.sigmoid(h_in @ m) * x_t
                 else:
                     h_in = 2 * torch.sigmoid(x_t @ m) * h_in
-            gates = torch.addmm(torch.addmm(bias, x_t, w_ih), h_in, w_hh)  # i, f, g, o
-            sig = torch.sigmoid(gates)
-            g = torch.tanh(gates[:, 2 * size : 3 * size])
-            c = torch.addcmul(sig[:, size : 2 * size] * c, sig[:, :size], g)
-            h = sig[:, 3 * size :] * torch.tanh(c)
+            # Then the plain LSTM cell, the one charrnn's fast sampler steps with.
+            h, c = lstm_step(torch.addmm(bias, x_t, w_ih), h_in @ w_hh, (h, c))
             outputs.append(h)
         return torch.stack(outputs, 1), (h[None], c[None])
 
