@@ -263,3 +263,87 @@ def test_the_mogrifier_screen_trains_and_scores_through_charrnn(tmp_path, corpus
     assert {"core.mogrify.0", "core.mogrify.1", "core.mogrify.2"} <= set(weights)
     score = json.loads(charrnn("eval", run_dir, "--corpus", corpus_file, "--json").splitlines()[-1])
     assert score["loss"] > 0
+
+
+def cached_pair(memory: int = 6):
+    """A tiny CachedCharModel whose attention is in use, and the plain model it extends."""
+    from benchmarks.neural_cache import CachedCharModel
+    from charrnn.config import ModelConfig
+    from charrnn.model import CharModel
+
+    torch.manual_seed(0)
+    config = ModelConfig(hidden_size=16, embedding_dim=8)
+    cached, plain = CachedCharModel(config, 10, memory, size=4).eval(), CharModel(config, 10)
+    plain.load_state_dict(cached.state_dict(), strict=False)
+    return cached, plain.eval()
+
+
+def test_a_fresh_cache_is_the_plain_lstm_and_reads_only_the_past():
+    cached, plain = cached_pair()
+    ids = torch.randint(10, (2, 12))
+    # Its output projection starts at zero: a new model computes what the LSTM computes.
+    torch.testing.assert_close(cached(ids)[0], plain(ids)[0])
+    torch.nn.init.normal_(cached.cache.out.weight)
+    assert not torch.allclose(cached(ids)[0], plain(ids)[0])
+    # The logits at t never depend on a later character, within a window...
+    for t in range(11):
+        changed = ids.clone()
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 3) % 10
+        torch.testing.assert_close(cached(ids)[0][:, : t + 1], cached(changed)[0][:, : t + 1])
+
+    # ...or across windows, where the memory carries the first window's states and the
+    # characters that followed them (the last one is the second window's first input).
+    def two_windows(text: torch.Tensor) -> torch.Tensor:
+        first, state = cached(text[:, :6])
+        return torch.cat([first, cached(text[:, 6:], state)[0]], 1)
+
+    changed = ids.clone()
+    changed[:, 7:] = (changed[:, 7:] + 5) % 10
+    whole, altered = two_windows(ids), two_windows(changed)
+    torch.testing.assert_close(whole[:, :7], altered[:, :7])
+    assert not torch.allclose(whole[:, 7:], altered[:, 7:])
+
+
+def test_the_cache_memory_is_kept_between_windows_and_emptied_for_a_new_text():
+    cached, _ = cached_pair(memory=6)
+    torch.nn.init.normal_(cached.cache.out.weight)
+    ids = torch.randint(10, (2, 12))
+    alone = cached(ids[:, 6:])[0]  # no state: a new text, nothing remembered
+    _, state = cached(ids[:, :6])
+    assert cached.cache.recent[0].shape == (2, 6, 16)  # (rows, memory, hidden)
+    assert not torch.allclose(cached(ids[:, 6:], state)[0], alone)
+    # A switch between evaluation and training empties it too.
+    cached(ids[:, :6], state)
+    cached.train()
+    torch.manual_seed(1)
+    switched = cached(ids[:, 6:], state)[0]
+    cached.cache.recent = None
+    torch.manual_seed(1)
+    torch.testing.assert_close(switched, cached(ids[:, 6:], state)[0])
+
+
+def test_the_cache_step_is_timed_beside_the_lstm():
+    from benchmarks.neural_cache import measure
+
+    speeds = measure(hidden_size=16, memory=20, size=4, repeats=1)
+    assert list(speeds) == ["LSTM", "LSTM + cache (20 back, size 4)"]
+    assert all(speed > 0 for speed in speeds.values())
+
+
+@pytest.mark.slow
+def test_the_cache_screen_trains_and_scores_through_charrnn(tmp_path, corpus_file):
+    def charrnn(*args) -> str:
+        command = [sys.executable, "-m", "benchmarks.neural_cache", "--memory", "20", "--size",
+                   "8", "--charrnn", *map(str, args)]  # fmt: skip
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    run_dir = tmp_path / "cache"
+    charrnn("train", "--config", "tiny", "--corpus", corpus_file, "--max-steps", "3",
+            "--max-time", "0", "--out", run_dir)  # fmt: skip
+    weights = torch.load(run_dir / "last.pt", weights_only=True)["model"]
+    assert {"cache.query.weight", "cache.next_value.weight", "cache.out.weight"} <= set(weights)
+    assert weights["cache.out.weight"].abs().sum() > 0  # it trained
+    score = json.loads(charrnn("eval", run_dir, "--corpus", corpus_file, "--json").splitlines()[-1])
+    assert score["loss"] > 0
