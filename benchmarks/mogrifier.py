@@ -27,19 +27,18 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 
 import torch
 from torch import Tensor, nn
 
-from benchmarks.machine import describe
+from benchmarks.screens import run_charrnn, step_heading
 from charrnn import cores
 from charrnn.autosize import training_step
 from charrnn.cell_kinds import KINDS
 from charrnn.config import ModelConfig
 from charrnn.cores import lstm_step
-from charrnn.devices import PRECISION_NAMES, autocast_dtype
+from charrnn.devices import autocast_dtype
 from charrnn.model import CharModel
 
 BATCH, LENGTH, VOCAB = 64, 100, 65
@@ -143,19 +142,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.charrnn is not None:
-        from charrnn.cli import run
-
         use_in_charrnn(args.rounds[0])
-        sys.argv = ["charrnn", *args.charrnn]
-        run()
+        run_charrnn(args.charrnn)
         return
     speeds = measure(args.hidden_size, args.rounds, args.repeats)
-    machine = describe()
-    precision = PRECISION_NAMES[autocast_dtype(torch.device("cpu"), "auto")]
-    print(
-        f"{machine['cpu']}, {machine['threads']} threads, {precision}: 1x{args.hidden_size} "
-        f"LSTM, batch {BATCH} x {LENGTH}, one training step"
-    )
+    print(step_heading(args.hidden_size, BATCH, LENGTH))
     fused = speeds["nn.LSTM (fused)"]
     for name, speed in speeds.items():
         print(f"  {name:22} {speed:10,.0f} chars/s   {fused / speed:4.1f}x the fused step's time")

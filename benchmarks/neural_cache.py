@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.machine import describe
+from benchmarks.screens import run_charrnn, step_heading
 from charrnn.autosize import training_step
 from charrnn.config import ModelConfig
-from charrnn.devices import PRECISION_NAMES, autocast_dtype
+from charrnn.devices import autocast_dtype
 from charrnn.model import CharModel, State
 
 BATCH, LENGTH, VOCAB = 64, 100, 65
@@ -178,19 +177,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.charrnn is not None:
-        from charrnn.cli import run
-
         use_in_charrnn(args.memory, args.size)
-        sys.argv = ["charrnn", *args.charrnn]
-        run()
+        run_charrnn(args.charrnn)
         return
     speeds = measure(args.hidden_size, args.memory, args.size, args.repeats)
-    machine = describe()
-    precision = PRECISION_NAMES[autocast_dtype(torch.device("cpu"), "auto")]
-    print(
-        f"{machine['cpu']}, {machine['threads']} threads, {precision}: 1x{args.hidden_size} "
-        f"LSTM, batch {BATCH} x {LENGTH}, one training step"
-    )
+    print(step_heading(args.hidden_size, BATCH, LENGTH))
     plain = speeds["LSTM"]
     for name, speed in speeds.items():
         print(f"  {name:36} {speed:10,.0f} chars/s   {plain / speed:4.2f}x the LSTM's time")

@@ -247,21 +247,28 @@ def test_the_mogrifier_gates_its_step_and_trains_as_charrnn_does():
     assert all(speed > 0 for speed in speeds.values())
 
 
-@pytest.mark.slow
-def test_the_mogrifier_screen_trains_and_scores_through_charrnn(tmp_path, corpus_file):
+def screen_through_charrnn(module: list[str], run_dir: Path, corpus: Path) -> tuple[dict, dict]:
+    """`python -m benchmarks.MODULE ... --charrnn train` for 3 tiny steps, then `... eval` of
+    the run: the weights it saved and the score."""
+
     def charrnn(*args) -> str:
-        command = [sys.executable, "-m", "benchmarks.mogrifier", "--rounds", "3", "--charrnn",
-                   *map(str, args)]  # fmt: skip
+        command = [sys.executable, "-m", *module, "--charrnn", *map(str, args)]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout
 
-    run_dir = tmp_path / "mog"
-    charrnn("train", "--config", "tiny", "--corpus", corpus_file, "--max-steps", "3",
+    charrnn("train", "--config", "tiny", "--corpus", corpus, "--max-steps", "3",
             "--max-time", "0", "--out", run_dir)  # fmt: skip
     weights = torch.load(run_dir / "last.pt", weights_only=True)["model"]
+    score = json.loads(charrnn("eval", run_dir, "--corpus", corpus, "--json").splitlines()[-1])
+    return weights, score
+
+
+@pytest.mark.slow
+def test_the_mogrifier_screen_trains_and_scores_through_charrnn(tmp_path, corpus_file):
+    module = ["benchmarks.mogrifier", "--rounds", "3"]
+    weights, score = screen_through_charrnn(module, tmp_path / "mog", corpus_file)
     assert {"core.mogrify.0", "core.mogrify.1", "core.mogrify.2"} <= set(weights)
-    score = json.loads(charrnn("eval", run_dir, "--corpus", corpus_file, "--json").splitlines()[-1])
     assert score["loss"] > 0
 
 
@@ -332,18 +339,8 @@ def test_the_cache_step_is_timed_beside_the_lstm():
 
 @pytest.mark.slow
 def test_the_cache_screen_trains_and_scores_through_charrnn(tmp_path, corpus_file):
-    def charrnn(*args) -> str:
-        command = [sys.executable, "-m", "benchmarks.neural_cache", "--memory", "20", "--size",
-                   "8", "--charrnn", *map(str, args)]  # fmt: skip
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
-
-    run_dir = tmp_path / "cache"
-    charrnn("train", "--config", "tiny", "--corpus", corpus_file, "--max-steps", "3",
-            "--max-time", "0", "--out", run_dir)  # fmt: skip
-    weights = torch.load(run_dir / "last.pt", weights_only=True)["model"]
+    module = ["benchmarks.neural_cache", "--memory", "20", "--size", "8"]
+    weights, score = screen_through_charrnn(module, tmp_path / "cache", corpus_file)
     assert {"cache.query.weight", "cache.next_value.weight", "cache.out.weight"} <= set(weights)
     assert weights["cache.out.weight"].abs().sum() > 0  # it trained
-    score = json.loads(charrnn("eval", run_dir, "--corpus", corpus_file, "--json").splitlines()[-1])
     assert score["loss"] > 0
