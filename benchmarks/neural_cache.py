@@ -89,7 +89,8 @@ class LearnedCache(nn.Module):
 
 
 def forward_with_cache(model: CharModel, ids: Tensor, state: State | None = None):
-    """CharModel.forward with the cache between the core and the dropout before the head."""
+    """CharModel.forward (its steps, repeated here so the screen leaves charrnn untouched)
+    with the cache between the core and the dropout before the head."""
     fresh = state is None or model.cache_mode != model.training
     model.cache_mode = model.training
     if state is None:
@@ -118,7 +119,8 @@ class CachedCharModel(CharModel):
 
 
 def use_in_charrnn(memory: int, size: int) -> None:
-    """Make every CharModel this process builds carry a cache (training, eval, sampling)."""
+    """Make every CharModel this process builds carry a cache: for `charrnn train` and `eval`
+    (the fast sampler steps its own LSTM and would leave the cache out: not for `sample`)."""
     plain_init = CharModel.__init__
 
     def init(self: CharModel, config: ModelConfig, vocab_size: int) -> None:
