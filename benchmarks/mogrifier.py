@@ -26,22 +26,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 from torch import Tensor, nn
 
-from benchmarks.screens import run_charrnn, step_heading
+from benchmarks.screens import VOCAB, interleaved_speeds, run_charrnn, step_config, step_heading
 from charrnn import cores
-from charrnn.autosize import training_step
 from charrnn.cell_kinds import KINDS
 from charrnn.config import ModelConfig
 from charrnn.cores import lstm_step
-from charrnn.devices import autocast_dtype
 from charrnn.model import CharModel
 
-BATCH, LENGTH, VOCAB = 64, 100, 65
 Pair = tuple[Tensor, Tensor]  # (h, c), each (1, B, H)
 
 
@@ -102,34 +97,13 @@ def use_in_charrnn(rounds: int) -> None:
     cores.CORES["lstm"] = cores.Core(KINDS["lstm"], build, fast_step=None)
 
 
-def step_seconds(model: CharModel, optimizer: torch.optim.Optimizer, ids: Tensor,
-                 amp: torch.dtype | None) -> float:  # fmt: skip
-    """The wall time of one training step as auto_size times a shape's."""
-    started = time.perf_counter()
-    training_step(model, optimizer, ids[:, :-1], ids[:, 1:], torch.device("cpu"), amp)
-    return time.perf_counter() - started
-
-
 def measure(hidden_size: int, rounds: list[int], repeats: int) -> dict[str, float]:
-    """Median characters/s of a training step: nn.LSTM and a Mogrifier of each round count,
-    at the precision `charrnn train` picks here (bf16 where the CPU has fast bf16)."""
-    config = ModelConfig(cell="lstm", hidden_size=hidden_size, num_layers=1, embedding_dim=64,
-                         dropout=0.15, weight_drop=0.2)  # fmt: skip
-    amp = autocast_dtype(torch.device("cpu"), "auto")
+    """Median characters/s of a training step: nn.LSTM and a Mogrifier of each round count."""
+    config = step_config(hidden_size)
     torch.manual_seed(0)
-    ids = torch.randint(VOCAB, (BATCH, LENGTH + 1))
-    variants = {"nn.LSTM (fused)": None, **{f"Mogrifier, {r} rounds": r for r in rounds}}
-    runs = {}
-    for name, count in variants.items():
-        model = model_for(config, count)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        step_seconds(model, optimizer, ids, amp)  # warm-up
-        runs[name] = (model, optimizer)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, (model, optimizer) in runs.items():
-            times[name].append(step_seconds(model, optimizer, ids, amp))
-    return {name: BATCH * LENGTH / statistics.median(t) for name, t in times.items()}
+    models = {"nn.LSTM (fused)": model_for(config, None)}
+    models.update({f"Mogrifier, {r} rounds": model_for(config, r) for r in rounds})
+    return interleaved_speeds(models, repeats)
 
 
 def main() -> None:
@@ -146,7 +120,7 @@ def main() -> None:
         run_charrnn(args.charrnn)
         return
     speeds = measure(args.hidden_size, args.rounds, args.repeats)
-    print(step_heading(args.hidden_size, BATCH, LENGTH))
+    print(step_heading(args.hidden_size))
     fused = speeds["nn.LSTM (fused)"]
     for name, speed in speeds.items():
         print(f"  {name:22} {speed:10,.0f} chars/s   {fused / speed:4.1f}x the fused step's time")

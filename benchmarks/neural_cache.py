@@ -29,20 +29,14 @@ read back only so); the results are in benchmarks/NOTES.md ("A learned neural ca
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.screens import run_charrnn, step_heading
-from charrnn.autosize import training_step
+from benchmarks.screens import VOCAB, interleaved_speeds, run_charrnn, step_config, step_heading
 from charrnn.config import ModelConfig
-from charrnn.devices import autocast_dtype
 from charrnn.model import CharModel, State
-
-BATCH, LENGTH, VOCAB = 64, 100, 65
 
 
 class LearnedCache(nn.Module):
@@ -145,27 +139,14 @@ class Carried(nn.Module):
 
 def measure(hidden_size: int, memory: int, size: int, repeats: int) -> dict[str, float]:
     """Median characters/s of a training step with and without the cache, interleaved."""
-    config = ModelConfig(cell="lstm", hidden_size=hidden_size, num_layers=1, embedding_dim=64,
-                         dropout=0.15, weight_drop=0.2)  # fmt: skip
-    amp = autocast_dtype(torch.device("cpu"), "auto")
+    config = step_config(hidden_size)
     torch.manual_seed(0)
-    ids = torch.randint(VOCAB, (BATCH, LENGTH + 1))
-    plain = CharModel(config, VOCAB).train()
     cached = CachedCharModel(config, VOCAB, memory, size).train()
-    variants = {"LSTM": plain, f"LSTM + cache ({memory} back, size {size})": Carried(cached)}
-    runs = {}
-    for name, model in variants.items():
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        for _ in range(2):  # warm-up; the second fills the cache's memory
-            training_step(model, optimizer, ids[:, :-1], ids[:, 1:], torch.device("cpu"), amp)
-        runs[name] = optimizer
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, model in variants.items():
-            started = time.perf_counter()
-            training_step(model, runs[name], ids[:, :-1], ids[:, 1:], torch.device("cpu"), amp)
-            times[name].append(time.perf_counter() - started)
-    return {name: BATCH * LENGTH / statistics.median(t) for name, t in times.items()}
+    models = {
+        "LSTM": CharModel(config, VOCAB).train(),
+        f"LSTM + cache ({memory} back, size {size})": Carried(cached),
+    }
+    return interleaved_speeds(models, repeats)
 
 
 def main() -> None:
@@ -183,7 +164,7 @@ def main() -> None:
         run_charrnn(args.charrnn)
         return
     speeds = measure(args.hidden_size, args.memory, args.size, args.repeats)
-    print(step_heading(args.hidden_size, BATCH, LENGTH))
+    print(step_heading(args.hidden_size))
     plain = speeds["LSTM"]
     for name, speed in speeds.items():
         print(f"  {name:36} {speed:10,.0f} chars/s   {plain / speed:4.2f}x the LSTM's time")
