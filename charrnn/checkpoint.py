@@ -112,6 +112,9 @@ def _verify_archive(path: Path) -> None:
 
 def _first(error: BaseException) -> str:
     """The first line of an error message, short enough for one line of the CLI."""
+    if isinstance(error, UnicodeDecodeError):
+        # The codec's own text ("unexpected end of data") reads like a bug in charrnn.
+        return "a name or text in it is not valid UTF-8"
     text = str(error).strip()
     return text.splitlines()[0][:200] if text else type(error).__name__
 

@@ -186,6 +186,14 @@ def flip_a_weight_bit(good_bytes: bytes) -> bytes:
     return bytes(damaged)
 
 
+def a_record_name_not_utf8(good_bytes: bytes) -> bytes:
+    """The first record's name ends in a lone UTF-8 lead byte (a fuzzer found this one)."""
+    name_length = struct.unpack_from("<H", good_bytes, 26)[0]
+    damaged = bytearray(good_bytes)
+    damaged[30 + name_length - 1] = 0xC2
+    return bytes(damaged)
+
+
 def compressed_copy(good_bytes: bytes) -> bytes:
     source = zipfile.ZipFile(io.BytesIO(good_bytes))
     buffer = io.BytesIO()
@@ -224,6 +232,8 @@ DAMAGED = [
     ("first 100 bytes", lambda g, b: b[:100], "not a readable checkpoint"),
     ("random bytes", lambda g, b: random.Random(1).randbytes(4096), "is not a"),
     ("a zip that is not a checkpoint", lambda g, b: not_a_checkpoint_zip(), "not a readable"),
+    ("a record name that is not UTF-8", lambda g, b: a_record_name_not_utf8(b),
+     "not valid UTF-8"),
     ("compressed records", lambda g, b: compressed_copy(b), "compressed records"),
     ("a flipped bit in a weight", lambda g, b: flip_a_weight_bit(b), "checksum"),
     ("a tensor, not a dict", lambda g, b: torch.ones(3), "not a dict"),
