@@ -10,8 +10,9 @@ hidden state at t is compared with the states at earlier positions j, and the ch
 followed those positions are proposed for t + 1. Here that cache is learned with the model,
 as one attention head:
 
-    query q(h_t), keys k(h_j) for j < t (this window and the last `memory` positions of the
-    row's earlier windows, detached) and a sentinel key with no value;
+    query q(h_t), keys k(h_j) for j < t (this window's, and the kept keys of the last
+    `memory` positions of the row's earlier windows, detached) and a sentinel key with no
+    value;
     values: an embedding of the character that followed j (x_{j+1}, never t's own target);
     h_t' = h_t + o(attention)     (o starts at zero, so a fresh model is the plain LSTM)
 
@@ -19,7 +20,7 @@ and the head reads h_t' (after the usual dropout). Position t only sees characte
 so the loss is still an honest next-character loss. All of it is a few batched products over
 the whole window, not a loop over time: oneDNN's fused LSTM still runs the recurrence.
 
-The memory is the rows' recent states, carried like the LSTM's state: a call with no state
+The memory is the rows' recent keys, carried like the LSTM's state: a call with no state
 (a new text), a switch between training and evaluation or a change of batch size starts it
 empty. Not a charrnn setting: this module only screens and times it. `--charrnn` runs charrnn
 itself (train, then eval of the run) with the cache in its model (checkpoints it writes are
@@ -51,24 +52,27 @@ class LearnedCache(nn.Module):
         self.out = nn.Linear(size, hidden_size)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.recent: tuple[Tensor, Tensor] | None = None  # (B, M, H) states, (B, M) next ids
+        # The memory: (B, M, size) keys of the row's last positions and (B, M) the ids that
+        # followed them. Keys, not states (as Transformer-XL keeps its memory): the key of a
+        # remembered position is computed once, not again at each of the next windows.
+        self.recent: tuple[Tensor, Tensor] | None = None
 
     def forward(self, hidden: Tensor, ids: Tensor, fresh: bool) -> Tensor:
         """hidden (B, T, H) the core's output for input ids (B, T) -> (B, T, H)."""
         rows, length, _ = hidden.shape
+        query, keys = self.query(hidden), self.key(hidden)
         if fresh or self.recent is None or self.recent[0].shape[0] != rows:
-            past, past_next = hidden.new_zeros(rows, 0, hidden.shape[2]), ids.new_zeros(rows, 0)
+            past, past_next = keys.new_zeros(rows, 0, keys.shape[2]), ids.new_zeros(rows, 0)
         else:
             past, past_next = self.recent
             # The last remembered position's next character is this window's first input.
             past_next = torch.cat([past_next[:, :-1], ids[:, :1]], 1)
-        states = torch.cat([past.to(hidden.dtype), hidden], 1)  # (B, M + T, H)
+        keys = torch.cat([past.to(keys.dtype), keys], 1)  # (B, M + T, size)
         # Position j's value is x_{j+1}; the window's last one is not known yet (a placeholder
         # the mask never lets anyone read, filled in by the next call).
         following = torch.cat([past_next, ids[:, 1:], ids[:, :1]], 1)
-        query = self.query(hidden)
-        keys = self.key(states)
         values = self.next_value(following).to(query.dtype)
+        self.recent = (keys[:, -self.memory :].detach(), following[:, -self.memory :])
         keys = torch.cat([self.sentinel.to(keys.dtype).expand(rows, 1, -1), keys], 1)
         values = torch.cat([values.new_zeros(rows, 1, values.shape[2]), values], 1)
         # Key 0 is the sentinel, 1..M the memory, 1 + M + j window position j: query t may
@@ -78,7 +82,6 @@ class LearnedCache(nn.Module):
             remembered + torch.arange(length, device=hidden.device)[:, None]
         )
         read = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible)
-        self.recent = (states[:, -self.memory :].detach(), following[:, -self.memory :])
         return hidden + self.out(read)
 
 

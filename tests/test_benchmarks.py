@@ -298,7 +298,7 @@ def test_a_fresh_cache_is_the_plain_lstm_and_reads_only_the_past():
         changed[:, t + 1 :] = (changed[:, t + 1 :] + 3) % 10
         torch.testing.assert_close(cached(ids)[0][:, : t + 1], cached(changed)[0][:, : t + 1])
 
-    # ...or across windows, where the memory carries the first window's states and the
+    # ...or across windows, where the memory carries the first window's keys and the
     # characters that followed them (the last one is the second window's first input).
     def two_windows(text: torch.Tensor) -> torch.Tensor:
         first, state = cached(text[:, :6])
@@ -317,7 +317,7 @@ def test_the_cache_memory_is_kept_between_windows_and_emptied_for_a_new_text():
     ids = torch.randint(10, (2, 12))
     alone = cached(ids[:, 6:])[0]  # no state: a new text, nothing remembered
     _, state = cached(ids[:, :6])
-    assert cached.cache.recent[0].shape == (2, 6, 16)  # (rows, memory, hidden)
+    assert cached.cache.recent[0].shape == (2, 6, 4)  # (rows, memory, key size)
     assert not torch.allclose(cached(ids[:, 6:], state)[0], alone)
     # A switch between evaluation and training empties it too.
     cached(ids[:, :6], state)
