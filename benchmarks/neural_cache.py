@@ -72,7 +72,8 @@ class LearnedCache(nn.Module):
         # the mask never lets anyone read, filled in by the next call).
         following = torch.cat([past_next, ids[:, 1:], ids[:, :1]], 1)
         values = self.next_value(following).to(query.dtype)
-        self.recent = (keys[:, -self.memory :].detach(), following[:, -self.memory :])
+        kept = max(0, keys.shape[1] - self.memory)  # not [-memory:]: memory 0 keeps none
+        self.recent = (keys[:, kept:].detach(), following[:, kept:])
         keys = torch.cat([self.sentinel.to(keys.dtype).expand(rows, 1, -1), keys], 1)
         values = torch.cat([values.new_zeros(rows, 1, values.shape[2]), values], 1)
         # Key 0 is the sentinel, 1..M the memory, 1 + M + j window position j: query t may
