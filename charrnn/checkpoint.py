@@ -92,12 +92,23 @@ def _verify_archive(path: Path) -> None:
             # torch stores records uncompressed; refusing compressed ones keeps a
             # decompression bomb from being inflated by the check below.
             compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+            # torch's zip reader (miniz) takes a record whose MS-DOS attributes carry the folder
+            # bit for a folder and hands back uninitialised memory for its data, which passes
+            # the checksum test below (Python's reader ignores the bit): one flipped bit in the
+            # directory would otherwise load different garbage weights at each reading.
+            folders = [r.filename for r in records
+                       if r.external_attr & 0x10 or r.filename.endswith("/")]  # fmt: skip
             damaged = None if compressed else archive.testzip()
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError,
             RuntimeError, struct.error, OverflowError, UnicodeDecodeError) as error:  # fmt: skip
         raise CheckpointError(
             f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?): {_first(error)}"
         ) from None
+    if folders:
+        raise CheckpointError(
+            f"{str(path)!r} is corrupt: its record {folders[0]!r} is marked as a folder, which "
+            "torch would read as garbage (a damaged copy or disk?); use another copy of the run"
+        )
     if compressed:
         raise CheckpointError(
             f"{str(path)!r} is not a charrnn checkpoint: it holds compressed records "

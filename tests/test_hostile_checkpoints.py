@@ -194,6 +194,21 @@ def a_record_name_not_utf8(good_bytes: bytes) -> bytes:
     return bytes(damaged)
 
 
+def a_weight_marked_as_a_folder(good_bytes: bytes) -> bytes:
+    """A weight's central-directory entry with the MS-DOS folder bit set in its external
+    attributes (a fuzzer found this one): torch then reads the weight from uninitialised
+    memory, and Python's checksum test passes."""
+    damaged = bytearray(good_bytes)
+    entry = good_bytes.find(b"PK\x01\x02")
+    while entry != -1:
+        name_length = struct.unpack_from("<H", good_bytes, entry + 28)[0]
+        if b"/data/" in good_bytes[entry + 46 : entry + 46 + name_length]:
+            damaged[entry + 38] |= 0x10  # external attributes start 38 bytes in
+            return bytes(damaged)
+        entry = good_bytes.find(b"PK\x01\x02", entry + 46)
+    raise AssertionError("no weight record in the archive")
+
+
 def compressed_copy(good_bytes: bytes) -> bytes:
     source = zipfile.ZipFile(io.BytesIO(good_bytes))
     buffer = io.BytesIO()
@@ -234,6 +249,8 @@ DAMAGED = [
     ("a zip that is not a checkpoint", lambda g, b: not_a_checkpoint_zip(), "not a readable"),
     ("a record name that is not UTF-8", lambda g, b: a_record_name_not_utf8(b),
      "not valid UTF-8"),
+    ("a weight marked as a folder", lambda g, b: a_weight_marked_as_a_folder(b),
+     "marked as a folder"),
     ("compressed records", lambda g, b: compressed_copy(b), "compressed records"),
     ("a flipped bit in a weight", lambda g, b: flip_a_weight_bit(b), "checksum"),
     ("a tensor, not a dict", lambda g, b: torch.ones(3), "not a dict"),
