@@ -212,8 +212,13 @@ def test_every_reader_uses_or_refuses_a_checkpoint_with_any_value_replaced(run, 
 @given(st.data())
 def test_every_reader_uses_or_refuses_mutated_checkpoint_bytes(run, data):
     damaged = bytearray((run / "last.pt").read_bytes())
+    end = len(damaged) - 1
+    # Most bytes are weights, which the checksum test catches; the pickle at the start and the
+    # zip directory at the end are where damage has found its way past the readers' checks.
+    anywhere = st.one_of(st.integers(0, end), st.integers(0, min(end, 5000)),
+                         st.integers(max(0, end - 2500), end))  # fmt: skip
     for _ in range(data.draw(st.integers(1, 4), label="flips")):
-        position = data.draw(st.integers(0, len(damaged) - 1), label="position")
+        position = data.draw(anywhere, label="position")
         damaged[position] = data.draw(st.integers(0, 255), label="byte")
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "run").mkdir()
