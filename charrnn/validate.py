@@ -329,7 +329,11 @@ def _check_weights(saved: dict[str, Any], where: str) -> None:
     missing = [name for name in expected if name not in weights]
     extra = [name for name in weights if name not in expected]
     if missing or extra:
-        problem = f"missing {missing[0]!r}" if missing else f"unexpected {shown(extra[0])}"
+        problem = (
+            f"missing {missing[0]!r}"
+            if missing
+            else f"{shown(extra[0])}, which it has no place for"
+        )
         raise CheckpointError(f"{where}: the weights do not fit the model it describes ({problem})")
     for name, tensor in weights.items():
         needed = tuple(expected[name].shape)

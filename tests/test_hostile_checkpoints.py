@@ -263,6 +263,10 @@ DAMAGED = [
     ("a weight missing",
      lambda g, b: edited(g, model={k: v for k, v in g["model"].items() if k != first_weight(g)}),
      "do not fit"),
+    ("an extra weight",
+     lambda g, b: edited(g, model={**g["model"], "extra.weight": torch.zeros(2)}),
+     "'extra.weight', which it has no place for"),
+    ("an empty vocabulary", lambda g, b: edited(g, vocab=[]), "at least one character"),
     ("NaN weights",
      lambda g, b: edited(g, model={**g["model"], first_weight(g): g["model"][first_weight(g)]
                                    * float("nan")}),
