@@ -287,6 +287,11 @@ def describe_model(saved: dict[str, Any]) -> tuple[config_module.ModelConfig, Vo
         vocab = Vocabulary.from_list(saved["vocab"])
     except CharRNNError as error:
         raise CheckpointError(f"checkpoint has an invalid model description: {error}") from None
+    if not vocab:  # no model can be built for it (torch would warn before refusing)
+        raise CheckpointError(
+            "checkpoint has an invalid model description: its vocabulary must hold at least "
+            "one character"
+        )
     return model_config, vocab
 
 

@@ -45,8 +45,6 @@ class Vocabulary:
             raise CorpusError("a vocabulary must be a list of single characters")
         if len(set(chars)) != len(chars):
             raise CorpusError("a vocabulary must not repeat a character")
-        if not chars:
-            raise CorpusError("a vocabulary must hold at least one character")
         return cls(tuple(chars))
 
     def to_list(self) -> list[str]:
