@@ -120,6 +120,8 @@ def train(config_name: str, corpus: str, seconds: float, out: Path, sets: dict[s
                     "chars": m.chars,
                     "chars_per_weight": m.chars_per_weight,
                     "epochs": m.epochs,
+                    "precision": m.precision.name,  # the faster, where two were timed
+                    "precision_speeds": m.precision.speeds,
                 }
                 for m in sizing.measured
             ],

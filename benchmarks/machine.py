@@ -21,13 +21,13 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-    from charrnn.devices import cpu_has_fast_bf16
+    from charrnn.devices import cpu_has_bf16
 
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
-        "fast_bf16": cpu_has_fast_bf16(),
+        "fast_bf16": cpu_has_bf16(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,

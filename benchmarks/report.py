@@ -28,7 +28,8 @@ def report(r: dict, notes: Path | None = HERE / "NOTES.md") -> str:
         "# Benchmark results" + (" (TUNING: not the reported split)" if r.get("tune") else ""),
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} torch threads), torch "
-        f"{m['torch']}, Python {m['python']}, fast bf16 (AMX/AVX512-BF16): {m['fast_bf16']}, "
+        f"{m['torch']}, Python {m['python']}, "
+        f"bf16 instructions (AMX/AVX512-BF16): {m['fast_bf16']}, "
         f"GPU: {m['gpu'] or 'none'}.",
         f"Corpus: {r['corpus']} ({_split_words(r)}; loss = mean cross-entropy in nats per "
         "character over the whole scored split).",

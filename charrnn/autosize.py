@@ -4,7 +4,10 @@ Two machines of the same description can differ 3x in matrix speed, and a model 
 ~18 epochs of a text in 10 minutes on one reads 6 on the other. So before training, the run
 times a few training steps of each candidate shape on this machine (at its threads, device and
 precision), predicts how many characters each would read in the rest of the budget, and takes
-the largest candidate that still reads enough of them for its size (the rule below).
+the largest candidate that still reads enough of them for its size (the rule below). Where the
+precision is `auto` on a CPU with bf16 instructions, each candidate is timed in bf16 and in fp32
+and trains in the faster: such CPUs differ the other way too (bf16 2x faster with AMX, 1.2-1.4x
+slower on a Xeon with AVX512-BF16 alone).
 
 The rule was fitted on measured runs (benchmarks/NOTES.md, "Sizing for the machine"): a run
 that trains at speed ``s`` for ``T`` seconds takes the same steps as one at ``2s`` for ``T/2``
@@ -23,7 +26,7 @@ from functools import partial
 import torch
 
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.devices import autocast
+from charrnn.devices import PRECISION_NAMES, autocast
 from charrnn.model import CharModel, count_parameters
 from charrnn.scoring import char_loss
 
@@ -73,6 +76,37 @@ LADDER = (
 )
 
 
+Amp = torch.dtype | None  # an autocast dtype; None: plain fp32
+# Characters per second of a shape in each precision given (``time_precisions``, shared).
+Timer = Callable[[ModelConfig, TrainConfig, tuple[Amp, ...]], tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class Timed:
+    """The precision to train in: the faster of those timed (or the only one)."""
+
+    amp: Amp
+    speeds: dict[str, float]  # chars/s by precision name; empty when nothing was timed
+
+    @property
+    def name(self) -> str:
+        return PRECISION_NAMES[self.amp]
+
+    def against(self) -> str:
+        """'fp32, 1.38x bf16': the choice and how much faster it timed than the others."""
+        mine = self.speeds.get(self.name)
+        others = [f"{mine / speed:.2f}x {name}" for name, speed in self.speeds.items()
+                  if name != self.name and mine]  # fmt: skip
+        return ", ".join([self.name, *others])
+
+
+def fastest(amps: tuple[Amp, ...], speeds: tuple[float, ...]) -> Timed:
+    """The fastest of `amps` by their timed `speeds` (a tie keeps the first)."""
+    best = max(range(len(amps)), key=lambda i: speeds[i])
+    named = {PRECISION_NAMES[amp]: speed for amp, speed in zip(amps, speeds, strict=True)}
+    return Timed(amps[best], named)
+
+
 @dataclass(frozen=True)
 class Measured:
     """A candidate as this machine runs it: its weights, speed and what it would read."""
@@ -82,6 +116,7 @@ class Measured:
     chars_per_second: float | None  # None: not timed (a budget in steps or epochs)
     chars: float  # characters it would read in the budget
     epochs: float
+    precision: Timed  # the precision it would train in, and what each precision timed
 
     @property
     def chars_per_weight(self) -> float:
@@ -98,6 +133,10 @@ class Sizing:
     chosen: Measured
     reason: str
     probe_seconds: float
+
+    @property
+    def amp(self) -> Amp:
+        return self.chosen.precision.amp
 
 
 @dataclass(frozen=True)
@@ -132,15 +171,20 @@ def size(
     given: frozenset[str],
     vocab_size: int,
     train_chars: int,
-    timer: Callable[[ModelConfig, TrainConfig], float],
+    timer: Timer,
     share: Callable[[Callable[[], float]], float] = lambda compute: compute(),
+    amps: tuple[Amp, ...] = (None,),
 ) -> Sizing:
-    """Choose the shape, batch and regularisation for this budget on this machine.
+    """Choose the shape, batch, regularisation and precision for this budget on this machine.
 
-    `timer(model_config, train_config)` measures a candidate's training speed in characters per
-    second (``time_steps`` on this process's device; the trainer shares rank 0's figures with the
-    other ranks). Candidates are timed smallest first and the timing stops at the first one
-    that would read too little: every larger one is slower and has more weights.
+    `timer(model_config, train_config, amps)` measures a candidate's training speed in
+    characters per second in each precision (``time_precisions`` on this process's device; the
+    trainer shares rank 0's figures with the other ranks). Candidates are timed smallest first
+    and the timing stops at the first one that would read too little: every larger one is slower
+    and has more weights. `amps`
+    are the precisions to time each candidate in (``devices.precision_choices``; more than one
+    only for a budget in time, where every candidate is timed); it trains in the faster, which is
+    then saved by name in the train config.
 
     `share(compute)` gives every process rank 0's value of a clock reading (the trainer's
     ``World.share``): the time already spent decides how much a candidate would read, so each
@@ -154,8 +198,10 @@ def size(
         shaped = _apply(candidate, FULL, model_config, train_config, given)
         weights = parameters_of(shaped[0], vocab_size)
         spent = share(lambda: time.perf_counter() - started)  # the timing is inside the budget
-        speed, chars = _predicted_chars(shaped[1], train_chars, spent, partial(timer, *shaped))
-        measured.append(Measured(candidate, weights, speed, chars, chars / max(train_chars, 1)))
+        timed = _PrecisionTimer(partial(timer, *shaped), amps)
+        speed, chars = _predicted_chars(shaped[1], train_chars, spent, timed)
+        measured.append(Measured(candidate, weights, speed, chars,
+                                 chars / max(train_chars, 1), timed.result))  # fmt: skip
         if len(candidates) > 1 and measured[-1].chars_per_weight < CHARS_PER_WEIGHT:
             break
     fits = [m for m in measured if m.chars_per_weight >= CHARS_PER_WEIGHT]
@@ -163,14 +209,31 @@ def size(
     chosen_model, chosen_train = _apply(
         chosen.candidate, regularisation(chosen.epochs), model_config, train_config, given
     )
+    chosen_train = replace(chosen_train, auto_size=False)  # chosen: a rerun trains this
+    if len(chosen.precision.speeds) > 1:  # chosen between precisions: a rerun trains in it
+        chosen_train = replace(chosen_train, precision=chosen.precision.name)
     return Sizing(
         model_config=chosen_model,
-        train_config=replace(chosen_train, auto_size=False),  # chosen: a rerun trains this
+        train_config=chosen_train,
         measured=measured,
         chosen=chosen,
         reason=_reason(chosen, measured, given, chosen_model, chosen_train),
         probe_seconds=share(lambda: time.perf_counter() - started),
     )
+
+
+class _PrecisionTimer:
+    """A candidate's speed in the faster of `amps`, timed only if asked for (a budget in steps
+    or epochs needs no speed); `result` says which precision, and what each timed."""
+
+    def __init__(self, time_in: Callable[[tuple[Amp, ...]], tuple[float, ...]],
+                 amps: tuple[Amp, ...]) -> None:  # fmt: skip
+        self.time_in, self.amps = time_in, amps
+        self.result = Timed(amps[0], {})
+
+    def __call__(self) -> float:
+        self.result = fastest(self.amps, self.time_in(self.amps))
+        return self.result.speeds[self.result.name]
 
 
 def _apply(
@@ -232,24 +295,31 @@ def _reason(chosen: Measured, measured: list[Measured], given: frozenset[str],
                     "per weight")  # fmt: skip
     else:
         why = f"the smallest; even it {read}, {chosen.chars_per_weight:.1f} per weight"
+    timed = f"; in {chosen.precision.against()}" if len(chosen.precision.speeds) > 1 else ""
     return (
         f"{chosen.candidate.name}: {why}; dropout {model_config.dropout:g}, weight drop "
         f"{model_config.weight_drop:g}, weight decay {train_config.weight_decay:g} for "
-        f"{chosen.epochs:.1f} epochs"
+        f"{chosen.epochs:.1f} epochs{timed}"
     )
 
 
-def time_steps(
+def time_precisions(
     model_config: ModelConfig,
     train_config: TrainConfig,
     vocab_size: int,
     device: torch.device,
-    amp: torch.dtype | None,
+    amps: tuple[Amp, ...],
     steps: int = 2,
-) -> float:
+    min_seconds: float = 0.5,
+) -> tuple[float, ...]:
     """Characters per second of full training steps (forward, backward, clip, AdamW) of this
-    shape on random text, after one untimed warm-up step. Runs under a forked random state, so
-    the run's seeded stream is untouched by the probe."""
+    shape on random text in each precision of `amps`, after an untimed warm-up step in each.
+
+    The precisions take turns, a step each, so a machine whose speed drifts (these move 20-40%
+    within a minute) moves them alike: timed one after the other, a 1.2x difference came out
+    either way round. At least `steps` turns, and more until `min_seconds` a precision have
+    passed (a small model's step is over too soon to time alone). Runs under a forked random
+    state, so the run's seeded stream is untouched by the probe."""
     batch, length = train_config.batch_size, train_config.seq_length
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
@@ -258,15 +328,18 @@ def time_steps(
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ids = torch.randint(vocab_size, (batch, length + 1), device=device)
         inputs, targets = ids[:, :-1], ids[:, 1:]
-        started = 0.0
-        for step in range(steps + 1):
-            if step == 1:
+        for amp in amps:  # the warm-up
+            training_step(model, optimizer, inputs, targets, device, amp)
+        spent, turns = [0.0] * len(amps), 0
+        while turns < steps or sum(spent) < min_seconds * len(amps):
+            for i, amp in enumerate(amps):
                 _synchronize(device)
                 started = time.perf_counter()
-            training_step(model, optimizer, inputs, targets, device, amp)
-        _synchronize(device)
-        elapsed = time.perf_counter() - started
-    return steps * batch * length / elapsed
+                training_step(model, optimizer, inputs, targets, device, amp)
+                _synchronize(device)
+                spent[i] += time.perf_counter() - started
+            turns += 1
+    return tuple(turns * batch * length / seconds for seconds in spent)
 
 
 def training_step(

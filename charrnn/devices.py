@@ -34,8 +34,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AMX (or AVX512-BF16) CPUs run bf16 matrix products 2-3x faster than fp32."""
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 matrix instructions (AMX or AVX512-BF16). With AMX they run
+    bf16 products 2-3x faster than fp32; with AVX512-BF16 alone they can be slower (a Xeon
+    without AMX trained 1.2-1.4x faster in fp32), so `auto` times both (precision_choices)."""
     cpu = torch.cpu
     amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)
     avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)
@@ -45,15 +47,16 @@ def cpu_has_fast_bf16() -> bool:
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32.
 
-    auto: bf16 on GPUs that have it and on CPUs with AMX / AVX512-BF16 (the recurrent matrix
-    products run 2-3x faster there; weights, optimiser and loss stay fp32), fp32 elsewhere.
+    auto: bf16 on GPUs that have it and on CPUs with bf16 instructions (AMX / AVX512-BF16),
+    fp32 elsewhere; weights, optimiser and loss stay fp32. A new training run times auto's two
+    CPU choices instead of trusting the instructions (``precision_choices``).
     """
     if precision == "fp32" or device.type == "mps":
         return None
     if device.type == "cpu":
         if precision == "fp16":
             raise ConfigError("fp16 autocast is for CUDA GPUs; use bf16 or fp32 on the CPU")
-        if precision == "bf16" or cpu_has_fast_bf16():
+        if precision == "bf16" or cpu_has_bf16():
             return torch.bfloat16
         return None
     if precision == "fp16":
@@ -61,6 +64,16 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def precision_choices(device: torch.device, precision: str) -> tuple[torch.dtype | None, ...]:
+    """The autocast dtypes a new training run times to pick the faster, in order of preference
+    on a tie: `auto` on a CPU with bf16 instructions gives bf16 and fp32 (whether bf16 is the
+    faster there is a matter of measurement); anything else gives the one autocast_dtype names.
+    """
+    if device.type == "cpu" and precision == "auto" and cpu_has_bf16():
+        return (torch.bfloat16, None)
+    return (autocast_dtype(device, precision),)
 
 
 # The precisions an autocast dtype (None: plain fp32) is named by, in checkpoints and messages.

@@ -32,7 +32,13 @@ from charrnn import config as config_module
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Data
-from charrnn.devices import PRECISION_NAMES, autocast, autocast_dtype, pick_device
+from charrnn.devices import (
+    PRECISION_NAMES,
+    autocast,
+    autocast_dtype,
+    pick_device,
+    precision_choices,
+)
 from charrnn.distributed import World
 from charrnn.errors import CheckpointError, CorpusError, TrainingError
 from charrnn.model import CharModel, State, detach_state
@@ -112,17 +118,30 @@ class Trainer:
         cfg = train_config
 
         self.device, self.amp = self._place()
-        self.precision = PRECISION_NAMES[self.amp]
         if resume:
             ckpt.check_resumable(resume, cfg.batch_size)
         self.data = self._load_data(resume, start)
         self.vocab = self.data.vocab
+        # A new run with a time limit times the precisions `auto` could mean here and takes the
+        # faster: speed is what such a run's result depends on, and it depends on the clock
+        # anyway. A run bounded by steps or epochs stays reproducible; a resumed one keeps its own.
+        timing = cfg.max_time and not resume
+        amps = precision_choices(self.device, cfg.precision) if timing else (self.amp,)
+        probe_started = time.perf_counter()
         # A resumed or fine-tuned model has its shape; a user who set every choice left none.
         choosing = cfg.auto_size and not resume and not start and not given >= set(autosize.CHOSEN)
-        self.sizing = self._auto_size(given) if choosing else None
+        self.sizing = self._auto_size(given, amps) if choosing else None
+        self.precision_timing: autosize.Timed | None = None  # timed without auto_size
         if self.sizing is not None:
             self.model_config, self.config = self.sizing.model_config, self.sizing.train_config
             model_config, cfg = self.model_config, self.config
+            self.amp = self.sizing.amp
+        elif len(amps) > 1:
+            self.precision_timing = autosize.fastest(amps, self._timer(model_config, cfg, amps))
+            self.amp = self.precision_timing.amp
+            self.config = cfg = replace(cfg, precision=self.precision_timing.name)
+        self.precision = PRECISION_NAMES[self.amp]
+        probe_seconds = self.world.share(lambda: time.perf_counter() - probe_started)
         # Validate the shape now, so a too-short text is refused before anything is written.
         self.n_batches = len(CyclicBatches(self.data.train, cfg.batch_size, cfg.seq_length))
         self.rows = self.world.rows(cfg.batch_size)  # this rank's rows of every batch
@@ -142,8 +161,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.state: State | None = None
         self._epoch, self._epoch_loader = -1, None
-        # A new run's clock starts with auto_size's timing, which is inside the budget.
-        self.progress = Progress(seconds=self.sizing.probe_seconds if self.sizing else 0.0)
+        # A new run's clock starts with the timing (auto_size, precision), inside the budget.
+        self.progress = Progress(seconds=probe_seconds if len(amps) > 1 or choosing else 0.0)
         if resume:
             self.progress, self.state = restore(
                 resume, self.model, self.optimizer, self.rows, self.device
@@ -182,22 +201,25 @@ class Trainer:
         device = self.world.place(pick_device(cfg.device))
         return device, autocast_dtype(device, cfg.precision)
 
-    def _auto_size(self, given: frozenset[str]) -> autosize.Sizing:
+    def _auto_size(self, given: frozenset[str], amps: tuple) -> autosize.Sizing:
         """auto_size's choice; rank 0 times the candidates and the other ranks take its figures
-        and its clock, so every rank chooses the same (each rank trains batch_size / ranks
-        rows, so rank 0 times that many)."""
-        ranks = self.world.size
-
-        def timer(model_config: ModelConfig, train_config: TrainConfig) -> float:
-            rows = replace(train_config, batch_size=max(1, train_config.batch_size // ranks))
-            vocab, device, amp = len(self.vocab), self.device, self.amp
-            speed = self.world.share(
-                lambda: autosize.time_steps(model_config, rows, vocab, device, amp)
-            )
-            return speed * ranks
-
+        and its clock, so every rank chooses the same."""
         return autosize.size(self.model_config, self.config, given, len(self.vocab),
-                             len(self.data.train), timer, self.world.share)  # fmt: skip
+                             len(self.data.train), self._timer, self.world.share,
+                             amps)  # fmt: skip
+
+    def _timer(self, model_config: ModelConfig, train_config: TrainConfig,
+               amps: tuple) -> tuple[float, ...]:  # fmt: skip
+        """Training speed of a shape in each precision, in characters per second, timed by rank 0
+        and shared (each rank trains batch_size / ranks rows, so rank 0 times that many)."""
+        ranks = self.world.size
+        rows = replace(train_config, batch_size=max(1, train_config.batch_size // ranks))
+        vocab, device = len(self.vocab), self.device
+        speeds = self.world.share_all(
+            lambda: list(autosize.time_precisions(model_config, rows, vocab, device, amps)),
+            len(amps),
+        )
+        return tuple(speed * ranks for speed in speeds)
 
     def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:
         """The corpus, split (see charrnn.rundata: a resume checks it is the same text)."""

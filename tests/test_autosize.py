@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from charrnn import autosize, config
+from charrnn import autosize, config, devices
 from charrnn import checkpoint as ckpt
 from charrnn.autosize import Candidate, regularisation
 from charrnn.train import Trainer
@@ -34,12 +34,14 @@ def configs(**train):
     return model, replace(base, **train)
 
 
-def stand_in_timer(speed_times_weights: float, calls: list):
-    """A machine where a candidate's speed is inversely proportional to its weights."""
+def stand_in_timer(speed_times_weights: float, calls: list, fp32_speedup: float = 1.0):
+    """A machine where a candidate's speed is inversely proportional to its weights, and fp32
+    (amp None) runs `fp32_speedup` times as fast as bf16."""
 
-    def timer(model_config, train_config):
+    def timer(model_config, train_config, amps):
         calls.append((model_config.hidden_size, train_config.batch_size))
-        return speed_times_weights / autosize.parameters_of(model_config, VOCAB)
+        speed = speed_times_weights / autosize.parameters_of(model_config, VOCAB)
+        return tuple(speed * (fp32_speedup if amp is None else 1.0) for amp in amps)
 
     return timer
 
@@ -160,8 +162,34 @@ def test_given_batch_rate_and_regularisation_are_kept():
     assert sizing.model_config.weight_drop == regularisation(sizing.chosen.epochs).weight_drop
 
 
+@pytest.mark.parametrize(
+    ("fp32_speedup", "faster", "said"),
+    [(1.3, "fp32", "fp32, 1.30x bf16"), (0.6, "bf16", "bf16, 1.67x fp32")],
+)
+def test_with_two_precisions_each_rung_is_timed_in_both_and_trains_in_the_faster(
+    fp32_speedup, faster, said
+):
+    model, train = configs(max_time=600.0)
+    both = (torch.bfloat16, None)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, TRAIN_CHARS,
+                           stand_in_timer(8e10, [], fp32_speedup), amps=both)  # fmt: skip
+    assert sizing.amp == (None if faster == "fp32" else torch.bfloat16)
+    assert sizing.train_config.precision == faster  # saved by name: a rerun trains in it
+    assert all(m.precision.name == faster for m in sizing.measured)
+    assert all(set(m.precision.speeds) == {"bf16", "fp32"} for m in sizing.measured)
+    assert sizing.chosen.chars_per_second == sizing.chosen.precision.speeds[faster]
+    assert sizing.reason.endswith(f" epochs; in {said}")
+    # A rung reads what its faster precision reads: against bf16 alone, 1.3x or the same.
+    bf16 = stand_in_timer(8e10, [], fp32_speedup)
+    alone = autosize.size(model, train, frozenset(), VOCAB, TRAIN_CHARS, bf16,
+                          amps=(torch.bfloat16,))  # fmt: skip
+    assert alone.train_config.precision == "auto"  # one precision: nothing chosen, kept as given
+    ratio = sizing.measured[0].chars / alone.measured[0].chars
+    assert ratio == pytest.approx(max(fp32_speedup, 1.0), rel=1e-3)
+
+
 def test_a_budget_in_steps_or_epochs_needs_no_timing():
-    def never(model_config, train_config):
+    def never(model_config, train_config, amps):
         raise AssertionError("timed a candidate the budget did not need")
 
     model, train = configs(max_time=0.0, max_steps=3000)
@@ -177,9 +205,9 @@ def test_timing_leaves_the_seeded_random_stream_alone():
     model, train = configs(batch_size=4, seq_length=10)
     torch.manual_seed(5)
     before = torch.get_rng_state()
-    speed = autosize.time_steps(replace(model, hidden_size=16), train, VOCAB,
-                                torch.device("cpu"), None)  # fmt: skip
-    assert speed > 0
+    speeds = autosize.time_precisions(replace(model, hidden_size=16), train, VOCAB,
+                                      torch.device("cpu"), (torch.bfloat16, None))  # fmt: skip
+    assert len(speeds) == 2 and all(speed > 0 for speed in speeds)
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -193,7 +221,7 @@ def test_a_sized_run_trains_the_same_weights_as_its_choice_given_outright(
                     precision="fp32")  # fmt: skip
     model, train = configs(**settings)
     sized = Trainer(model, train, tmp_path / "sized")
-    assert sized.sizing is not None and sized.progress.seconds == sized.sizing.probe_seconds
+    assert sized.sizing is not None and sized.progress.seconds >= sized.sizing.probe_seconds
     sized.run()
     outright = Trainer(sized.model_config, sized.config, tmp_path / "outright")
     assert outright.sizing is None
@@ -255,6 +283,74 @@ def test_off_it_times_nothing(small_ladder, tmp_path, corpus_file):
                      "--no-auto-size", "--dry-run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "auto_size (timed" not in result.stderr and "auto_size:" not in result.stderr
+
+
+@pytest.fixture
+def fp32_times_faster(monkeypatch):
+    """A CPU with bf16 instructions on which fp32 times 1.3x as fast (a stand-in timing);
+    returns the precisions each timing was asked for."""
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    asked: list = []
+
+    def time_precisions(model_config, train_config, vocab_size, device, amps):
+        asked.append(amps)
+        return tuple(1000.0 * (1.3 if amp is None else 1.0) for amp in amps)
+
+    monkeypatch.setattr(autosize, "time_precisions", time_precisions)
+    return asked
+
+
+SHAPE = ("--hidden-size", 16, "--batch-size", 4, "--no-auto-size")
+
+
+def test_a_run_with_a_time_limit_trains_in_the_precision_that_timed_faster(
+    fp32_times_faster, tmp_path, corpus_file
+):
+    run = tmp_path / "run"
+    result = run_cli("train", *FAST, *SHAPE, "--corpus", corpus_file, "--max-time", 30,
+                     "--max-steps", 3, "--out", run)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert fp32_times_faster == [(torch.bfloat16, None)]  # timed once, both precisions
+    assert ("precision: fp32, 1.30x bf16, as timed here (1,000 chars/s in bf16, 1,300 in fp32)"
+            in result.stderr)  # fmt: skip
+    # Saved by name, so a rerun or a resume trains in it without timing again.
+    assert 'precision = "fp32"' in (run / "config.toml").read_text()
+    checkpoint = ckpt.load(run / "last.pt")
+    assert checkpoint["train_config"]["precision"] == "fp32"
+    assert checkpoint["progress"]["best_precision"] in (None, "fp32")
+    resumed = run_cli("train", "--resume", run, "--max-steps", 5)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(fp32_times_faster) == 1 and "precision: " not in resumed.stderr
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--max-time", 0, "--max-steps", 3),
+        ("--max-time", 30, "--max-steps", 3, "--precision", "bf16"),
+    ],  # fmt: skip
+    ids=["bounded-by-steps", "precision-given"],
+)
+def test_a_run_bounded_by_steps_or_with_a_precision_given_times_none(
+    fp32_times_faster, tmp_path, corpus_file, flags
+):
+    run = tmp_path / "run"
+    result = run_cli("train", *FAST, *SHAPE, "--corpus", corpus_file, *flags, "--out", run)
+    assert result.exit_code == 0, result.output
+    assert fp32_times_faster == [] and "precision: " not in result.stderr
+    assert ckpt.load(run / "last.pt")["train_config"]["precision"] in ("auto", "bf16")
+
+
+def test_auto_size_shows_the_precision_each_rung_timed_faster_in(
+    fp32_times_faster, small_ladder, tmp_path, corpus_file
+):
+    result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert all(amps == (torch.bfloat16, None) for amps in fp32_times_faster)
+    assert len(fp32_times_faster) >= 1
+    assert " precision " in result.stderr.splitlines()[1]  # the table's column
+    assert " epochs; in fp32, 1.30x bf16\n" in result.stderr  # the reason line
+    assert "precision         fp32" in result.stderr  # the settings table: what it will train in
 
 
 @pytest.mark.slow
