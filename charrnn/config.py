@@ -226,7 +226,8 @@ class TrainConfig:
     )
     precision: str = setting(
         "auto",
-        "autocast: auto = bf16 where the hardware is fast at it (AMX CPUs, GPUs)",
+        "autocast: auto = bf16 on GPUs; on CPUs with bf16 instructions, the faster of bf16 and "
+        "fp32 as timed before a run with a time limit (bf16 without one)",
         RUN_CONTROL,
         choices=PRECISIONS,
         run_control=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 from dataclasses import astuple, replace
@@ -321,6 +322,15 @@ def test_a_run_with_a_time_limit_trains_in_the_precision_that_timed_faster(
     resumed = run_cli("train", "--resume", run, "--max-steps", 5)
     assert resumed.exit_code == 0, resumed.output
     assert len(fp32_times_faster) == 1 and "precision: " not in resumed.stderr
+    # `charrnn eval --precision auto` scores as the run trained (fp32), not as the CPU's bf16
+    # instructions would have it.
+    losses = {}
+    for precision in ("auto", "fp32", "bf16"):
+        scored = run_cli("eval", run, "--corpus", corpus_file, "--split", "val", "--precision",
+                         precision, "--json")  # fmt: skip
+        assert scored.exit_code == 0, scored.output
+        losses[precision] = json.loads(scored.stdout)["loss"]
+    assert losses["auto"] == losses["fp32"] != losses["bf16"]
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,10 @@ def eval_command(
     _, train_config = ckpt.resume_configs(saved, {})
     run = {**config.to_dict(train_config), **given}  # the run's settings, unless given
     where = pick_device(device)
-    text, amp = read_text(corpus), autocast_dtype(where, precision)
+    # auto: what the run trained in (a timed run saved its choice by name; an older run's auto
+    # resolves as it did then, by the CPU's instructions).
+    trained_in = train_config.precision if precision == "auto" else precision
+    text, amp = read_text(corpus), autocast_dtype(where, trained_in)
     result = score(
         model,
         vocab,
