@@ -74,7 +74,9 @@ def test_the_largest_rung_that_reads_enough_per_weight_is_chosen(machine):
     ladder = [c.hidden_size for c in autosize.LADDER]
     assert timed == ladder[: min(len(fits) + 1, len(ladder))]
     assert sizing.train_config.auto_size is False  # a rerun of the saved config trains this
-    assert sizing.train_config.batch_size == 64
+    # Below 1x768 (slower machines, too few steps at 64) the rungs train, and are timed, at 32.
+    assert sizing.train_config.batch_size == (32 if expected < 768 else 64)
+    assert all(batch == (32 if hidden < 768 else 64) for hidden, batch in calls)
 
 
 def test_every_rank_chooses_from_rank_0s_clock(monkeypatch):
