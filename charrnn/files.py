@@ -142,6 +142,12 @@ def _remove(temporary: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def remove_own_temporaries(folder: Path) -> None:
+    """Delete this process's unfinished writes in `folder` (before it ends itself midway)."""
+    for temporary in Path(folder).glob(f".*{TEMPORARY_MARK}{os.getpid()}"):
+        _remove(temporary)
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete the temporary files of writes that were killed midway; returns how many.
 

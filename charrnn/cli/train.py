@@ -16,7 +16,7 @@ from rich.table import Table
 
 from charrnn import config as config_module
 from charrnn.cli import settings
-from charrnn.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, debugging, err
+from charrnn.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, debugging, err
 from charrnn.errors import ConfigError
 
 # The options of `train` that are not settings of the model or of training. --init-from is
@@ -191,7 +191,7 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
 
     def on_signal(signum, frame) -> None:
         if stop.requested:  # a second one, while it saves: out now (the old file stays whole)
-            raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+            _exit_now(trainer.run_dir, signum)
         stop.request(signum)  # the first: finish the step, save, and say how to resume
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -205,6 +205,23 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
         err.print(f"stopped by signal; resume with: charrnn train --resume {result.run_dir}")
         interrupted = result.signal == signal.SIGINT
         raise typer.Exit(code=EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED)
+
+
+def _exit_now(run_dir: Path, signum: int) -> None:
+    """End the process at once, from a signal handler, leaving the last whole checkpoint.
+
+    Raising KeyboardInterrupt here is not enough: the handler runs wherever Python happens to
+    be, and an exception raised inside a finaliser (a __del__ run by the garbage collector in
+    the middle of the save) is printed with its traceback and ignored, so the save went on. So
+    the unfinished write is removed (os.replace never ran for it) and the process ends itself;
+    the run's lock goes with it, as it does on a kill.
+    """
+    from charrnn import files
+
+    files.remove_own_temporaries(run_dir)
+    err.print("interrupted" if signum == signal.SIGINT else "terminated")
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_TERMINATED)
 
 
 def _sizing_table(sizing) -> Table:
