@@ -184,10 +184,10 @@ def size(
     characters per second in each precision (``time_precisions`` on this process's device; the
     trainer shares rank 0's figures with the other ranks). Candidates are timed smallest first
     and the timing stops at the first one that would read too little: every larger one is slower
-    and has more weights. `amps`
-    are the precisions to time each candidate in (``devices.precision_choices``; more than one
-    only for a budget in time, where every candidate is timed); it trains in the faster, which is
-    then saved by name in the train config.
+    and has more weights. `amps` are the precisions to time each candidate in
+    (``devices.precision_choices``; more than one only for a budget in time, where every
+    candidate is timed); it trains in the faster, which is then saved by name in the train
+    config.
 
     `share(compute)` gives every process rank 0's value of a clock reading (the trainer's
     ``World.share``): the time already spent decides how much a candidate would read, so each
