@@ -56,7 +56,11 @@ def shown(value: object, limit: int = 80) -> str:
         return f"an integer of {digits:,} digits"
     if isinstance(value, str):
         text = repr(value)
-        return text if len(text) <= limit else f"{text[: limit - 5]}...' ({len(value):,} chars)"
+        if len(text) <= limit:
+            return text
+        # Both ends: a long path keeps the file name, which is what tells the user which file.
+        head = (limit - 3) // 2
+        return f"{text[:head]}...{text[-(limit - 3 - head) :]} ({len(value):,} chars)"
     size = getattr(value, "shape", None)
     if size is not None:
         return f"a {type(value).__name__} of shape {list(size)}"

@@ -167,6 +167,14 @@ def test_deep_or_huge_configs_are_one_line(tmp_path, text, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_long_missing_path_is_named_by_both_ends(tmp_path):
+    """The start of a long path and its file name, which is what tells the user which file."""
+    deep = tmp_path.joinpath(*["a-folder-with-a-long-name"] * 8, "my-corpus.txt")
+    line = assert_refused(run_cli("train", "--corpus", deep), "is neither a file")
+    assert f"'{str(deep)[:20]}" in line and "-long-name/my-corpus.txt' (" in line and "..." in line
+    assert f"({len(str(deep)):,} chars)" in line and len(line) < 200
+
+
 # --------------------------------------------------------------------------- specials
 
 
