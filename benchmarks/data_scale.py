@@ -38,11 +38,17 @@ def build_corpus(megabytes: int, script: str = "ascii", folder: Path = WORK) -> 
         return path
     folder.mkdir(parents=True, exist_ok=True)
     # The pattern of variations repeats every 6 copies; the last copy is cut (at a character
-    # boundary) so every script's file has the same size in bytes.
-    variants = [SCRIPTS[script](_variant(copy)).encode("utf-8") for copy in range(6)]
+    # boundary) so every script's file has the same size in bytes. A variant is converted when
+    # first needed, and only as much of it as can fill the file: every script writes at least
+    # a byte per character of the bundled text, so `target` characters (and a margin, so the
+    # last word converts as it would whole) always suffice.
+    variants: dict[int, bytes] = {}
     written, copy = 0, 0
     with open(path, "wb") as out:
         while written < target:
+            if copy % 6 not in variants:
+                text = _variant(copy % 6)[: target + 64]
+                variants[copy % 6] = SCRIPTS[script](text).encode("utf-8")
             piece = variants[copy % 6][: target - written]
             piece = piece.decode("utf-8", "ignore").encode("utf-8")  # no half character
             if not piece:

@@ -191,6 +191,7 @@ def swapped_value(path: Path, placeholder: str, opcodes: bytes) -> None:
     path.with_suffix(".orig").unlink()
 
 
+@pytest.mark.slow  # every reader walks 400,000 opcodes
 def test_lists_nested_200000_deep_are_refused(tmp_path, good):
     # torch.save itself cannot write this (its pickler recurses); a stranger's pickle can.
     path = tmp_path / "last.pt"

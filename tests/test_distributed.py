@@ -277,6 +277,7 @@ def test_a_torchrun_environment_that_is_not_numbers_is_one_line(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a child process
 def test_a_world_size_that_is_not_a_number_ends_the_process_in_one_line(tmp_path):
     env = {**child_env(), "WORLD_SIZE": "many"}
     done = subprocess.run([sys.executable, "-m", "charrnn", "train", "--out", str(tmp_path)],

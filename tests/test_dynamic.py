@@ -85,7 +85,10 @@ def test_the_model_is_left_as_it_was_and_runs_repeat(trained):
         assert torch.equal(value, before[key]), key
 
 
-def test_eval_dynamic_reports_both_losses(tiny_run, corpus_file):
+def test_eval_dynamic_reports_both_losses(tiny_run, shakespeare_text, tmp_path):
+    # A tenth of the run's text: its validation split is 600 characters, 12 steps of adapting.
+    corpus_file = tmp_path / "short.txt"
+    corpus_file.write_text(shakespeare_text[:6000], encoding="utf-8")
     result = run_cli("eval", tiny_run, "--corpus", corpus_file, "--split", "val", "--json",
                      "--dynamic", "--dynamic-lr", "1e-3", "--dynamic-decay", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
