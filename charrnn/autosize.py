@@ -67,12 +67,14 @@ class Candidate:
 # Smallest first. 1x768 at 3.5e-3 is the old fixed default (tuned at full speed here); the
 # larger rungs, for GPUs and many-core machines, take a lower rate (1x1024 at 3.5e-3 lost, Y7).
 # The rungs below it are chosen on slower machines, where a run takes too few steps at batch
-# 64: there batch 32 (the same characters a second, twice the steps) won by 0.030 nats (1x512,
-# 600 s on a 2.4x slower CPU; benchmarks/NOTES.md, "bf16 is not always the faster").
+# 64: there (1x512, 600 s on a 2.4x slower CPU, held-out training text) batch 32 won by 0.030
+# nats, a rate of 5e-3 at 32 by another 0.021 (7e-3 tied it, 2.5e-3 lost), and batch 16 at 5e-3
+# by another 0.015, reading fewer characters (benchmarks/NOTES.md, "bf16 is not always the
+# faster" and the sections after it).
 LADDER = (
-    Candidate(256, batch_size=32),
-    Candidate(384, batch_size=32),
-    Candidate(512, batch_size=32),
+    Candidate(256, batch_size=16, learning_rate=5e-3),
+    Candidate(384, batch_size=16, learning_rate=5e-3),
+    Candidate(512, batch_size=16, learning_rate=5e-3),
     Candidate(768),
     Candidate(1024, learning_rate=2.5e-3),
     Candidate(1536, learning_rate=2e-3),
