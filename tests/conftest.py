@@ -6,7 +6,6 @@ suite passes in a fresh clone with nothing beside it. Nothing reaches the user's
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
 
-from charrnn import cache
+from charrnn import cache, machine
 from charrnn.cli import app
 from charrnn.corpus import read_text
 
@@ -43,7 +42,7 @@ def play_text(chars: int = SLICE_CHARS) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
     """The fast loop (`-m "not slow"`) runs on two processes where pytest-xdist is installed (the
-    `test` extra has it) and two cores are free to this process: on a slow 2-core machine ~50 s
+    `test` extra has it) and two cores are free to this process: on a slow 2-core machine ~45 s
     instead of ~90. Each test sets torch to one thread (below), so the two do not stall each
     other. `-n 0` runs it in one process; every other selection (the full suite, CI) runs in one
     process as it always did, beside the end-to-end tests' own child processes."""
@@ -52,7 +51,7 @@ def pytest_cmdline_main(config):
         and config.pluginmanager.hasplugin("xdist")
         and getattr(config.option, "numprocesses", None) is None  # -n not given
         and not hasattr(config, "workerinput")  # not a worker itself
-        and len(os.sched_getaffinity(0)) >= 2
+        and machine.available_cores() >= 2
     ):
         config.option.numprocesses = 2
 
