@@ -92,6 +92,22 @@ def test_the_largest_rung_that_reads_enough_per_weight_is_chosen(machine):
     assert sizing.train_config.learning_rate == (5e-3 if expected < 768 else rates[expected])
 
 
+def test_a_1x1024_reading_3_characters_per_weight_is_not_taken():
+    # The probe of a real run (session 15's AMX Xeon, bf16, Tiny Shakespeare's 1,003,855
+    # training characters): 1x1024 would read 3.1 characters per weight, where it trained to
+    # 1.4737 against 1x768's 1.41 (benchmarks/NOTES.md, "Sizing for the machine").
+    measured = {256: 110_215, 384: 66_824, 512: 35_673, 768: 34_393, 1024: 24_891, 1536: 6_000}
+
+    def timer(model_config, train_config, amps):
+        return tuple(float(measured[model_config.hidden_size]) for _ in amps)
+
+    model, train = configs(max_time=600.0)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, 1_003_855, timer)
+    assert [m.candidate.hidden_size for m in sizing.measured] == [256, 384, 512, 768, 1024]
+    assert sizing.measured[-1].chars_per_weight == pytest.approx(3.1, abs=0.1)
+    assert sizing.model_config.hidden_size == 768
+
+
 def test_every_rank_chooses_from_rank_0s_clock(monkeypatch):
     # A short budget, where the seconds already spent change how much the chosen rung reads
     # and so its regularisation. Rank 1's clock runs 3.5 s ahead at each reading; given

@@ -347,3 +347,23 @@ def test_the_cache_screen_trains_and_scores_through_charrnn(tmp_path, corpus_fil
     assert {"cache.query.weight", "cache.next_value.weight", "cache.out.weight"} <= set(weights)
     assert weights["cache.out.weight"].abs().sum() > 0  # it trained
     assert score["loss"] > 0
+
+
+@pytest.mark.slow
+def test_the_averaging_windows_screen_keeps_each_window_of_one_run(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "benchmarks.averaging_windows", "--out", str(out),
+               "--ramps", "10,2", "--", "--config", "tiny", "--corpus", str(corpus_file),
+               "--max-steps", "6", "--hidden-size", "16", "--threads", "1"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    load = lambda name: torch.load(out / name, weights_only=True)  # noqa: E731
+    last, windows = load("last.pt"), out / "windows"
+    assert last["averaging"]["updates"] == 6
+    # Ramp 10 is the run's own average, folded in step for step beside it.
+    same, longer, raw = (load(f"windows/{n}.pt")["model"] for n in ("ramp10", "ramp2", "raw"))
+    assert sorted(p.name for p in windows.iterdir()) == ["ramp10.pt", "ramp2.pt", "raw.pt"]
+    for key, weights in last["model"].items():
+        assert torch.equal(same[key], weights), key
+        assert torch.equal(raw[key], last["averaging"]["raw"][key]), key
+    assert not all(torch.equal(longer[k], last["model"][k]) for k in longer)
