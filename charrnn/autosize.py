@@ -37,9 +37,10 @@ SHAPE = ("hidden_size", "num_layers")
 
 # The fitted rule: the largest candidate that reads at least this many characters per weight.
 # benchmarks/NOTES.md ("Sizing for the machine") has the runs it was fitted on: the larger
-# rung won at 4.13 (1x768 over 1x512) and lost at 3.08 (1x1024 to 1x768, by 0.06); this is
-# about their geometric mean, ~15% from each, more than a probe's timing moves.
-CHARS_PER_WEIGHT = 3.6
+# rung lost at 2.8 and 4.3 (1x768 to 1x512 at batch 16, by 0.033 and 0.015) and at 3.1 (1x1024
+# to 1x768, by 0.064), and 1x768 is the tuned full-speed choice at 7.1-7.5. This is about the
+# geometric mean of 4.3 and 7.5, ~25% from each: more than a probe's timing moves.
+CHARS_PER_WEIGHT = 5.7
 # Of the budget, the share spent training (the rest: evaluations and checkpoints; measured
 # 97% in the default's 600 s runs, whose metrics.jsonl times both).
 TRAINING_SHARE = 0.96
@@ -209,7 +210,11 @@ def size(
         speed, chars = _predicted_chars(shaped[1], train_chars, spent, timed)
         measured.append(Measured(candidate, weights, speed, chars,
                                  chars / max(train_chars, 1), timed.result))  # fmt: skip
-        if len(candidates) > 1 and measured[-1].chars_per_weight < CHARS_PER_WEIGHT:
+        # Stop timing at the first rung that reads too little: every larger one is slower and
+        # has more weights. A budget in steps needs no timing and reads more with the larger
+        # batch of the rungs from 1x768 on, so there every rung is weighed.
+        timed_rung = measured[-1].chars_per_second is not None
+        if len(candidates) > 1 and timed_rung and measured[-1].chars_per_weight < CHARS_PER_WEIGHT:
             break
     fits = [m for m in measured if m.chars_per_weight >= CHARS_PER_WEIGHT]
     chosen = fits[-1] if fits else measured[0]
