@@ -23,14 +23,18 @@ TITLES = {
 
 
 def report(r: dict, notes: Path | None = HERE / "NOTES.md") -> str:
-    m, sections = r["machine"], r["sections"]
+    sections = r["sections"]
+    machines = {name: section_machine(r, name) for name in sections}
+    m = report_machine(r, machines)
     lines = [
         "# Benchmark results" + (" (TUNING: not the reported split)" if r.get("tune") else ""),
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} torch threads), torch "
-        f"{m['torch']}, Python {m['python']}, "
-        f"bf16 instructions (AMX/AVX512-BF16): {m['fast_bf16']}, "
-        f"GPU: {m['gpu'] or 'none'}.",
+        f"Machine: {machine_words(m)}"
+        + (
+            " A section measured on another names its own."
+            if any(other != m for other in machines.values())
+            else ""
+        ),
         f"Corpus: {r['corpus']} ({_split_words(r)}; loss = mean cross-entropy in nats per "
         "character over the whole scored split).",
         "",
@@ -53,10 +57,35 @@ def report(r: dict, notes: Path | None = HERE / "NOTES.md") -> str:
         "finetune": corpora.report_finetune,
     }
     for number, name in enumerate((n for n in TITLES if n in sections), start=1):
-        lines += [f"## {number}. {TITLES[name]}", "", *renderers[name](sections[name], r), ""]
+        own = [f"Machine for this section: {machine_words(machines[name])}", ""]
+        lines += [f"## {number}. {TITLES[name]}", "", *(own if machines[name] != m else []),
+                  *renderers[name](sections[name], r), ""]  # fmt: skip
     if notes is not None and notes.exists() and not r.get("tune"):
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def section_machine(r: dict, name: str) -> dict:
+    """The machine a section was measured on (older results name one for the whole file)."""
+    return r["sections"][name].get("machine") or r["machine"]
+
+
+def report_machine(r: dict, machines: dict[str, dict]) -> dict:
+    """The machine most sections ran on, named once at the top; the others name their own."""
+    if not machines:
+        return r["machine"]
+    counts = [list(machines.values()).count(m) for m in machines.values()]
+    return list(machines.values())[counts.index(max(counts))]
+
+
+def machine_words(m: dict) -> str:
+    cpu = f"{m['cpu']} ({m['cpu_id']})" if m.get("cpu_id") else m["cpu"]
+    amx = f", AMX: {m['amx']}" if "amx" in m else ""
+    return (
+        f"{cpu}, {m['cores']} cores ({m['threads']} torch threads), torch {m['torch']}, "
+        f"Python {m['python']}, bf16 instructions (AMX/AVX512-BF16): {m['fast_bf16']}{amx}, "
+        f"GPU: {m['gpu'] or 'none'}."
+    )
 
 
 def _split_words(r: dict) -> str:
@@ -123,7 +152,8 @@ def speeds(s: dict, r: dict) -> list[str]:
         settings = o["settings"]
         rows.append(
             f"| {name} | {pair['threads']} | {o['precision']} | {settings['num_layers']}x"
-            f"{settings['hidden_size']}, dropout {settings['dropout']}, weight drop "
+            f"{settings['hidden_size']}, batch {settings['batch_size']}, lr "
+            f"{settings['learning_rate']:g}, dropout {settings['dropout']}, weight drop "
             f"{settings['weight_drop']}, weight decay {settings.get('weight_decay', 0)} "
             f"| **{o['best_val_loss']:.4f}** ({o['final_val_loss']:.4f}) "
             f"| {o['speed']['overall']:,.0f} "

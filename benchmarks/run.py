@@ -64,7 +64,8 @@ SECTIONS = ("throughput", "ingest", "quality", "speeds", "sampling", "gate_cells
 FULL_ONLY = {"speeds", "gate_cells", "corpora", "finetune"}
 NEEDS_CORPUS = {"quality", "speeds", "sampling"}
 SCRIPTS = ("ascii", "cyrillic", "cjk")
-FORMAT = 2  # results.json: {"format", "machine", "corpus", "tune", "sections": {name: {...}}}
+# results.json: {"format", "machine", "corpus", "tune", "sections": {name: {"machine", ...}}}
+FORMAT = 2
 CORPUS_HELP = (
     "the text to train and score on (default: Tiny Shakespeare, downloaded once into the "
     "cache, $CHARRNN_CACHE or ~/.cache/charrnn)"
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
         figures = measure(name, args, workdir)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        results["sections"][name] = {"measured": stamp, "mode": args.mode, **figures}
+        results["sections"][name] = {"measured": stamp, "mode": args.mode,
+                                     "machine": machine.describe(), **figures}  # fmt: skip
         # Written after every section, so a long run that is stopped keeps what it measured.
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "RESULTS.md").write_text(report(results))
@@ -188,7 +190,9 @@ def previous_results(out: Path, args: argparse.Namespace) -> dict:
         saved = json.loads(path.read_text())
         if saved.get("format") == FORMAT and saved.get("tune", False) == args.tune:
             fresh = saved
-    fresh["machine"] = machine.describe()
+            for section in fresh["sections"].values():  # measured before sections named theirs
+                section.setdefault("machine", saved["machine"])
+    fresh["machine"] = machine.describe()  # the latest run's
     corpus = args.corpus.name if args.corpus else fresh.get("corpus", "tinyshakespeare.txt")
     fresh["corpus"] = corpus
     return fresh

@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import data_scale, quality, run, tuning
 from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
+from benchmarks.report import report
 from charrnn import kernel
 from charrnn.corpus import Vocabulary, split_train_val
 from tests.test_train import tiny_configs
@@ -105,7 +106,7 @@ def test_tuning_scores_the_tail_of_the_training_text_only(tmp_path, corpus_file)
     harness("--corpus", corpus_file, "--out", tmp_path / "ema", "--only", "quality", "--tune",
             "--ours-only", "--set", "ema=0.9")  # fmt: skip
     variant = json.loads((tmp_path / "ema" / "results.json").read_text())["sections"]["quality"]
-    assert list(variant) == ["measured", "mode", "ours"]
+    assert list(variant) == ["measured", "mode", "machine", "ours"]
     assert Path(variant["ours"]["run_dir"]).name == "ours-tiny-ema=0.9"
     assert variant["ours"]["final_val_loss"] != ours["final_val_loss"]
 
@@ -145,6 +146,36 @@ def test_sections_in_order_and_the_long_ones_only_in_full():
     assert run.parse_args(["--full"]).sections[-3:] == ["gate_cells", "corpora", "finetune"]
     assert run.parse_args(["--full", "--only", "sampling", "--only", "ingest"]).sections == [
         "ingest", "sampling"]  # fmt: skip
+
+
+def test_a_section_measured_on_another_machine_names_it(tmp_path):
+    epyc = {"cpu": "AMD EPYC", "cores": 2, "threads": 2, "fast_bf16": True,
+            "torch": "2.13.0+cpu", "python": "3.11.7", "gpu": None}  # fmt: skip
+    xeon = {**epyc, "cpu": "Intel(R) Xeon(R) Processor", "cpu_id": "family 6 model 167",
+            "amx": True}  # fmt: skip
+    # An older results.json named one machine for the whole file; a later run adds a section.
+    gate_cells = {"measured": "1", "mode": "full", "table": "cells"}
+    (tmp_path / "results.json").write_text(json.dumps({
+        "format": run.FORMAT, "tune": False, "machine": epyc, "corpus": "plays.txt",
+        "sections": {"gate_cells": gate_cells}}))  # fmt: skip
+    args = run.parse_args(["--full", "--only", "ingest", "--out", str(tmp_path)])
+    results = run.previous_results(tmp_path, args)
+    assert results["sections"]["gate_cells"]["machine"] == epyc  # kept, not relabelled
+    script = {"file_mb": 1, "characters": 1e6, "vocab_size": 65, "encoded_dtype": "uint8",
+              "encoded_mb": 1, "seconds": 0.5, "growth_mb": 2, "growth_over_file": 2.0,
+              "rss_before_mb": 300}  # fmt: skip
+    results["sections"]["ingest"] = {"measured": "2", "mode": "full", "machine": xeon,
+                                     "scripts": {"ascii": script}}  # fmt: skip
+    lines = report(results, notes=None).splitlines()
+    assert lines[2].startswith("Machine: AMD EPYC, 2 cores") and "names its own" in lines[2]
+    own = [line for line in lines if line.startswith("Machine for this section")]
+    assert own == ["Machine for this section: Intel(R) Xeon(R) Processor (family 6 model 167), "
+                   "2 cores (2 torch threads), torch 2.13.0+cpu, Python 3.11.7, bf16 "
+                   "instructions (AMX/AVX512-BF16): True, AMX: True, GPU: none."]  # fmt: skip
+    assert lines.index("## 1. Scale of data") < lines.index(own[0])
+    assert lines.index(own[0]) < lines.index("## 2. Gate-level cells against torch")
+    del results["sections"]["ingest"]  # one machine: named once, no section repeats it
+    assert "names its own" not in report(results, notes=None)
 
 
 def test_each_variant_keeps_its_own_run_directory():
