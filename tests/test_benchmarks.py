@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import data_scale, quality, run, tuning
+from benchmarks import data_scale, machine, quality, run, tuning
 from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
 from benchmarks.report import report
 from charrnn import kernel
@@ -146,6 +146,14 @@ def test_sections_in_order_and_the_long_ones_only_in_full():
     assert run.parse_args(["--full"]).sections[-3:] == ["gate_cells", "corpora", "finetune"]
     assert run.parse_args(["--full", "--only", "sampling", "--only", "ingest"]).sections == [
         "ingest", "sampling"]  # fmt: skip
+
+
+def test_a_cpu_is_told_apart_by_its_numbers_where_its_name_is_shared():
+    fields = {"model name": "Intel(R) Xeon(R) Processor", "cpu family": "6", "model": "167"}
+    assert machine.cpu_model(fields) == "Intel(R) Xeon(R) Processor"
+    assert machine.cpu_numbers(fields) == "family 6 model 167"
+    assert machine.cpu_numbers({"model name": "Apple M2"}) is None  # no such fields there
+    assert machine.cpu_model({}) != ""  # platform's name, or "unknown"
 
 
 def test_a_section_measured_on_another_machine_names_it(tmp_path):
