@@ -32,7 +32,7 @@ from charrnn.scoring import char_loss
 
 # The settings auto_size chooses; any of them given in a config file or as a flag is kept.
 CHOSEN = ("hidden_size", "num_layers", "batch_size", "dropout", "weight_drop", "weight_decay",
-          "learning_rate")  # fmt: skip
+          "learning_rate", "min_lr_fraction")  # fmt: skip
 SHAPE = ("hidden_size", "num_layers")
 
 # The fitted rule: the largest candidate that reads at least this many characters per weight.
@@ -61,6 +61,8 @@ class Candidate:
     num_layers: int = 1
     batch_size: int = 64
     learning_rate: float = 3.5e-3
+    # The final learning rate / peak when the weights are averaged (`ema`); None: the config's.
+    averaged_min_lr_fraction: float | None = None
 
     @property
     def name(self) -> str:
@@ -78,7 +80,10 @@ LADDER = (
     Candidate(256, batch_size=16, learning_rate=5e-3),
     Candidate(384, batch_size=16, learning_rate=5e-3),
     Candidate(512, batch_size=16, learning_rate=5e-3),
-    Candidate(768),
+    # With the weights averaged, 1x768 ends its cosine decay at 0.2 of the peak rather than
+    # 0.05: the average does the smoothing the last of the decay did, and the higher rate keeps
+    # learning (-0.0037 and -0.0053 on two paired seeds; NOTES.md, "A higher floor").
+    Candidate(768, averaged_min_lr_fraction=0.2),
     Candidate(1024, learning_rate=2.5e-3),
     Candidate(1536, learning_rate=2e-3),
 )
@@ -265,6 +270,8 @@ def _apply(
         "batch_size": candidate.batch_size,
         "learning_rate": candidate.learning_rate,
     }
+    if train_config.ema and candidate.averaged_min_lr_fraction is not None:
+        values["min_lr_fraction"] = candidate.averaged_min_lr_fraction
     chosen = {key: value for key, value in values.items() if key not in given}
     model_keys = {"hidden_size", "num_layers", "dropout", "weight_drop"}
     return (
@@ -308,10 +315,14 @@ def _reason(chosen: Measured, measured: list[Measured], given: frozenset[str],
     else:
         why = f"the smallest; even it {read}, {chosen.chars_per_weight:.1f} per weight"
     timed = f"; in {chosen.precision.against()}" if len(chosen.precision.speeds) > 1 else ""
+    averaged_floor = chosen.candidate.averaged_min_lr_fraction
+    floor = ""
+    if train_config.ema and train_config.min_lr_fraction == averaged_floor:
+        floor = f"; weights averaged, so the rate decays to {averaged_floor:g} of its peak"
     return (
         f"{chosen.candidate.name}: {why}; dropout {model_config.dropout:g}, weight drop "
         f"{model_config.weight_drop:g}, weight decay {train_config.weight_decay:g} for "
-        f"{chosen.epochs:.1f} epochs{timed}"
+        f"{chosen.epochs:.1f} epochs{floor}{timed}"
     )
 
 

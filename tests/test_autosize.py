@@ -100,21 +100,45 @@ TWO_THREADS = {256: 110_215, 384: 66_824, 512: 35_673, 768: 34_393, 1024: 24_891
 ONE_THREAD = {256: 80_372, 384: 38_589, 512: 20_997, 768: 21_612, 1024: 14_431, 1536: 3_000}
 
 
+def probe(measured: dict[int, int]):
+    """A timer that answers with a real probe's speeds."""
+    return lambda model_config, train_config, amps: tuple(
+        float(measured[model_config.hidden_size]) for _ in amps
+    )
+
+
 @pytest.mark.parametrize(
     ("measured", "chosen", "too_little"),
     [(TWO_THREADS, 768, (1024, 3.1)), (ONE_THREAD, 512, (768, 4.7))],
 )
 def test_measured_probes_choose_the_rung_that_won(measured, chosen, too_little):
-    def timer(model_config, train_config, amps):
-        return tuple(float(measured[model_config.hidden_size]) for _ in amps)
-
     model, train = configs(max_time=600.0)
-    sizing = autosize.size(model, train, frozenset(), VOCAB, 1_003_855, timer)
+    sizing = autosize.size(model, train, frozenset(), VOCAB, 1_003_855, probe(measured))
     first_short = sizing.measured[-1]  # timing stops at the first rung that reads too little
     assert first_short.candidate.hidden_size == too_little[0]
     assert first_short.chars_per_weight == pytest.approx(too_little[1], abs=0.1)
     assert sizing.model_config.hidden_size == chosen
     assert sizing.train_config.batch_size == (16 if chosen < 768 else 64)
+
+
+def test_with_averaged_weights_1x768_decays_to_a_higher_floor():
+    timer = probe(TWO_THREADS)
+
+    model, train = configs(max_time=600.0)
+    assert train.ema > 0 and train.min_lr_fraction == 0.05  # the default config's
+    sizing = autosize.size(model, train, frozenset(), VOCAB, 1_003_855, timer)
+    assert sizing.model_config.hidden_size == 768
+    assert sizing.train_config.min_lr_fraction == 0.2
+    assert "; weights averaged, so the rate decays to 0.2 of its peak" in sizing.reason
+    # Without the average the config's floor stays, and so does a floor that was given.
+    plain = autosize.size(model, replace(train, ema=0.0), frozenset(), VOCAB, 1_003_855, timer)
+    assert plain.train_config.min_lr_fraction == 0.05 and "averaged" not in plain.reason
+    given = autosize.size(model, replace(train, min_lr_fraction=0.1),
+                          frozenset({"min_lr_fraction"}), VOCAB, 1_003_855, timer)  # fmt: skip
+    assert given.train_config.min_lr_fraction == 0.1
+    # The batch-16 rungs were not screened with it: their floor is the config's.
+    slow = autosize.size(model, train, frozenset(), VOCAB, 1_003_855, probe(ONE_THREAD))
+    assert slow.model_config.hidden_size == 512 and slow.train_config.min_lr_fraction == 0.05
 
 
 def test_every_rank_chooses_from_rank_0s_clock(monkeypatch):
@@ -219,7 +243,7 @@ def test_with_two_precisions_each_rung_is_timed_in_both_and_trains_in_the_faster
     assert all(m.precision.name == faster for m in sizing.measured)
     assert all(set(m.precision.speeds) == {"bf16", "fp32"} for m in sizing.measured)
     assert sizing.chosen.chars_per_second == sizing.chosen.precision.speeds[faster]
-    assert sizing.reason.endswith(f" epochs; in {said}")
+    assert sizing.reason.endswith(f"; in {said}")
     # A rung reads what its faster precision reads: against bf16 alone, 1.3x or the same.
     bf16 = stand_in_timer(8e10, [], fp32_speedup)
     alone = autosize.size(model, train, frozenset(), VOCAB, TRAIN_CHARS, bf16,
@@ -319,7 +343,8 @@ def test_with_every_choice_given_nothing_is_timed(
 ):
     result = run_cli("train", *FAST, "--corpus", corpus_file, "--max-time", 30, "--hidden-size",
                      24, "--num-layers", 1, "--batch-size", 8, "--lr", 0.01, "--dropout", 0,
-                     "--weight-drop", 0, "--weight-decay", 0, "--dry-run")  # fmt: skip
+                     "--weight-drop", 0, "--weight-decay", 0, "--min-lr-fraction", 0.05,
+                     "--dry-run")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "auto_size (timed" not in result.stderr and "auto_size:" not in result.stderr
 
