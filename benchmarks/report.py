@@ -72,10 +72,8 @@ def section_machine(r: dict, name: str) -> dict:
 
 def report_machine(r: dict, machines: dict[str, dict]) -> dict:
     """The machine most sections ran on, named once at the top; the others name their own."""
-    if not machines:
-        return r["machine"]
-    counts = [list(machines.values()).count(m) for m in machines.values()]
-    return list(machines.values())[counts.index(max(counts))]
+    each = list(machines.values())
+    return max(each, key=each.count) if each else r["machine"]  # a tie: the first
 
 
 def machine_words(m: dict) -> str:

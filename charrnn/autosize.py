@@ -68,6 +68,10 @@ class Candidate:
     def name(self) -> str:
         return f"{self.num_layers}x{self.hidden_size}"
 
+    def floor(self, train_config: TrainConfig) -> float | None:
+        """The min_lr_fraction this rung sets for `train_config`, or None to keep the config's."""
+        return self.averaged_min_lr_fraction if train_config.ema else None
+
 
 # Smallest first. 1x768 at 3.5e-3 is the old fixed default (tuned at full speed here); the
 # larger rungs, for GPUs and many-core machines, take a lower rate (1x1024 at 3.5e-3 lost, Y7).
@@ -270,8 +274,8 @@ def _apply(
         "batch_size": candidate.batch_size,
         "learning_rate": candidate.learning_rate,
     }
-    if train_config.ema and candidate.averaged_min_lr_fraction is not None:
-        values["min_lr_fraction"] = candidate.averaged_min_lr_fraction
+    if candidate.floor(train_config) is not None:
+        values["min_lr_fraction"] = candidate.floor(train_config)
     chosen = {key: value for key, value in values.items() if key not in given}
     model_keys = {"hidden_size", "num_layers", "dropout", "weight_drop"}
     return (
@@ -315,10 +319,10 @@ def _reason(chosen: Measured, measured: list[Measured], given: frozenset[str],
     else:
         why = f"the smallest; even it {read}, {chosen.chars_per_weight:.1f} per weight"
     timed = f"; in {chosen.precision.against()}" if len(chosen.precision.speeds) > 1 else ""
-    averaged_floor = chosen.candidate.averaged_min_lr_fraction
     floor = ""
-    if train_config.ema and train_config.min_lr_fraction == averaged_floor:
-        floor = f"; weights averaged, so the rate decays to {averaged_floor:g} of its peak"
+    if chosen.candidate.floor(train_config) is not None and "min_lr_fraction" not in given:
+        floor = (f"; weights averaged, so the rate decays to {train_config.min_lr_fraction:g} "
+                 "of its peak")  # fmt: skip
     return (
         f"{chosen.candidate.name}: {why}; dropout {model_config.dropout:g}, weight drop "
         f"{model_config.weight_drop:g}, weight decay {train_config.weight_decay:g} for "
