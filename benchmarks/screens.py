@@ -14,7 +14,7 @@ from torch import nn
 from benchmarks.machine import describe
 from charrnn.autosize import training_step
 from charrnn.config import ModelConfig
-from charrnn.devices import PRECISION_NAMES, autocast_dtype
+from charrnn.devices import PRECISION_NAMES, autocast_dtype, optimizer_options
 
 BATCH, LENGTH, VOCAB = 64, 100, 65  # the default's batch; Tiny Shakespeare's vocabulary
 
@@ -34,7 +34,8 @@ def interleaved_speeds(models: dict[str, nn.Module], repeats: int) -> dict[str, 
     amp = autocast_dtype(device, "auto")
     ids = torch.randint(VOCAB, (BATCH, LENGTH + 1))
     inputs, targets = ids[:, :-1], ids[:, 1:]
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, **optimizer_options(device))
+                  for name, m in models.items()}  # fmt: skip
     for name, model in models.items():
         for _ in range(2):
             training_step(model, optimizers[name], inputs, targets, device, amp)

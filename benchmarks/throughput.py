@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import config as config_module
-from charrnn.devices import autocast_dtype
+from charrnn.devices import autocast_dtype, optimizer_options
 from charrnn.model import CharModel, detach_state
 
 VOCAB = 65  # Tiny Shakespeare's vocabulary size
@@ -55,7 +55,8 @@ def training_step_times(name: str, repeats: int) -> tuple[list[float], dict]:
     torch.manual_seed(0)
     model = CharModel(model_config, VOCAB)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3,
-                                  weight_decay=train_config.weight_decay)  # fmt: skip
+                                  weight_decay=train_config.weight_decay,
+                                  **optimizer_options(torch.device("cpu")))  # fmt: skip
     amp = autocast_dtype(torch.device("cpu"), train_config.precision)
     b, t = train_config.batch_size, train_config.seq_length
     ids = torch.randint(0, VOCAB, (b, t + 1))

@@ -26,7 +26,7 @@ from functools import partial
 import torch
 
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.devices import PRECISION_NAMES, autocast
+from charrnn.devices import PRECISION_NAMES, autocast, optimizer_options
 from charrnn.model import CharModel, count_parameters
 from charrnn.scoring import char_loss
 
@@ -352,7 +352,7 @@ def time_precisions(
         torch.manual_seed(0)
         model = CharModel(model_config, vocab_size).to(device)
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **optimizer_options(device))
         ids = torch.randint(vocab_size, (batch, length + 1), device=device)
         inputs, targets = ids[:, :-1], ids[:, 1:]
         for amp in amps:  # the warm-up

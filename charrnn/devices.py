@@ -3,7 +3,8 @@
 ``pick_device`` turns a name (auto, cpu, cuda, mps) into a torch device, refusing an absent
 accelerator; ``autocast_dtype`` turns a precision (auto, fp32, bf16, fp16) into the dtype
 autocast runs the matrix products in, or None for plain fp32; ``autocast`` is that context;
-``sampling_threads`` sets torch's CPU threads for a while (the sampler's, the prime's reading).
+``optimizer_options`` picks the optimiser's kernel; ``sampling_threads`` sets torch's CPU
+threads for a while (the sampler's, the prime's reading).
 Weights, optimiser state and the loss stay fp32 whatever the precision.
 """
 
@@ -74,6 +75,13 @@ def precision_choices(device: torch.device, precision: str) -> tuple[torch.dtype
     if device.type == "cpu" and precision == "auto" and cpu_has_bf16():
         return (torch.bfloat16, None)
     return (autocast_dtype(device, precision),)
+
+
+def optimizer_options(device: torch.device) -> dict[str, bool]:
+    """Keyword arguments for torch's Adam/AdamW on `device`: the fused kernel (one pass over the
+    weights instead of a chain of foreach passes) where we have run it, CPUs and CUDA GPUs. On
+    the CPU it made a 1x768 training step ~4% faster (benchmarks/NOTES.md)."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {}
 
 
 # The precisions an autocast dtype (None: plain fp32) is named by, in checkpoints and messages.

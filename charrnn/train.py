@@ -36,6 +36,7 @@ from charrnn.devices import (
     PRECISION_NAMES,
     autocast,
     autocast_dtype,
+    optimizer_options,
     pick_device,
     precision_choices,
 )
@@ -269,12 +270,11 @@ class Trainer:
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        extra = {"fused": True} if self.device.type == "cuda" else {}
         return kind(
             self.model.parameters(),
             lr=cfg.learning_rate,
             weight_decay=cfg.weight_decay,
-            **extra,
+            **optimizer_options(self.device),
         )
 
     # -- checkpoints -------------------------------------------------------------------------

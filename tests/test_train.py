@@ -82,6 +82,28 @@ def test_resume_is_bit_identical(tmp_path, corpus_file):
         assert torch.equal(a[key], b[key]), key
 
 
+def test_a_run_saved_by_the_foreach_optimiser_resumes_with_its_moments(
+    tmp_path, corpus_file, monkeypatch
+):
+    """Runs saved before training took the fused AdamW kernel (torch's default, foreach) resume
+    into the fused optimiser with their moments, and go on to the end."""
+    model_config, train_config = tiny_configs(corpus_file, max_steps=30, checkpoint_every=0)
+    monkeypatch.setattr("charrnn.train.optimizer_options", lambda device: {})
+    old = Trainer(model_config, train_config, tmp_path / "run", stop=StopAfter(13))
+    assert not old.optimizer.param_groups[0]["fused"]
+    assert old.run().step == 13
+    monkeypatch.undo()
+    saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
+    resumed = Trainer(*resume_configs(saved, {}), tmp_path / "run", resume=saved)
+    assert resumed.optimizer.param_groups[0]["fused"] is True
+    moments = [resumed.optimizer.state[p] for p in resumed.model.parameters()]
+    assert len(moments) == len(saved["optimizer"]["state"]) > 0
+    for index, moment in enumerate(moments):
+        assert torch.equal(moment["exp_avg"], saved["optimizer"]["state"][index]["exp_avg"])
+        assert float(moment["step"]) == 13
+    assert resumed.run().step == 30
+
+
 def test_resume_with_longer_budget_stretches_schedule(tmp_path, corpus_file):
     model_config, train_config = tiny_configs(corpus_file, max_steps=20)
     Trainer(model_config, train_config, tmp_path / "run").run()
