@@ -257,9 +257,14 @@ def throughput(t: dict, r: dict) -> list[str]:
     if "quality" in r["sections"]:
         o = r["sections"]["quality"]["ours"]
         speed, (low, high) = o["speed"], o["speed"]["between_evaluations_range"]
+        # Said where the quality run was made on another machine than the synthetic step.
+        ran_on = section_machine(r, "quality")
+        where = (
+            f", on {machine_words(ran_on)}" if ran_on != section_machine(r, "throughput") else ""
+        )
         lines += [
             f"- the real {o['budget_seconds']:.0f} s run of the quality section (its "
-            f"metrics.jsonl): **{speed['between_evaluations_median']:,.0f} characters/s** "
+            f"metrics.jsonl{where}): **{speed['between_evaluations_median']:,.0f} characters/s** "
             f"between evaluations (median of its windows, range {low:,.0f}-{high:,.0f}), "
             f"{speed['overall']:,.0f} over the whole run with its evaluations and checkpoints",
             f"- peak RSS of that run: {o['peak_rss_mb']:,.0f} MB",

@@ -203,7 +203,11 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
     config = args.config or config
     step = lambda line: print(f"[benchmarks] {line} ...", file=sys.stderr, flush=True)  # noqa: E731
     if name == "throughput":
-        return throughput.measure(config, repeats=max(3, repeats))
+        # The shape the quality run trained (auto_size's choice, in its config.toml), so the
+        # synthetic step is the real run's; the config's own shape when there is no such run.
+        chosen = workdir / quality.run_name(config, args.set) / "config.toml"
+        return throughput.measure(str(chosen) if chosen.is_file() else config,
+                                  repeats=max(3, repeats))  # fmt: skip
     if name == "ingest":
         return {"scripts": {script: data_scale.measure(megabytes, script) for script in SCRIPTS}}
     if name == "quality":

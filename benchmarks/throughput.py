@@ -96,6 +96,7 @@ def measure(name: str = "default", repeats: int = 10) -> dict:
     peak = peaks["bf16"] if "bfloat16" in shape["precision"] else peaks["fp32"]
     return {
         **shape,
+        "config": name,  # a bundled config's name, or the path of a run's config.toml
         "threads": torch.get_num_threads(),
         "chars_per_sec": median,
         "chars_per_sec_range": [per_second[0], per_second[-1]],

@@ -15,7 +15,7 @@ import torch
 from benchmarks import data_scale, machine, quality, run, tuning
 from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
 from benchmarks.report import report
-from charrnn import kernel
+from charrnn import config, kernel
 from charrnn.corpus import Vocabulary, split_train_val
 from tests.test_train import tiny_configs
 
@@ -66,6 +66,13 @@ def test_harness_writes_a_report_and_reruns_one_section(tmp_path, corpus_file):
     again = json.loads((tmp_path / "results.json").read_text())["sections"]
     assert again["quality"] == sections["quality"]  # the other sections are kept as they were
     assert again["sampling"]["measured"] >= sections["sampling"]["measured"]
+
+    # Once a quality run exists, the synthetic step times the shape that run trained.
+    harness("--corpus", corpus_file, "--out", tmp_path, "--only", "throughput")
+    timed = json.loads((tmp_path / "results.json").read_text())["sections"]["throughput"]
+    saved = Path(ours["run_dir"]) / "config.toml"
+    assert timed["config"] == str(saved)
+    assert timed["model"] == config.to_dict(config.resolve(str(saved), {})[0])
 
 
 @pytest.mark.slow
@@ -184,6 +191,24 @@ def test_a_section_measured_on_another_machine_names_it(tmp_path):
     assert lines.index(own[0]) < lines.index("## 2. Gate-level cells against torch")
     del results["sections"]["ingest"]  # one machine: named once, no section repeats it
     assert "names its own" not in report(results, notes=None)
+
+
+def test_the_real_run_speed_beside_the_synthetic_step_names_its_machine_when_another():
+    shipped = json.loads((Path(run.__file__).parent / "results.json").read_text())
+    epyc = {"cpu": "AMD EPYC", "cores": 2, "threads": 2, "fast_bf16": True,
+            "torch": "2.13.0+cpu", "python": "3.11.7", "gpu": None}  # fmt: skip
+    xeon = {**epyc, "cpu": "Intel(R) Xeon(R) Processor", "cpu_id": "family 6 model 167"}
+    sections = {name: {**shipped["sections"][name], "machine": epyc}
+                for name in ("throughput", "quality")}  # fmt: skip
+    results = {**shipped, "machine": epyc, "sections": sections}
+
+    def real_run_line() -> str:
+        lines = report(results, notes=None).splitlines()
+        return next(line for line in lines if "run of the quality section" in line)
+
+    assert "metrics.jsonl):" in real_run_line()  # one machine: nothing to add
+    sections["quality"]["machine"] = xeon
+    assert "metrics.jsonl, on Intel(R) Xeon(R) Processor (family 6 model 167)" in real_run_line()
 
 
 def test_each_variant_keeps_its_own_run_directory():
