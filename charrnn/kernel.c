@@ -11,7 +11,8 @@
    Built with -ffp-contract=off and without -ffast-math: every float operation is IEEE's and
    the loops give the same bits vectorised or not, so the same inputs (the state, and the input
    table torch computes) give the same logits on any machine, with any number of threads.
-   Plain C99, stdint.h and POSIX threads (for large batches). */
+   Plain C99, stdint.h, POSIX threads (a helper for small batches, threads per call for large
+   ones) and the compilers' __atomic builtins. */
 
 #include <pthread.h>
 #include <stdint.h>
@@ -123,12 +124,94 @@ static void *dot_rows(void *arg) {
     return 0;
 }
 
-/* Batches this large share a product's rows among `threads` threads. Starting threads costs
-   tens of microseconds: measured on 2 cores, a batch of 8 stepped slower on two threads (289
-   against 221 us), a batch of 32 faster (643 against 973). Every number is computed the same
-   way whichever thread computes it. */
+/* Batches this large share a product's rows among `threads` threads started for the call.
+   Starting threads costs tens of microseconds: measured on 2 cores, a batch of 8 stepped
+   slower on two threads (289 against 221 us), a batch of 32 faster (643 against 973). Smaller
+   batches share the rows with the team below instead. Every number is computed the same way
+   whichever thread computes it. */
 #define BATCH_FOR_THREADS 16
 #define MOST_THREADS 64
+
+/* The team: one helper thread that stays alive between calls and takes the second half of a
+   small batch's product, so each core's cache keeps its half of the weights from one
+   character to the next (a 1x768 model's 2.4 MB of int8 rows exceed one core's L2 on some
+   CPUs). The helper spins for a while after each job (a character's step is ~100 us away),
+   then sleeps until the next; one call at a time uses it (the others run alone). */
+#define SPINS 200000
+#if defined(__x86_64__) || defined(__i386__)
+#define RELAX() __builtin_ia32_pause() /* a spinning core's hint: less power, no lost cycles */
+#elif defined(__aarch64__)
+#define RELAX() __asm__ __volatile__("yield")
+#else
+#define RELAX() ((void)0)
+#endif
+static pthread_mutex_t team_lock = PTHREAD_MUTEX_INITIALIZER; /* held by the call using it */
+static pthread_mutex_t team_sleep = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t team_wake = PTHREAD_COND_INITIALIZER;
+static volatile int team_started, team_posted, team_finished; /* job counters */
+static Rows team_job;
+
+static void *team_helper(void *unused) {
+    (void)unused;
+    int seen = 0;
+    for (;;) {
+        for (long spin = 0; __atomic_load_n(&team_posted, __ATOMIC_ACQUIRE) == seen; spin++) {
+            if (spin < SPINS) {
+                RELAX();
+                continue;
+            }
+            pthread_mutex_lock(&team_sleep);
+            while (__atomic_load_n(&team_posted, __ATOMIC_ACQUIRE) == seen)
+                pthread_cond_wait(&team_wake, &team_sleep);
+            pthread_mutex_unlock(&team_sleep);
+        }
+        seen = __atomic_load_n(&team_posted, __ATOMIC_ACQUIRE);
+        dot_rows(&team_job);
+        __atomic_store_n(&team_finished, seen, __ATOMIC_RELEASE);
+    }
+    return 0;
+}
+
+/* A forked child has no helper (only the forking thread survives a fork): it starts its own,
+   with fresh locks, when it first needs one. */
+static void team_forget(void) {
+    pthread_mutex_t unlocked = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t quiet = PTHREAD_COND_INITIALIZER;
+    team_lock = unlocked;
+    team_sleep = unlocked;
+    team_wake = quiet;
+    team_started = team_posted = team_finished = 0;
+}
+
+/* Rows [first, last) of `job` on this thread and the team's helper, half each; 0 if the team
+   is busy or cannot start (the caller then computes them alone). */
+static int team_product(const Rows *job) {
+    static int fork_handled;
+    if (pthread_mutex_trylock(&team_lock) != 0) return 0;
+    if (!team_started) {
+        if (!fork_handled) fork_handled = pthread_atfork(0, 0, team_forget) == 0;
+        pthread_t helper;
+        if (!fork_handled || pthread_create(&helper, 0, team_helper, 0) != 0) {
+            pthread_mutex_unlock(&team_lock);
+            return 0;
+        }
+        pthread_detach(helper);
+        team_started = 1;
+    }
+    Rows mine = *job;
+    mine.last = job->first + (job->last - job->first) / 2;
+    team_job = *job;
+    team_job.first = mine.last;
+    pthread_mutex_lock(&team_sleep);
+    int posted = team_posted + 1;
+    __atomic_store_n(&team_posted, posted, __ATOMIC_RELEASE);
+    pthread_cond_signal(&team_wake);
+    pthread_mutex_unlock(&team_sleep);
+    dot_rows(&mine);
+    while (__atomic_load_n(&team_finished, __ATOMIC_ACQUIRE) != posted) RELAX();
+    pthread_mutex_unlock(&team_lock);
+    return 1;
+}
 
 /* out = W (quantised h) * scale + bias: every row of layer k's matrix, for each batch row of
    h (batch, hidden). `quantised`: batch * hidden bytes of room; `steps`: batch floats. */
@@ -138,6 +221,10 @@ static void product(const Net *n, int k, const float *h, int batch, float *out,
     long rows = rows_of(n, k);
     for (int b = 0; b < batch; b++)
         steps[b] = quantise(h + (long)b * hidden, quantised + (long)b * hidden, hidden);
+    if (batch < BATCH_FOR_THREADS && threads >= 2) {
+        Rows all = {n, k, batch, 0, rows, quantised, steps, out};
+        if (team_product(&all)) return;
+    }
     if (batch < BATCH_FOR_THREADS || threads < 2) threads = 1;
     if (threads > MOST_THREADS) threads = MOST_THREADS;
     Rows jobs[MOST_THREADS];
@@ -155,6 +242,9 @@ static void product(const Net *n, int k, const float *h, int batch, float *out,
         if (!helped[t]) dot_rows(&jobs[t]);
     for (int i = 0; i < started; i++) pthread_join(helpers[i], 0);
 }
+
+/* How many products the helper thread has shared in this process (for the tests). */
+int charrnn_team_jobs(void) { return __atomic_load_n(&team_finished, __ATOMIC_ACQUIRE); }
 
 /* One layer's cell for one batch row: gates = input term + recurrent term, in i, f, g, o
    order; c_new = f c + i g, h_new = o tanh(c_new). */

@@ -201,11 +201,12 @@ class CompiledStepper:
 
     @property
     def streamed_bytes(self) -> int:
-        """Bytes of weights torch's threads read a step: none. So at small batches the sampler
-        keeps one thread (the compiled loop then runs on the calling thread, and more torch
-        threads would only add barriers to the draw); large batches get every core, which
-        kernel.c shares the product's rows among."""
-        return 0
+        """Bytes of int8 weights a step reads. Above sample.STREAMING_BYTES the sampler gives
+        even batch 1 every core: kernel.c's helper thread then keeps half of the rows in its
+        core's cache from one character to the next (measured: a 1x768 model's 2.4 MB at
+        batch 1, 8,300 characters/s on two threads against 4,400 on one; benchmarks/NOTES.md).
+        Smaller models stay on one thread."""
+        return sum(weight.numel() for weight in self.weights)
 
     def _buffer(self, batch: int) -> torch.Tensor:
         """A call's own buffer (kernel.c): the products, then room for its scratch."""
@@ -239,8 +240,9 @@ class CompiledStepper:
         if ids.shape != (batch,):
             raise SamplingError(f"{tuple(ids.shape)} ids for a batch of {batch}")
         h_new, c_new, products = torch.empty_like(h), torch.empty_like(c), self._buffer(batch)
-        # Threads: torch's setting (the sampler's choice: charrnn.sample.choose_threads), used
-        # by kernel.c for large batches only.
+        # Threads: torch's setting (the sampler's choice: charrnn.sample.choose_threads): from
+        # 2, kernel.c shares a small batch's products with its helper thread, a large batch's
+        # among that many threads.
         refused = self._step(self.net, ids.data_ptr(), batch, c.data_ptr(), terms.data_ptr(),
                              h_new.data_ptr(), c_new.data_ptr(), products.data_ptr(),
                              torch.get_num_threads())  # fmt: skip

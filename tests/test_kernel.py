@@ -7,6 +7,8 @@ a machine without one, the tests that need it say so and are skipped, and the fa
 from __future__ import annotations
 
 import os
+import select
+import signal
 
 import pytest
 import torch
@@ -321,6 +323,57 @@ def test_threads_share_a_large_batch_without_changing_a_number():
         results.append((logits, state))
     for logits, state in results[1:]:
         assert torch.equal(logits, results[0][0]) and torch.equal(state[1], results[0][1][1])
+
+
+def steps_of(step: kernel.CompiledStepper, model: CharModel, ids: torch.Tensor):
+    """The logits and state after stepping every column of `ids` (batch, T) from zeros."""
+    state = model.init_state(ids.shape[0])
+    for t in range(ids.shape[1]):
+        logits, state = step(ids[:, t], state)
+    return logits, state
+
+
+@needs_compiler
+def test_a_small_batch_shares_its_products_with_the_helper_without_changing_a_number():
+    model = lstm(hidden=64, layers=2)
+    step = compiled_step(model)
+    library = kernel.load().library
+    torch.manual_seed(2)
+    ids = torch.randint(len(VOCAB), (3, 30))
+    for batch in (1, 3):
+        torch.set_num_threads(1)
+        alone = steps_of(step, model, ids[:batch])
+        torch.set_num_threads(2)
+        shared_before = library.charrnn_team_jobs()
+        shared = steps_of(step, model, ids[:batch])
+        assert library.charrnn_team_jobs() >= shared_before + 2 * 30  # two layers, 30 steps
+        assert torch.equal(shared[0], alone[0])
+        assert all(torch.equal(a, b) for a, b in zip(shared[1], alone[1], strict=True))
+
+
+@needs_compiler
+def test_a_forked_child_starts_its_own_helper_instead_of_waiting_for_its_parents():
+    model = lstm(hidden=64, layers=1)
+    step = compiled_step(model)
+    torch.set_num_threads(2)
+    ids = torch.randint(len(VOCAB), (1, 10))
+    expected, _ = steps_of(step, model, ids)  # the parent's helper is running now
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's outcome is read by the parent)
+        try:
+            logits, _ = steps_of(step, model, ids)
+            os.write(writing, b"same" if torch.equal(logits, expected) else b"differs")
+        finally:
+            os._exit(0)
+    os.close(writing)
+    ready, _, _ = select.select([reading], [], [], 60)
+    answer = os.read(reading, 16) if ready else b"hung"
+    os.close(reading)
+    if not ready:
+        os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    assert answer == b"same"
 
 
 def test_cli_verbose_says_why_the_compiled_step_is_not_used(tiny_run, monkeypatch):
