@@ -260,7 +260,9 @@ def throughput(t: dict, r: dict) -> list[str]:
         # Said where the quality run was made on another machine than the synthetic step.
         ran_on = section_machine(r, "quality")
         where = (
-            f", on {machine_words(ran_on)}" if ran_on != section_machine(r, "throughput") else ""
+            f", on {machine_words(ran_on).rstrip('.')}"
+            if ran_on != section_machine(r, "throughput")
+            else ""
         )
         lines += [
             f"- the real {o['budget_seconds']:.0f} s run of the quality section (its "
