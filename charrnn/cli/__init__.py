@@ -22,6 +22,7 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
+from charrnn.allocator import keep_freed_memory
 from charrnn.cli import batches, cache, evaluate, explain, export, runs, sample, serve, train
 from charrnn.cli.common import Terminated, debugging, guarded, out
 
@@ -84,6 +85,7 @@ def run() -> None:
     active exception", SIGABRT), which would replace the exit status the rank has reported.
     """
     signal.signal(signal.SIGTERM, _terminate)  # train installs its own: it saves first
+    keep_freed_memory()  # a training step ~1.5x faster where malloc is glibc's: charrnn.allocator
     try:
         app(prog_name="charrnn")
     except SystemExit as done:
