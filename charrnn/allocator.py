@@ -8,10 +8,14 @@ zero-fills each 4 KB page on its first touch: ~45,000 page faults a step, measur
 the step's time on a 2-core VM (benchmarks/NOTES.md). Raising the thresholds keeps the freed
 blocks in malloc's heap, where the next step finds them already mapped.
 
-The cost: memory a run has freed stays with the process, and blocks the training steps freed
-cannot always serve the evaluations' other sizes: a 10-minute run of the 1x768 default peaked
-at 1.5 GB against 1.0 GB before. jemalloc or tcmalloc (LD_PRELOAD) do the same and more; this
-needs nothing installed.
+The cost: memory a run has freed stays with the process until it is given back
+(``release_freed_memory``), which the trainer does where the sizes it allocates change for good:
+after auto_size has timed each shape. The 1x768 default's 10-minute run on Tiny Shakespeare
+(sampled every 0.1 s; benchmarks/NOTES.md, "The allocator"): with glibc's own thresholds it
+peaked at 1.08 GB while auto_size timed its shapes and trained in ~0.8 GB; with these, the
+timing of 1x1024 in two precisions peaks at 1.3-1.45 GB, and the first minute of training
+holds ~0.86 GB (1.32 GB all run before the trainer gave the timed shapes' memory back).
+jemalloc or tcmalloc (LD_PRELOAD) do the same and more; this needs nothing installed.
 """
 
 from __future__ import annotations
@@ -39,11 +43,24 @@ def keep_freed_memory() -> bool:
     """
     if _user_chose_thresholds(os.environ):
         return False
-    mallopt = _glibc_mallopt()
+    mallopt = _glibc_function("mallopt")
     if mallopt is None:
         return False
     # Trim first: the mmap threshold alone would still let free() give the heap's top back.
     return bool(mallopt(M_TRIM_THRESHOLD, KEEP_BELOW) and mallopt(M_MMAP_THRESHOLD, KEEP_BELOW))
+
+
+def release_freed_memory() -> None:
+    """Give the freed memory malloc keeps back to the system (glibc's malloc_trim; elsewhere
+    nothing: other allocators return memory their own way).
+
+    For a point after which the process allocates other sizes: the blocks it keeps would not
+    all be reused, and would stay resident beside the new ones. The next allocations of the
+    sizes given back fault their pages in again, once.
+    """
+    trim = _glibc_function("malloc_trim")
+    if trim is not None:
+        trim(0)
 
 
 def _user_chose_thresholds(environment: Mapping[str, str]) -> bool:
@@ -56,15 +73,20 @@ def _user_chose_thresholds(environment: Mapping[str, str]) -> bool:
     )
 
 
-def _glibc_mallopt():
-    """glibc's mallopt, or None where the C library is another one."""
-    name = ctypes.util.find_library("c")
+# The arguments of the glibc functions used: both take ints and return one.
+ARGUMENTS = {"mallopt": [ctypes.c_int, ctypes.c_int], "malloc_trim": [ctypes.c_size_t]}
+
+
+@functools.cache
+def _glibc_function(name: str):
+    """glibc's function `name` (mallopt or malloc_trim), or None where the C library is
+    another one."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
         libc.gnu_get_libc_version  # only glibc has it  # noqa: B018
-        mallopt = libc.mallopt
+        function = getattr(libc, name)
     except (OSError, AttributeError, TypeError):
         return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    function.argtypes = ARGUMENTS[name]
+    function.restype = ctypes.c_int
+    return function

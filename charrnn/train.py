@@ -29,6 +29,7 @@ import torch
 from charrnn import autosize, averaging, files, rundata, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
+from charrnn.allocator import release_freed_memory
 from charrnn.batching import CyclicBatches, epoch_offset
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import Data
@@ -220,6 +221,9 @@ class Trainer:
             lambda: list(autosize.time_precisions(model_config, rows, vocab, device, amps)),
             len(amps),
         )
+        # The timed shape's blocks are free now; kept (charrnn.allocator), they would stay
+        # resident beside the next shape's and the run's, which allocate other sizes.
+        release_freed_memory()
         return tuple(speed * ranks for speed in speeds)
 
     def _load_data(self, resume: dict[str, Any] | None, start: Any) -> Data:

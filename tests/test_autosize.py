@@ -15,6 +15,7 @@ import torch
 
 from charrnn import autosize, config, devices
 from charrnn import checkpoint as ckpt
+from charrnn import train as train_module
 from charrnn.autosize import Candidate, regularisation
 from charrnn.train import Trainer
 from tests.conftest import run_cli
@@ -295,6 +296,17 @@ def test_a_sized_run_trains_the_same_weights_as_its_choice_given_outright(
     a = ckpt.load(tmp_path / "sized" / "last.pt")["model"]
     b = ckpt.load(tmp_path / "outright" / "last.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_timed_shape_gives_its_memory_back(
+    small_ladder, brief_fp32_timing, monkeypatch, tmp_path, corpus_file
+):
+    released = []
+    monkeypatch.setattr(train_module, "release_freed_memory", lambda: released.append(True))
+    model, train = configs(corpus=(str(corpus_file),), threads=1, seq_length=20, max_time=1000.0)
+    sized = Trainer(model, train, tmp_path / "sized")
+    assert len(sized.sizing.measured) > 1
+    assert len(released) == len(sized.sizing.measured)  # once after each shape it timed
 
 
 def test_dry_run_shows_the_choice_and_writes_nothing(

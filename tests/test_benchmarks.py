@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import data_scale, machine, quality, run, tuning
 from benchmarks.driver import SnapshotTrainer, parse_sets, read_snapshots, snapshot_steps
+from benchmarks.process import run_child
 from benchmarks.report import report
 from charrnn import config, kernel
 from charrnn.corpus import Vocabulary, split_train_val
@@ -431,3 +432,19 @@ def test_the_averaging_windows_screen_keeps_each_window_of_one_run(tmp_path, cor
         assert torch.equal(same[key], weights), key
         assert torch.equal(raw[key], last["averaging"]["raw"][key]), key
     assert not all(torch.equal(longer[k], last["model"][k]) for k in longer)
+
+
+def test_a_childs_peak_memory_is_its_own():
+    # Held for a second, so that the polls see it whatever the machine's speed.
+    def allocate(megabytes: int) -> list[str]:
+        return [sys.executable, "-c", f"import time; b = bytearray({megabytes} << 20); "
+                "b[::4096] = b'x' * len(b[::4096]); time.sleep(1); print('done')"]  # fmt: skip
+
+    stdout, _, big = run_child(allocate(300))
+    assert stdout == "done\n" and 300 < big < 400
+    # After the larger child, and with this process (torch imported) larger than either: the
+    # figure is still this child's own.
+    _, _, small = run_child(allocate(20))
+    assert 20 < small < 100
+    with pytest.raises(RuntimeError, match="(?s)failed:\n.*ZeroDivisionError"):
+        run_child([sys.executable, "-c", "1 / 0"])
