@@ -73,7 +73,7 @@ def _user_chose_thresholds(environment: Mapping[str, str]) -> bool:
     )
 
 
-# The arguments of the glibc functions used: both take ints and return one.
+# The argument types of the glibc functions used (both return an int).
 ARGUMENTS = {"mallopt": [ctypes.c_int, ctypes.c_int], "malloc_trim": [ctypes.c_size_t]}
 
 

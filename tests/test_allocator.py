@@ -83,11 +83,12 @@ def test_the_charrnn_command_keeps_freed_memory_as_it_starts():
 # A fresh interpreter keeping freed memory frees 256 MB of 8 MB blocks and prints its resident
 # memory in MB before the release and after.
 RELEASE = """
-import sys
+import resource
 from charrnn.allocator import keep_freed_memory, release_freed_memory
 keep_freed_memory()
 def resident():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+    pages = int(open("/proc/self/statm").read().split()[1])
+    return pages * resource.getpagesize() >> 20
 blocks = [bytearray(8 << 20) for _ in range(32)]
 for block in blocks:
     block[::4096] = b"x" * len(block[::4096])
