@@ -109,6 +109,11 @@ class Terminal:
             warnings.simplefilter("ignore", DeprecationWarning)  # fork in a threaded process
             self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: becomes charrnn
+            # Ctrl-C at a person's terminal: SIGINT at its default. A shell without job control
+            # (a script's `pytest ... &`, nohup) starts pytest with SIGINT ignored, which exec
+            # keeps and Python then leaves ignored: the Ctrl-C tests would fail by how pytest
+            # was started (seen in session 18; reproduced with `bash -c 'pytest ... & wait'`).
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(sys.executable, [sys.executable, "-m", "charrnn", *args], env)
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.buffer = ""
