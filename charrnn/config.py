@@ -25,6 +25,7 @@ from charrnn.bundled import bundled_files
 from charrnn.cell_kinds import CELLS
 from charrnn.errors import ConfigError, shown
 from charrnn.machine import available_cores
+from charrnn.rundir import MAX_STEP
 
 # The --help panels of `charrnn train`, in the order they are shown.
 MODEL, DATA, OPTIMISATION, RUN_CONTROL = "Model", "Data", "Optimisation", "Run control"
@@ -45,8 +46,10 @@ class Setting:
     from a bigger machine still loads (its value is clamped where it is used). ``item`` makes
     a repeatable setting: its value is a tuple of values of that type (default ``()``; the
     option is given once per value), each checked by the same rules; with ``single`` one value
-    alone is a list of one (what older runs and config files wrote). ``shape`` settings decide
-    the shapes of the model's weights (a fine-tune takes them from its checkpoint).
+    alone is a list of one (what older runs and config files wrote); with ``required`` it needs
+    at least one value and no empty one (an empty path would name the current folder).
+    ``shape`` settings decide the shapes of the model's weights (a fine-tune takes them from its
+    checkpoint).
     """
 
     help: str
@@ -65,6 +68,7 @@ class Setting:
     shape: bool = False
     single: bool = False
     item: type | None = None
+    required: bool = False
 
     def bounds_text(self) -> str:
         """The accepted values in words, for --help and error messages."""
@@ -134,6 +138,7 @@ class TrainConfig:
         flags=("-c",),
         item=str,
         single=True,
+        required=True,
         relocatable=True,  # --resume --corpus: a moved copy, accepted when its fingerprint matches
     )
     include: tuple[str, ...] = setting(
@@ -190,8 +195,9 @@ class TrainConfig:
         1337, "random seed (weights, dropout, epoch shifts)", OPTIMISATION, min=0, max=2**32 - 1
     )
     max_steps: int = setting(
-        0, "stop after this many steps; 0 = no limit", RUN_CONTROL, min=0, run_control=True
-    )
+        0, "stop after this many steps; 0 = no limit", RUN_CONTROL, min=0, max=MAX_STEP,
+        run_control=True,
+    )  # fmt: skip
     max_epochs: float = setting(
         0.0, "stop after this many epochs; 0 = no limit", RUN_CONTROL, min=0.0, run_control=True
     )
@@ -353,7 +359,13 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
             f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} "
             f"{shown(value)}"
         )
-    return tuple(_check_one(name, one, rules.item, rules) for one in value)
+    values = tuple(_check_one(name, one, rules.item, rules) for one in value)
+    if rules.required and not values:
+        raise ConfigError(f"{name} must name at least one, got an empty list")
+    empty = [one for one in values if rules.required and not one.strip()]
+    if empty:
+        raise ConfigError(f"{name} must not hold an empty name, got {shown(empty[0])}")
+    return values
 
 
 def _check_one(name: str, value: Any, expected: type, rules: Setting) -> Any:

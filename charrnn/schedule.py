@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from charrnn.rundir import MAX_STEP
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -50,8 +52,9 @@ class Budget:
         if max_steps:
             limits.append(max_steps)
         if max_epochs:
-            # min(): a huge --max-epochs times the epoch length overflows to infinity.
-            limits.append(max(1, round(min(max_epochs * steps_per_epoch, 2**62))))
+            # min(): a huge --max-epochs times the epoch length would overflow to infinity,
+            # and a saved budget over MAX_STEP is refused when the run is read back.
+            limits.append(max(1, round(min(max_epochs * steps_per_epoch, MAX_STEP))))
         return cls(min(limits) if limits else None, done + max_time if max_time else None)
 
 

@@ -63,6 +63,7 @@ def workspace(tmp_path_factory, shakespeare_text) -> Path:
         "huge-int": "[model]\nhidden_size = " + "9" * 5000 + "\n",
         "not-toml": "[model\nhidden_size = 3\n",
         "bidirectional": "[model]\nbidirectional = true\n",
+        "no-corpus": "[train]\ncorpus = []\n",
     }
     for name, text in configs.items():
         (root / f"{name}.toml").write_text(text, encoding="utf-8")
@@ -88,6 +89,10 @@ ROWS = [
     ("invalid UTF-8", new("--corpus", "{root}/latin1.txt"), "not valid UTF-8: byte 4"),
     ("too short for one step", new("--corpus", "{root}/short.txt"), "too short for one step"),
     ("no validation text", new("--val-fraction", "0"), "validation split has 0"),
+    ("an empty corpus name (it would read the current folder)", new("--corpus", ""),
+     "corpus must not hold an empty name, got ''"),
+    ("an empty corpus list", [*TINY_FLAGS, "--config", "{root}/no-corpus.toml", "--out",
+                              "{root}/partial"], "corpus must name at least one"),
     # Config files.
     ("unknown config key", new("--config", "{root}/unknown-key.toml"), "unknown key 'hiden_size'"),
     ("unknown config table", new("--config", "{root}/unknown-table.toml"), "unknown table"),
@@ -115,6 +120,8 @@ ROWS = [
     ("infinite learning rate", new("--learning-rate", "inf"), "must be a finite number"),
     ("validation fraction 1", new("--val-fraction", "1"), "val_fraction must be less than"),
     ("negative steps", new("--max-steps", "-1"), "max_steps must be at least 0"),
+    ("more steps than a run may record", new("--max-steps", str(10**15 + 1)),
+     "max_steps must be at most 1000000000000000"),
     ("seed beyond 32 bits", new("--seed", str(2**40)), "seed must be at most"),
     ("fp16 on the CPU", new("--device", "cpu", "--precision", "fp16"), "fp16 autocast"),
     ("a model no memory holds", new("--hidden-size", str(10**13)), "cannot build the model"),

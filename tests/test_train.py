@@ -17,6 +17,7 @@ from charrnn import config
 from charrnn.checkpoint import resume_configs
 from charrnn.errors import CheckpointError, TrainingError
 from charrnn.files import TEMPORARY_MARK
+from charrnn.rundir import MAX_STEP
 from charrnn.scoring import evaluate
 from charrnn.train import StopRequest, Trainer
 from tests.conftest import TINY_FLAGS, run_cli
@@ -114,6 +115,20 @@ def test_resume_with_longer_budget_stretches_schedule(tmp_path, corpus_file):
     trainer.run()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 40
+
+
+def test_an_epoch_budget_beyond_any_count_leaves_a_run_its_readers_take(tmp_path, corpus_file):
+    """--max-epochs 1e300 is "no limit" in practice: the steps it works out to are saved
+    capped at the most a run may record, which every reader of the run accepts."""
+    model_config, train_config = tiny_configs(
+        corpus_file, max_steps=0, max_epochs=1e300, max_time=0.5
+    )
+    Trainer(model_config, train_config, tmp_path / "run").run()
+    saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
+    assert saved["progress"]["budget_steps"] == MAX_STEP
+    for command in ("inspect", "sample"):
+        result = run_cli(command, tmp_path / "run")
+        assert result.exit_code == 0, result.output
 
 
 def test_resume_refuses_changing_model_or_data(tmp_path, tiny_run):
