@@ -33,6 +33,7 @@ import torch
 from charrnn.batching import evaluation_chunks
 from charrnn.config import build
 from charrnn.devices import autocast
+from charrnn.errors import ConfigError
 from charrnn.model import CharModel, State, detach_state, select_rows
 from charrnn.scoring import bits_per_char, char_loss
 from charrnn.use_config import DynamicConfig
@@ -155,6 +156,11 @@ def dynamic_evaluate(
             static_state = detach_state(static_state)
             loss, dynamic_state = _chunk_loss(adapted, inputs, targets, dynamic_state, amp)
             dynamic_total += loss.item()  # scored before it is learned from
+            if not math.isfinite(dynamic_total):  # too large a step: the weights blew up
+                raise ConfigError(
+                    f"dynamic evaluation diverged (loss {dynamic_total}) with dynamic_lr "
+                    f"{lr:g}; use a smaller --dynamic-lr"
+                )
             (loss / targets.numel()).backward()
             adapter.step()
             dynamic_state = detach_state(dynamic_state)

@@ -57,9 +57,11 @@ class DynamicConfig:
     (benchmarks/dynamic_eval.py; benchmarks/NOTES.md), never on the validation split they are
     reported on."""
 
+    # RMS-normalised: each weight moves about dynamic_lr a step, so 1 is already far past use.
     dynamic_lr: float = setting(
-        3e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0
-    )
+        3e-4, "step size of the adaptation (RMS-normalised); 0 = static", DYNAMIC, min=0.0,
+        max=1.0,
+    )  # fmt: skip
     dynamic_decay: float = setting(
         3e-4, "pull toward the trained weights after every step", DYNAMIC, min=0.0, max=1.0
     )

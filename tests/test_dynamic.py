@@ -11,6 +11,7 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn.dynamic import BETA, EPS, dynamic_evaluate
+from charrnn.errors import ConfigError
 from charrnn.scoring import char_loss, evaluate
 from tests.conftest import run_cli
 
@@ -111,6 +112,7 @@ def test_eval_dynamic_reports_both_losses(tiny_run, shakespeare_text, tmp_path):
         (["--dynamic", "--dynamic-lr", "-1"], "dynamic_lr must be at least 0.0"),
         (["--dynamic", "--dynamic-lr", "nan"], "dynamic_lr must be a finite number"),
         (["--dynamic", "--dynamic-decay", "1.5"], "dynamic_decay must be at most 1.0"),
+        (["--dynamic", "--dynamic-lr", "1e300"], "dynamic_lr must be at most 1.0"),
         (["--dynamic-lr", "1e-3"], "--dynamic-lr and --dynamic-decay need --dynamic"),
     ],
 )
@@ -120,3 +122,18 @@ def test_bad_dynamic_values_are_refused_in_one_line(tiny_run, corpus_file, args,
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+
+
+def test_an_adaptation_that_blows_the_weights_up_is_refused_not_reported(trained, monkeypatch):
+    """A NaN loss would print as a figure (and as NaN, which is not JSON): refused instead."""
+    import charrnn.dynamic
+
+    def blow_up(adapter) -> None:
+        for p in adapter.params:
+            p.data.fill_(float("inf"))
+            p.grad = None
+
+    monkeypatch.setattr(charrnn.dynamic._RMSAdapter, "step", blow_up)
+    model, vocab = trained
+    with pytest.raises(ConfigError, match="diverged .* use a smaller --dynamic-lr"):
+        dynamic_evaluate(model, vocab.encode(REPEATED), lr=0.5, decay=0.0)
