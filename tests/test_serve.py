@@ -13,6 +13,7 @@ import asyncio
 import copy
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -431,3 +432,23 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch, tiny_run):
     result = run_cli("serve", tiny_run)
     assert result.exit_code == 1
     assert 'pip install -e ".[serve]"' in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_port_in_use_is_one_line_and_nothing_is_announced(tiny_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", tiny_run, "--port", port)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: port {port} on 127.0.0.1 is in use; choose another --port"
+    ]
+
+
+def test_a_host_that_names_no_address_is_one_line(tiny_run):
+    result = run_cli("serve", tiny_run, "--host", "999.1.1.1", "--port", free_port())
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot listen on host '999.1.1.1': ")
+    assert lines[0].endswith("; check --host")

@@ -24,7 +24,7 @@ def serve(
     try:
         import uvicorn  # noqa: F401 - serve_forever's, checked here so both are named at once
 
-        from charrnn.serve.app import create_app, serve_forever
+        from charrnn.serve.app import create_app, listen, serve_forever
     except ImportError as missing:
         raise ConfigError(
             f"charrnn serve needs the serve extra ({missing.name} is missing): {INSTALL}"
@@ -39,6 +39,7 @@ def serve(
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(str(path), device, int8=int8, threads=threads)
     app = create_app(generator, chosen, path)
+    listener = listen(chosen.host, chosen.port)
     if chosen.host not in LOOPBACK:
         err.print(
             f"[yellow]listening on {chosen.host}: anyone who can reach this machine can use "
@@ -46,7 +47,7 @@ def serve(
         )
     where = f"http://{_url_host(chosen.host)}:{chosen.port}/"
     err.print(f"serving {path} on {where} (Ctrl-C stops)", markup=False)
-    serve_forever(app, chosen)
+    serve_forever(app, chosen, listener)
 
 
 def _url_host(host: str) -> str:

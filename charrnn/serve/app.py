@@ -18,7 +18,9 @@ request models are made inside create_app.
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
+import socket
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -31,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from charrnn import config, use_config
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, ConfigError
 from charrnn.generation import new_seed
 from charrnn.sample import SamplingOptions, TextGenerator
 from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream
@@ -251,8 +253,32 @@ def create_app(
     return app
 
 
-def serve_forever(app: FastAPI, limits: use_config.ServeConfig) -> None:
-    """Run `app` on uvicorn until SIGINT or SIGTERM.
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` and listening, or ConfigError saying why not: bound
+    before the server announces its address, so a port in use is one line, not a server that
+    said it was serving and then exits with uvicorn's log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as error:
+        why = getattr(error, "strerror", None) or error
+        raise ConfigError(f"cannot listen on host {host!r}: {why}; check --host") from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is in use; choose another --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return listener
+
+
+def serve_forever(app: FastAPI, limits: use_config.ServeConfig, listener: socket.socket) -> None:
+    """Run `app` on uvicorn, on `listener` (from `listen`), until SIGINT or SIGTERM.
 
     On the signal uvicorn stops accepting connections and waits for the open ones; the engine
     lets its streams run for `limits.grace` seconds, then ends the rest with an `error` event
@@ -275,7 +301,7 @@ def serve_forever(app: FastAPI, limits: use_config.ServeConfig) -> None:
             log_level="warning",
         )
     )
-    server.run()
+    server.run(sockets=[listener])
 
 
 def _job(generator: TextGenerator, body: Any) -> Job:
