@@ -261,5 +261,6 @@ def split_of(
         train_ids, val_ids = split_train_val(ids, val_fraction)
         ids = train_ids if split == "train" else val_ids
     if len(ids) < 2:
-        raise CorpusError(f"the {split} text has {len(ids)} character(s); at least 2 are needed")
+        what = "the text" if split == "all" else f"the {split} split"
+        raise CorpusError(f"{what} has {len(ids)} character(s); at least 2 are needed")
     return ids, reading.skipped

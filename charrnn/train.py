@@ -69,11 +69,17 @@ def unwritable(run_dir: Path, error: OSError) -> TrainingError:
     return TrainingError(f"cannot write to the run directory {str(run_dir)!r}: {reason}")
 
 
-def diverged(what: str, step: int) -> TrainingError:
+def diverged(what: str, step: int, run_dir: Path) -> TrainingError:
     """Training stops on NaN or infinity: nothing non-finite is ever saved."""
+    if (run_dir / "last.pt").exists():
+        kept = "last.pt holds the last good checkpoint"
+    elif (run_dir / "best.pt").exists():
+        kept = "best.pt holds the best one so far; no last.pt was written yet"
+    else:
+        kept = "no checkpoint was written before it"
     return TrainingError(
-        f"{what} at step {step}; stopped without saving it (last.pt holds the last good "
-        "checkpoint); lower --learning-rate or --grad-clip"
+        f"{what} at step {step}; stopped without saving it ({kept}); lower --learning-rate "
+        "or --grad-clip"
     )
 
 
@@ -306,7 +312,7 @@ class Trainer:
         }
         # Every rank holds the same weights and gathered state: all of them stop together.
         if problem := ckpt.non_finite(checkpoint):
-            raise diverged(f"{problem} became NaN or infinite", self.progress.step)
+            raise diverged(f"{problem} became NaN or infinite", self.progress.step, self.run_dir)
         return checkpoint
 
     def _save(self, name: str) -> None:
@@ -419,7 +425,7 @@ class Trainer:
             loss = char_loss(logits, targets)
         value = self.world.average(loss.item())  # all ranks see a NaN, so all stop together
         if not math.isfinite(value):
-            raise diverged(f"the loss became {value}", self.progress.step + 1)
+            raise diverged(f"the loss became {value}", self.progress.step + 1, self.run_dir)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip:
@@ -475,7 +481,7 @@ class Trainer:
         line = metrics.record(p.step, epoch, p.seconds, train_loss, val_loss, scope, lr, rate)
         self.log(line + ("  *best" if improved else ""))
         if not math.isfinite(val_loss):
-            raise diverged(f"the validation loss became {val_loss}", p.step)
+            raise diverged(f"the validation loss became {val_loss}", p.step, self.run_dir)
         if improved:
             self._save(rundir.BEST)
         metrics.start_window()

@@ -97,3 +97,14 @@ def test_metrics_lines_are_strict_json_with_null_for_non_finite_values(tmp_path)
     assert (first["train_loss"], first["val_loss"], first["val_bpc"]) == (None, None, None)
     assert (second["train_loss"], second["val_loss"]) == (2.0, 1.9)
     assert "val nan" in text and warnings == []
+
+
+def test_a_divergence_before_any_save_says_nothing_was_kept(tmp_path, corpus_file, monkeypatch):
+    configs = tiny_configs(corpus_file, max_steps=MAX_STEPS, checkpoint_every=CHECKPOINT_EVERY,
+                           eval_every=EVAL_EVERY, eval_chars=0)  # fmt: skip
+    trainer = Trainer(*configs, tmp_path / "run")
+    poison_after_step(trainer, 2, monkeypatch)
+    with pytest.raises(TrainingError, match="the loss became nan at step 3") as stopped:
+        trainer.run()
+    assert "(no checkpoint was written before it)" in str(stopped.value)
+    assert not list((tmp_path / "run").glob("*.pt"))

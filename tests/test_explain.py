@@ -65,6 +65,18 @@ def test_eval_json_agrees_with_evaluate_on_the_checkpoint(tiny_run, loaded):
     assert f"{loss:.4f} nats/char" in human.stdout
 
 
+@pytest.mark.parametrize(
+    ("split", "says"),
+    [("all", "the text has 1 character(s)"), ("val", "the val split has 0 character(s)")],
+)
+def test_eval_of_a_text_too_short_to_score_says_which_part(tiny_run, split, says):
+    path = tiny_run.parent / "one-character.txt"
+    path.write_text("R", encoding="utf-8")
+    refused = run_cli("eval", tiny_run, "--corpus", path, "--split", split)
+    assert refused.exit_code == 1
+    assert refused.stderr.strip() == f"error: {says}; at least 2 are needed"
+
+
 def test_eval_refuses_unknown_characters_unless_skipped(tiny_run, loaded):
     model, vocab = loaded
     path = tiny_run.parent / "accented.txt"
