@@ -189,7 +189,7 @@ def test_the_page_and_its_files_are_served_from_the_package(client):
         ({"temperature": "hot"}, ["temperature", "valid number"]),
         ({"lenght": 5}, ["lenght", "Extra inputs are not permitted"]),
         ({"stop": [""]}, ["stop.0", "at least 1 character"]),
-        ({"prime": "ROMEO\u263a"}, ["never saw", "\u263a"]),
+        ({"prime": "ROMEO\u263a"}, ["never saw", "\u263a", 'send "skip_unknown": true']),
     ],
 )
 def test_out_of_range_values_are_422_naming_the_field_and_the_bound(client, body, words):
@@ -204,6 +204,36 @@ def test_malformed_json_is_422(client):
     reply = client.post("/v1/generate", content=b'{"length": 5,',
                         headers={"content-type": "application/json"})  # fmt: skip
     assert reply.status_code == 422 and "malformed JSON" in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"temperature": NaN}', ["temperature", "finite number", "got nan"]),
+        (b'{"temperature": Infinity}', ["temperature", "finite number", "got inf"]),
+        (b'{"top_p": -Infinity}', ["top_p", "finite number"]),
+        (b'{"length": 1e400}', ["length", "valid integer", "got inf"]),
+    ],
+)
+def test_non_finite_numbers_are_422_not_an_internal_error(client, raw, words):
+    """Python's JSON reads NaN and Infinity; they are refused as `charrnn sample` refuses them,
+    and the reply that names them is itself valid JSON."""
+    reply = client.post("/v1/generate", content=raw, headers={"content-type": "application/json"})
+    assert reply.status_code == 422, reply.text
+    message = json.loads(reply.text, parse_constant=pytest.fail)["error"]
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("get", "/nope", 404), ("get", "/v1/generate", 405)]
+)
+def test_every_error_reply_has_the_same_shape(client, method, path, status):
+    reply = getattr(client, method)(path)
+    assert reply.status_code == status and set(reply.json()) == {"error"}, reply.text
+    undecodable = client.post("/v1/generate", content=b'{"prime": "\xff\xfe"}',
+                              headers={"content-type": "application/json"})  # fmt: skip
+    assert undecodable.status_code == 400 and set(undecodable.json()) == {"error"}
 
 
 def test_a_body_over_the_size_limit_is_413(client):

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 import socket
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -31,6 +32,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from charrnn import config, use_config
 from charrnn.errors import CharRNNError, ConfigError
@@ -40,7 +42,8 @@ from charrnn.serve.engine import Busy, Engine, Job, ShuttingDown, Stream
 
 MAX_STOPS, MAX_STOP_CHARS = 8, 64
 PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-STRICT = ConfigDict(extra="forbid", strict=True)
+# allow_inf_nan: a temperature of Infinity is refused here as `charrnn sample` refuses inf.
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------- requests
@@ -173,14 +176,19 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = [_problem(e) for e in error.errors()]
-        body = {"error": "; ".join(problems), "detail": jsonable_encoder(error.errors())}
-        return JSONResponse(body, status_code=422)
+        detail = _json_safe(jsonable_encoder(error.errors()))  # the input given may be NaN
+        return JSONResponse({"error": "; ".join(problems), "detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """404, 405 and a body that cannot be decoded: the same {"error": ...} as the rest."""
+        return JSONResponse({"error": str(error.detail)}, error.status_code, headers=error.headers)
 
     @app.exception_handler(CharRNNError)
     async def refused(request: Request, error: CharRNNError) -> JSONResponse:
         if isinstance(error, Busy | ShuttingDown):
             return JSONResponse({"error": str(error)}, 503, headers={"Retry-After": "1"})
-        return JSONResponse({"error": str(error)}, status_code=422)
+        return JSONResponse({"error": _for_http(str(error))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> JSONResponse:
@@ -356,6 +364,27 @@ async def _reply(request: Request, engine: Engine, stream: Stream) -> Response:
     if kind == "done":
         return JSONResponse(payload)
     return JSONResponse({"error": payload}, status_code=500)
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` with every non-finite float written as text (JSON has no NaN or Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+# The library's refusals name the command line's flag; a client sends the request's field.
+FLAGS_AS_FIELDS = {"pass --skip-unknown": 'send "skip_unknown": true'}
+
+
+def _for_http(message: str) -> str:
+    for flag, field in FLAGS_AS_FIELDS.items():
+        message = message.replace(flag, field)
+    return message
 
 
 def _problem(error: dict) -> str:
