@@ -19,6 +19,9 @@ def generate(session, prime="\n", length=500, temperature=0.8, seed=None):
         state.update(zip(list(state), new_state, strict=True))  # h_out, c_out: the next h, c
         return logits[0].astype(np.float64)
 
+    prime = prime or "\n"  # as `charrnn sample`: an empty prime is a newline
+    if unknown := sorted(set(prime) - set(index)):
+        raise ValueError(f"the model never saw {unknown}; leave them out of the prime")
     for char in prime:
         logits = step(char)
     rng, text = np.random.default_rng(seed), prime
@@ -38,4 +41,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int)
     args = parser.parse_args()
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-    print(generate(session, args.prime, args.length, args.temperature, args.seed))
+    try:
+        print(generate(session, args.prime, args.length, args.temperature, args.seed))
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None

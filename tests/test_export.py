@@ -193,6 +193,21 @@ def test_the_example_script_at_near_zero_temperature_is_charrnns_greedy_text(
     assert onnx_text == greedy
 
 
+@pytest.mark.slow  # the first ONNX export of a session takes seconds
+def test_the_example_script_takes_an_empty_prime_and_refuses_unknown_characters(ort, lstm_file):
+    script = runpy.run_path(str(SCRIPT))
+    session = ort.InferenceSession(str(lstm_file), providers=["CPUExecutionProvider"])
+    text = script["generate"](session, "", 20, seed=0)  # a newline, as `charrnn sample`
+    assert text.startswith("\n") and len(text) == 21
+    command = [sys.executable, str(SCRIPT), str(lstm_file), "--prime", "ROMEO\u263a"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        == "error: the model never saw ['\u263a']; leave them out of the prime"
+    )
+
+
 def test_the_readme_shows_the_example_script():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Run a model without charrnn (ONNX)", 1)[1]
