@@ -110,7 +110,8 @@ def _show(result, adapted, about: dict, as_json: bool) -> None:
         facts.add_row("dynamic loss", loss_text(adapted.loss))
         facts.add_row(
             "",
-            f"{adapted.gain:+.4f} nats/char against {adapted.static_loss:.4f} static in the "
+            f"{abs(adapted.gain):.4f} nats/char {'better' if adapted.gain >= 0 else 'worse'} "
+            f"than {adapted.static_loss:.4f} static in the "
             f"same layout ({adapted.rows} row, chunks of {adapted.seq_length}; lr "
             f"{adapted.lr:g}, decay {adapted.decay:g})",
         )
