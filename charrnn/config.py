@@ -362,9 +362,9 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
     values = tuple(_check_one(name, one, rules.item, rules) for one in value)
     if rules.required and not values:
         raise ConfigError(f"{name} must name at least one, got an empty list")
-    empty = [one for one in values if rules.required and not one.strip()]
-    if empty:
-        raise ConfigError(f"{name} must not hold an empty name, got {shown(empty[0])}")
+    blank = next((one for one in values if not one.strip()), None) if rules.required else None
+    if blank is not None:  # ("" itself is falsy: hence the None)
+        raise ConfigError(f"{name} must not hold an empty name, got {shown(blank)}")
     return values
 
 
