@@ -54,6 +54,21 @@ def load(path: str | Path, prefer: tuple[str, ...] = rundir.FOR_USING) -> dict[s
     Never executes code from the file.
     """
     path = rundir.find_checkpoint(path, prefer)
+    try:
+        return _load_file(path)
+    except CheckpointError as error:
+        sibling = rundir.other_checkpoint(path)
+        if sibling is None:
+            raise
+        # A damaged last.pt is not the end of the run: its best.pt (or the other way round)
+        # was written at another moment and is often whole.
+        raise CheckpointError(
+            f"{error}; the run's other checkpoint {str(sibling)!r} may be intact: give that file"
+        ) from None
+
+
+def _load_file(path: Path) -> dict[str, Any]:
+    """Read and validate one checkpoint file (see `load`)."""
     _verify_archive(path)
     try:
         # torch warns about the pickle protocol of files it then refuses; the user gets our
@@ -86,6 +101,13 @@ def _verify_archive(path: Path) -> None:
     """Check every record of a torch zip archive against its CRC-32 (torch reads without)."""
     try:
         if not zipfile.is_zipfile(path):
+            with path.open("rb") as file:
+                started = file.read(4) == b"PK\x03\x04"
+            if started:  # the start of an archive without its directory, which comes last
+                raise CheckpointError(
+                    f"{str(path)!r} is truncated: it is the start of a checkpoint without its "
+                    "end (a copy, download or disk that stopped part way?)"
+                )
             return  # not a zip at all: torch.load says what is wrong with it
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
@@ -127,7 +149,12 @@ def _first(error: BaseException) -> str:
         # The codec's own text ("unexpected end of data") reads like a bug in charrnn.
         return "a name or text in it is not valid UTF-8"
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    # torch's reader explains itself at length ("This is an internal miniz error. If you are
+    # seeing ..."): its first sentence says what failed.
+    return (line.split(". ")[0] if len(line) > 120 else line)[:200]
 
 
 def header() -> dict[str, Any]:

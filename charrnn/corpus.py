@@ -164,7 +164,9 @@ def changed_files(recorded: list[dict], current: list[dict]) -> str:
     gone = [p for p in before if p not in now]
     new = [p for p in now if p not in before]
     edited = [p for p in now if p in before and before[p].get("sha256") != now[p]["sha256"]]
-    named = (("changed:", edited), ("gone:", gone), ("new:", new))
+    # "gone" would mislead when the user named another file: the run's file may well exist.
+    named = (("changed:", edited), ("trained on, not given now:", gone),
+             ("given now, not trained on:", new))  # fmt: skip
     parts = [
         f"{label} {', '.join(map(str, paths[:3]))}{' ...' if len(paths) > 3 else ''}"
         for label, paths in named

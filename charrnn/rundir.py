@@ -55,15 +55,25 @@ def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = FOR_USING) -> Pa
         for name in prefer:
             if (path / name).is_file():
                 return path / name
-        raise CheckpointError(
-            f"{str(path)!r} holds no checkpoint ({' or '.join(prefer)}); "
-            "give a run directory of charrnn train or a .pt file"
-        )
+        others = [name for name in CHECKPOINTS if name not in prefer and (path / name).is_file()]
+        hint = (f"its {others[0]} is there: give {str(path / others[0])!r} to use it" if others
+                else "give a run directory of charrnn train or a .pt file")  # fmt: skip
+        raise CheckpointError(f"{str(path)!r} holds no checkpoint ({' or '.join(prefer)}); {hint}")
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     # A FIFO or a device would block or stream forever instead of failing.
     files.refuse_special(path, CheckpointError, "checkpoint")
     return path
+
+
+def other_checkpoint(path: Path) -> Path | None:
+    """The other checkpoint of the run that holds `path` (best.pt for last.pt and back), if
+    there is one: where to turn when `path` cannot be read."""
+    if path.name not in CHECKPOINTS:
+        return None
+    (other,) = (name for name in CHECKPOINTS if name != path.name)
+    sibling = path.with_name(other)
+    return sibling if sibling.is_file() else None
 
 
 def run_dirs(root: Path) -> list[Path]:

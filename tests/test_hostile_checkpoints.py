@@ -243,8 +243,8 @@ def first_weight(good: dict) -> str:
 # (name, how to make the file from the good checkpoint, what the one line must say)
 DAMAGED = [
     ("empty file", lambda g, b: b"", "not a readable checkpoint"),
-    ("cut in half", lambda g, b: b[: len(b) // 2], "not a readable checkpoint"),
-    ("first 100 bytes", lambda g, b: b[:100], "not a readable checkpoint"),
+    ("cut in half", lambda g, b: b[: len(b) // 2], "is truncated"),
+    ("first 100 bytes", lambda g, b: b[:100], "is truncated"),
     ("random bytes", lambda g, b: random.Random(1).randbytes(4096), "is not a"),
     ("a zip that is not a checkpoint", lambda g, b: not_a_checkpoint_zip(), "not a readable"),
     ("a record name that is not UTF-8", lambda g, b: a_record_name_not_utf8(b),
@@ -331,6 +331,30 @@ def test_paths_that_are_not_checkpoints(tmp_path, where, message):
         os.mkfifo(path)  # opening it would block forever: it must be refused unopened
     for command in READERS.values():
         assert_refused(run_cli(*command(path)), message)
+
+
+def test_a_damaged_checkpoint_points_to_the_runs_other_one(tmp_path, tiny_run):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.pt", "last.pt"):
+        (run / name).write_bytes((tiny_run / name).read_bytes())
+    whole = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(whole[: len(whole) // 2])  # a copy that stopped part way
+    line = assert_refused(run_cli("train", "--resume", run), "is truncated")
+    assert f"other checkpoint {str(run / 'best.pt')!r} may be intact" in line
+    # ... and it is: the suggested file resumes (the run's own last.pt is then rewritten).
+    step = ckpt.load(run / "best.pt")["progress"]["step"]
+    resumed = run_cli("train", "--resume", run / "best.pt", "--max-steps", step + 2)
+    assert resumed.exit_code == 0, resumed.output
+    assert ckpt.load(run / "last.pt")["progress"]["step"] == step + 2
+
+    (run / "last.pt").unlink()  # only best.pt left: resume names it instead of giving up
+    assert_refused(run_cli("train", "--resume", run),
+                   "holds no checkpoint (last.pt)", f"give {str(run / 'best.pt')!r}")  # fmt: skip
+
+    lone = tmp_path / "model.pt"  # a file outside a run has no other checkpoint to name
+    lone.write_bytes(whole[:100])
+    assert "other checkpoint" not in assert_refused(run_cli("sample", lone), "is truncated")
 
 
 def test_weights_only_checkpoint_samples_but_does_not_resume(tmp_path, good):

@@ -143,8 +143,9 @@ ROWS = [
      "outside the run's vocabulary ('ß')"),
     ("resume an edited corpus", ["--resume", "{root}/edited", "--max-steps", "40"],
      "is not the text the run was trained on (changed: "),
+    # Both files exist: the message names which one the run read, not a "gone" file.
     ("resume with another text", ["--resume", "{root}/done", "--corpus", "{root}/edited.txt"],
-     "is not the text the run was trained on"),
+     "is not the text the run was trained on (trained on, not given now: "),
 ]  # fmt: skip
 
 
