@@ -13,6 +13,7 @@ read-only memory map of the file, so it holds the text and nothing beside it.
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +39,33 @@ def resolve_corpus(name_or_path: str) -> Path:
 
 
 def read_text(name_or_path: str) -> str:
-    """Read a corpus file as text. Empty files, devices and invalid UTF-8 are refused."""
-    path = resolve_corpus(name_or_path)
-    files.refuse_special(path, CorpusError, "corpus")  # a FIFO or /dev/zero: never read
+    """Read a corpus (a bundled name or a path) as text; see `read_file_text`."""
+    return read_file_text(resolve_corpus(name_or_path), "corpus")
+
+
+def read_file_text(path: Path, what: str) -> str:
+    """Read one file as text. Missing files, folders, devices, empty files and invalid UTF-8
+    are refused, each named as `what` ("corpus", "the text given with --file") and its path."""
+    named = f"{what} {str(path)!r}"
+    if not path.exists():  # before open_regular, whose "No such file" says nothing of the fix
+        raise CorpusError(f"{named} does not exist; give the path of a UTF-8 text file")
+    files.refuse_special(path, CorpusError, what)  # a socket, which cannot even be opened
     try:
-        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            # Decoded straight from the file's pages: the string is the only copy in memory.
-            return str(m, "utf-8")
+        # O_NONBLOCK and a check of what was opened: a FIFO or /dev/zero is never read.
+        with files.open_regular(path, CorpusError, what) as file:
+            if os.fstat(file.fileno()).st_size == 0:  # mmap refuses an empty file: say why
+                raise CorpusError(f"{named} is empty; give a file with some text in it")
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                # Decoded straight from the file's pages: the string is the only copy in memory.
+                return str(m, "utf-8")
     except UnicodeDecodeError as error:
         raise CorpusError(
-            f"corpus {str(path)!r} is not valid UTF-8: byte {error.start} "
+            f"{named} is not valid UTF-8: byte {error.start} "
             f"(0x{error.object[error.start]:02x}) cannot be decoded; convert the file to UTF-8"
         ) from None
     except (OSError, ValueError) as error:  # ValueError: mmap of a file emptied meanwhile
         reason = getattr(error, "strerror", None) or str(error)
-        raise CorpusError(f"cannot read corpus {str(path)!r}: {reason}") from None
+        raise CorpusError(f"cannot read {named}: {reason}") from None
 
 
 def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

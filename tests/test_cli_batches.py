@@ -90,6 +90,24 @@ def test_bad_input_is_one_line_exit_1(tmp_path, setup, args, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--corpus", "shakespeare"), "--corpus"),
+        (("--include", "*.txt", "--max-vocab", "0"), "--include or --max-vocab"),
+    ],
+)
+def test_demo_with_corpus_options_is_refused(args, named):
+    # --demo replaces the corpus: a corpus option beside it used to be ignored without a word.
+    result = run_cli("inspect-batches", "--demo", 12, *args)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: --demo cannot be combined with {named}: --demo N shows the integers 1..N in "
+        f"place of a corpus, so {named} would be ignored; drop --demo to see the corpus, or "
+        f"drop {named}"
+    )
+
+
 def test_usage_error_is_exit_2():
     result = run_cli("inspect-batches", "--batch-size", "many")
     assert result.exit_code == 2

@@ -190,6 +190,51 @@ def test_explain_refuses_bad_requests_with_one_line(tiny_run):
         assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("setup", "says"),
+    [
+        ("missing", "does not exist; give the path of a UTF-8 text file"),
+        ("folder", "is a directory, not a regular file"),
+        ("empty", "is empty; give a file with some text in it"),
+        (
+            "latin1",
+            "is not valid UTF-8: byte 3 (0xe9) cannot be decoded; convert the file to UTF-8",
+        ),
+    ],
+)
+def test_explain_file_refusals_name_the_file_not_a_corpus(tmp_path, tiny_run, setup, says):
+    path = tmp_path / "scene.txt"
+    if setup == "folder":
+        path.mkdir()
+    elif setup == "empty":
+        path.write_bytes(b"")
+    elif setup == "latin1":
+        path.write_bytes("café".encode("latin-1"))
+    result = run_cli("explain", tiny_run, "--file", path)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: the text given with --file {str(path)!r} {says}"
+
+
+def test_explain_file_is_a_path_not_a_bundled_corpus_name(tmp_path, tiny_run, monkeypatch):
+    # A file called like the bundled corpus is that file (the corpus reader would take the
+    # bundled one), and with no such file the name is refused rather than read as the corpus.
+    monkeypatch.chdir(tmp_path)
+    assert "does not exist" in run_cli("explain", tiny_run, "--file", "shakespeare").stderr
+    (tmp_path / "shakespeare").write_text(SCENE, encoding="utf-8")
+    assert json_of(run_cli("explain", tiny_run, "--file", "shakespeare", "--json"))["text"] == SCENE
+
+
+def test_top_units_is_bounded_like_max_chars(tiny_run):
+    # 0 used to fall back silently to the default of 5; it is refused as --max-chars 0 is.
+    refused = run_cli("explain", tiny_run, "--text", SCENE, "--top-units", 0)
+    assert refused.exit_code == 2 and "--top-units" in refused.stderr
+    one = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--find", "newline",
+                          "--top-units", 1, "--json"))  # fmt: skip
+    assert len(one["units"]) == 1
+    default = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--find", "newline", "--json"))
+    assert len(default["units"]) == 5
+
+
 # --------------------------------------------------------------------------- interpretable units
 
 

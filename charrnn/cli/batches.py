@@ -40,6 +40,17 @@ def inspect_batches(
 
     given = settings.check(batch_size=batch_size, seq_length=seq_length,
                            val_fraction=val_fraction, max_vocab=max_vocab)  # fmt: skip
+    # The corpus options default to None, so one that is not None was typed; --demo replaces
+    # the corpus, so it would be silently ignored.
+    typed = [flag for flag, value in (("--corpus", corpus), ("--include", include),
+             ("--exclude", exclude), ("--max-vocab", max_vocab)) if value is not None]  # fmt: skip
+    if demo is not None and typed:
+        named = " or ".join(typed)
+        raise ConfigError(
+            f"--demo cannot be combined with {named}: --demo N shows the integers 1..N in place "
+            f"of a corpus, so {named} would be ignored; drop --demo to see the corpus, or drop "
+            f"{named}"
+        )
     corpus = tuple(corpus or ("shakespeare",))
     if split not in ("train", "val"):
         raise ConfigError(f"split must be train or val, got {split!r}")

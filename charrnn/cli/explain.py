@@ -14,6 +14,7 @@ from charrnn.errors import ConfigError
 
 # One value, a note and a coloured character each: 20,000 is pages of text, a few MB of HTML.
 MAX_CHARS, MAX_CHARS_LIMIT = 20_000, 10_000_000
+TOP_UNITS = 5  # per pattern: a few to try with --show gate, not a ranking of every unit
 
 
 # Typer reads a command's options from its signature, so most of this function's length is
@@ -57,7 +58,9 @@ def explain(
     top_units: Annotated[
         int | None,
         typer.Option(
-            help="Units to list per pattern (every pattern unless --find).", show_default="5"
+            help="Units to list per pattern (every pattern unless --find).",
+            show_default=str(TOP_UNITS),
+            min=1,  # None (not given) is the default; 0 would list nothing, so it is refused
         ),
     ] = None,
     skip_unknown: Annotated[
@@ -76,7 +79,7 @@ def explain(
     from charrnn import checkpoint as ckpt
     from charrnn import explain as explaining
     from charrnn import files, rundir
-    from charrnn.corpus import read_text
+    from charrnn.corpus import read_file_text
     from charrnn.scoring import read
 
     if (text is None) == (file is None):
@@ -87,7 +90,9 @@ def explain(
         files.check_outputs([html_file], force, create_folder=False)  # before the work
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
     model, vocab = ckpt.restore_model(ckpt.load(path))
-    whole = text if text is not None else read_text(str(file))
+    # The text to colour is not a corpus: its errors say --file, and a path is only a path
+    # (a file called "shakespeare" is that file, not the bundled corpus).
+    whole = text if text is not None else read_file_text(file, "the text given with --file")
     shown = explaining.limit(whole, max_chars)
     if len(shown) < len(whole):
         err.print(f"showing the first {len(shown):,} of {len(whole):,} characters (--max-chars)")
@@ -96,7 +101,9 @@ def explain(
     matches = None
     if find is not None or top_units is not None:
         patterns = (find,) if find is not None else explaining.PATTERNS
-        matches = explaining.top_units(model, reading, patterns, gate, top_units or 5)
+        matches = explaining.top_units(
+            model, reading, patterns, gate, TOP_UNITS if top_units is None else top_units
+        )
         best = explaining.best_match(matches)
         view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
     elif show == "surprise":
