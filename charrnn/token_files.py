@@ -90,7 +90,8 @@ def _unchanged(source: Any) -> bool:
 
 def clear_cache(stale_only: bool = False) -> tuple[int, int]:
     """Delete the token cache's files (only stale and damaged ones with `stale_only`); returns
-    (files removed, bytes freed). Entries being built now and their locks are left alone."""
+    (files removed, bytes freed). Entries being built now and their locks are left alone; the
+    other locks go too, uncounted (`cache list` does not show them: empty, and no entry)."""
     removed = freed = 0
     if folder().is_dir():
         removed += remove_stale_temporaries(folder())  # of builds that were killed
@@ -101,6 +102,6 @@ def clear_cache(stale_only: bool = False) -> tuple[int, int]:
             continue
         with contextlib.suppress(FileNotFoundError):
             item.path.unlink()
-            removed += 1
+            removed += item.kind != "lock"
             freed += item.bytes
     return removed, freed

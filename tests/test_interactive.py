@@ -82,6 +82,32 @@ def test_a_continuation_is_the_text_generate_writes(session, generator, capsys):
     assert shown == first + ("" if first.endswith("\n") else "\n")  # the prompt's own line
 
 
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("/length 100000000000000000000", ["would take", "ask for fewer or shorter samples",
+                                           "length stays 7"]),
+        ("/stop ", ["a stop string cannot be empty", "/stop TEXT", "/stop off",
+                    "stop stays 'END'"]),
+        ("/stop", ["a stop string cannot be empty", "stop stays 'END'"]),
+    ],
+)  # fmt: skip
+def test_what_every_prime_would_refuse_is_refused_when_typed(session, capsys, line, words):
+    """`charrnn sample`'s own checks (the memory of the samples, an empty stop string), at the
+    command: the earlier value stays, and the next prime is written with it."""
+    session.command("/length 7")
+    session.command("/stop END")
+    with pytest.raises(ConfigError) as refused:
+        session.command(line)
+    message = str(refused.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    assert session.settings["length"] == 7 and session.settings["stop"] == ("END",)
+    capsys.readouterr()
+    assert len(session.write("ROMEO:")) <= 7  # no refusal at the prime
+
+
 def test_keep_carries_the_text_on(session, generator, capsys):
     session.command("/seed 5")
     session.command("/length 30")

@@ -206,6 +206,43 @@ def test_malformed_json_is_422(client):
     assert reply.status_code == 422 and "malformed JSON" in reply.json()["error"]
 
 
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/score"])
+@pytest.mark.parametrize(
+    ("send", "sent"),
+    [
+        ({"data": {"prime": "ROMEO:", "text": "ROMEO:"}}, "as application/x-www-form-urlencoded"),
+        ({"files": {"prime": ("prime.txt", b"ROMEO:")}}, "as multipart/form-data"),
+        ({"content": b'{"text": "ROMEO:"}', "headers": {"content-type": "text/plain"}},
+         "as text/plain"),
+        ({"content": b'{"text": "ROMEO:"}'}, "with no Content-Type"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_sent_as_json_is_422_saying_to_send_json(client, path, send, sent):
+    """FastAPI reads a body as JSON only under a JSON Content-Type: any other reaches the
+    checks as bytes, which must not read as a bad field."""
+    reply = client.post(path, **send)
+    assert reply.status_code == 422, reply.text
+    message = reply.json()["error"]
+    assert message == (
+        f"the body was sent {sent}; send it as JSON (Content-Type: application/json)"
+    ), message  # the media type alone: a multipart boundary is not shown
+
+
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/score"])
+def test_an_empty_body_is_422_asking_for_a_json_object(client, path):
+    reply = client.post(path, content=b"", headers={"content-type": "application/json"})
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["error"] == (
+        "the body is empty; send a JSON object (Content-Type: application/json)"
+    )
+
+
+def test_a_json_body_under_a_json_suffix_type_is_still_checked_field_by_field(client):
+    reply = client.post("/v1/generate", content=b'{"lenght": 5}',
+                        headers={"content-type": "application/merge-patch+json"})  # fmt: skip
+    assert reply.status_code == 422 and "lenght" in reply.json()["error"], reply.text
+
+
 @pytest.mark.parametrize(
     ("raw", "words"),
     [

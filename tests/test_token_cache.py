@@ -83,6 +83,34 @@ def test_an_edited_source_gets_a_new_entry_and_the_old_one_is_listed_stale(corpu
     assert run_cli("cache", "clear").exit_code == 0 and entries() == []
 
 
+def test_the_list_shows_entries_not_locks_and_clear_keeps_a_held_lock(corpus_file):
+    """A build's lock file is no entry; `cache clear` removes the locks no build holds, and
+    leaves a held one where it is: unlinked, its holder would lock a file nobody else can
+    open, and a second build of the entry could start beside it."""
+    load_data(str(corpus_file), 0.1)
+    entry = entries()[0]
+    locks = entries("lock")
+    assert len(locks) == 2  # the scan's and the entry's, both left behind by the build
+    listed = json.loads(run_cli("cache", "list", "--json").stdout)["files"]
+    assert sorted(f["kind"] for f in listed) == ["scan", "tokens"]
+    table = run_cli("cache", "list")
+    rows = table.stdout.splitlines()[2:]  # after the folder and the column names
+    assert [row.split()[1] for row in rows] == ["tokens", "scan"], table.stdout
+    assert "2 file(s)" in table.stderr
+
+    held = entry.with_name(entry.name.split(".", 1)[0] + ".lock")
+    with tokens._locked(entry):  # a build of that entry, now
+        assert tokens.is_locked(held)
+        inode = held.stat().st_ino
+        cleared = run_cli("cache", "clear")
+        assert cleared.exit_code == 0
+        assert "removed 2 file(s)" in cleared.stderr  # what the list showed: locks uncounted
+        assert held.exists() and held.stat().st_ino == inode
+    assert [p.name for p in tokens.folder().iterdir()] == [held.name]  # the rest is gone
+    assert run_cli("cache", "clear").exit_code == 0  # released: now it goes too
+    assert list(tokens.folder().iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "damage",
     ["truncated", "a flipped header byte", "not a token file", "an empty file"],

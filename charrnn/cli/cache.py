@@ -1,6 +1,7 @@
 """`charrnn cache list` and `charrnn cache clear`: the token cache of encoded corpora.
 
-The facts come from charrnn.token_files; this module only draws them.
+The facts come from charrnn.token_files; this module only draws them (the entries, not the
+lock files beside them).
 """
 
 from typing import Annotated
@@ -23,7 +24,9 @@ def list_command(
     """List the cache's entries: size, state (ok, stale, damaged, building) and sources."""
     from charrnn import token_files, tokens
 
-    items = token_files.list_cache()
+    # A lock file (<name>.lock, taken while that entry is built) is no entry: 0 bytes, nothing
+    # to read or keep. `cache clear` still removes those no build holds.
+    items = [item for item in token_files.list_cache() if item.kind != "lock"]
     if as_json:
         print_json({"folder": str(tokens.folder()), "files": [
             {"path": str(i.path), "kind": i.kind, "bytes": i.bytes, "state": i.state,

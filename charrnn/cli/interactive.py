@@ -19,6 +19,8 @@ from rich.text import Text
 from charrnn import config, use_config
 from charrnn.cli.common import err
 from charrnn.errors import CharRNNError, ConfigError
+from charrnn.generation import check_fits
+from charrnn.stops import StopStrings
 
 if TYPE_CHECKING:
     from charrnn.priming import Context
@@ -60,8 +62,9 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def parse(name: str, text: str) -> Any:
-    """The value of setting `name` from what was typed after its command, checked."""
+def parse(name: str, text: str, model: Any = None) -> Any:
+    """The value of setting `name` from what was typed after its command, checked (a length
+    against the memory that `model`'s samples would take, as each prime checks it)."""
     kind, default, declared = config.declaration(name, use_config.SampleConfig)
     word = text.strip().lower()
     if declared.item is not None:  # /stop TEXT: one stop string, escapes read; /stop off
@@ -81,7 +84,17 @@ def parse(name: str, text: str) -> Any:
             value = kind(text.strip())
         except ValueError:
             raise ConfigError(f"{name} must be {kind.__name__}, got {text.strip()!r}") from None
-    return config.check_value(name, value, use_config.SampleConfig)
+    value = config.check_value(name, value, use_config.SampleConfig)
+    # What `charrnn sample` checks beyond the declared bounds, checked here as it is typed: a
+    # value taken now would only be refused again at every prime.
+    if name == "stop":
+        try:
+            StopStrings(value)
+        except ConfigError as error:
+            raise ConfigError(f"{error}; type /stop TEXT (\\n is a newline) or /stop off") from None
+    elif name == "length":
+        check_fits(1, value, model)
+    return value
 
 
 @dataclass
@@ -112,7 +125,11 @@ class Session:
         elif name in SETTINGS:
             if not value.strip() and name != "stop":
                 raise ConfigError(f"/{name.replace('_', '-')} needs a value (/help)")
-            self.settings[name] = parse(name, value)
+            try:
+                self.settings[name] = parse(name, value, self.generator.model)
+            except ConfigError as error:  # the refusal says that nothing changed
+                shown = _shown(self.settings[name])
+                raise ConfigError(f"{error}; {name.replace('_', '-')} stays {shown}") from None
             err.print(escape(f"{name.replace('_', '-')} = {_shown(self.settings[name])}"),
                       style="dim")  # fmt: skip
         else:

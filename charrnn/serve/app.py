@@ -175,7 +175,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [_problem(e) for e in error.errors()]
+        unread = _not_json(request.headers.get("content-type"), error)
+        problems = [unread] if unread else [_problem(e) for e in error.errors()]
         detail = _json_safe(jsonable_encoder(error.errors()))  # the input given may be NaN
         return JSONResponse({"error": "; ".join(problems), "detail": detail}, status_code=422)
 
@@ -385,6 +386,22 @@ def _for_http(message: str) -> str:
     for flag, field in FLAGS_AS_FIELDS.items():
         message = message.replace(flag, field)
     return message
+
+
+def _not_json(content_type: str | None, error: RequestValidationError) -> str | None:
+    """Why the body was not read as JSON at all, or None when it was.
+
+    FastAPI parses a body only when its Content-Type says JSON; any other body (form data, no
+    Content-Type) reaches validation as its raw bytes, which it would report as "Input should
+    be a valid dictionary", naming neither JSON nor the header."""
+    if isinstance(error.body, bytes):
+        kind = (content_type or "").split(";", 1)[0].strip()[:100]
+        sent = f"as {kind}" if kind else "with no Content-Type"
+        return f"the body was sent {sent}; send it as JSON (Content-Type: application/json)"
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",)
+           for e in error.errors()):  # fmt: skip
+        return "the body is empty; send a JSON object (Content-Type: application/json)"
+    return None
 
 
 def _problem(error: dict) -> str:
