@@ -188,9 +188,18 @@ class Trainer:
             {**config_module.to_dict(model_config), **config_module.to_dict(cfg)},
         )
         self.network = self.world.wrap(self.model)
+        # --max-time counts this invocation from its start: a resume adds the seconds trained
+        # before, a new run adds nothing (its clock already holds the timing, spent inside it).
+        trained_before = self.progress.seconds if resume else 0.0
         self.budget = Budget.from_limits(
-            cfg.max_steps, cfg.max_epochs, self.n_batches, cfg.max_time, self.progress.seconds
+            cfg.max_steps, cfg.max_epochs, self.n_batches, cfg.max_time, trained_before
         )
+        if not resume and self.progress.seconds and self.budget.spent(0, self.progress.seconds):
+            raise TrainingError(
+                f"timing the machine took {self.progress.seconds:.1f} s of --max-time "
+                f"{cfg.max_time:g} s, leaving none to train; give a longer --max-time, or skip "
+                "the timing: name the --precision (and the shape, or auto_size = false)"
+            )
         self.progress.fit(self.budget)
         # The first write, after everything else was accepted: a refused run touches nothing,
         # and an unwritable run directory is refused before training is announced (by rank 0).

@@ -121,7 +121,7 @@ def test_an_epoch_budget_beyond_any_count_leaves_a_run_its_readers_take(tmp_path
     """--max-epochs 1e300 is "no limit" in practice: the steps it works out to are saved
     capped at the most a run may record, which every reader of the run accepts."""
     model_config, train_config = tiny_configs(
-        corpus_file, max_steps=0, max_epochs=1e300, max_time=0.5
+        corpus_file, max_steps=0, max_epochs=1e300, max_time=0.5, precision="fp32"
     )
     Trainer(model_config, train_config, tmp_path / "run").run()
     saved = ckpt.load(tmp_path / "run", prefer=("last.pt",))
@@ -129,6 +129,33 @@ def test_an_epoch_budget_beyond_any_count_leaves_a_run_its_readers_take(tmp_path
     for command in ("inspect", "sample"):
         result = run_cli(command, tmp_path / "run")
         assert result.exit_code == 0, result.output
+
+
+def test_the_timing_is_spent_inside_max_time(tmp_path, corpus_file, monkeypatch):
+    """--max-time counts from the command's start: the precisions' timing is part of it, and
+    a budget the timing used up is refused before a run directory is made."""
+    import charrnn.train as training
+
+    # Two precisions to time whatever this CPU's bf16 support (bf16 autocast runs anywhere).
+    monkeypatch.setattr(training, "precision_choices", lambda device, name: (torch.bfloat16, None))
+    model_config, train_config = tiny_configs(corpus_file, max_steps=0, max_time=3.0)
+    trainer = Trainer(model_config, train_config, tmp_path / "run")
+    timing = trainer.progress.seconds
+    assert timing > 0 and trainer.budget.max_seconds == 3.0  # on the run's clock, inside it
+    result = trainer.run()
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert timing < first["time"] and 3.0 <= result.seconds < 3.5  # it ends at the budget
+
+    real = training.autosize.fastest
+
+    def slow_machine(amps, speeds):  # a timing that takes longer than the whole budget
+        time.sleep(3.1)
+        return real(amps, speeds)
+
+    monkeypatch.setattr(training.autosize, "fastest", slow_machine)
+    with pytest.raises(TrainingError, match=r"took \d+\.\d s of --max-time 3 s, leaving none"):
+        Trainer(model_config, train_config, tmp_path / "spent")
+    assert not (tmp_path / "spent").exists()
 
 
 def test_resume_refuses_changing_model_or_data(tmp_path, tiny_run):

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from charrnn import config as config_module
+from charrnn import rundir
 from charrnn.cli import settings
 from charrnn.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, debugging, err
 from charrnn.errors import ConfigError
@@ -310,7 +311,10 @@ def _summary(result, data) -> None:
     if data.sources.skipped:
         table.add_row("corpus", f"{len(data.sources.files)} file(s) read; skipped "
                       f"{data.sources.skipped_text()}")  # fmt: skip
-    table.add_row("checkpoints", f"{result.run_dir}/best.pt, {result.run_dir}/last.pt")
+    # best.pt exists only once an evaluation of the whole validation text was made.
+    saved = [result.run_dir / name for name in (rundir.BEST, rundir.LAST)
+             if (result.run_dir / name).is_file()]  # fmt: skip
+    table.add_row("checkpoints", ", ".join(map(str, saved)))
     table.add_row("sample with", f"charrnn sample {result.run_dir}")
     for warning in result.checkpoint_warnings:
         table.add_row("warning", warning)
