@@ -40,6 +40,7 @@ from charrnn import config as config_module
 from charrnn.cell_kinds import EXPORTABLE_CELLS, cell_kind
 from charrnn.errors import CheckpointError, ConfigError, ExportError
 from charrnn.files import write_atomically
+from charrnn.vocab import UNKNOWN
 
 DEFAULT_NAME = "model.onnx"  # written into the run directory unless --out says otherwise
 
@@ -191,6 +192,8 @@ def describe(checkpoint: dict[str, Any]) -> dict[str, str]:
         + " (the state to pass as "
         + ", ".join(states)
         + " with the next character). Sample the next id from softmax(logits / temperature)."
+        + (" Read a character outside the vocab as 'unknown' (U+FFFD)." if vocab.maps_unknown
+           else "")  # fmt: skip
     )
     try:
         train_config = config_module.from_saved(
@@ -198,7 +201,10 @@ def describe(checkpoint: dict[str, Any]) -> dict[str, str]:
         )
     except ConfigError as error:
         raise CheckpointError(f"checkpoint has an invalid train config: {error}") from None
+    # A model trained with --max-vocab reads characters it never saw as this one.
+    unknown = {"unknown": UNKNOWN} if vocab.maps_unknown else {}
     return {
+        **unknown,
         "vocab": json.dumps(vocab.to_list(), ensure_ascii=False),
         "model_config": json.dumps(config_module.to_dict(model_config)),
         "train_config": json.dumps(config_module.to_dict(train_config)),

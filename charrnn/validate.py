@@ -284,7 +284,12 @@ def describe_model(saved: dict[str, Any]) -> tuple[config_module.ModelConfig, Vo
     """The model config and vocabulary a checkpoint names, validated."""
     try:
         model_config = config_module.from_saved(config_module.ModelConfig, saved["model_config"])
-        vocab = Vocabulary.from_list(saved["vocab"])
+        # A model trained with --max-vocab read the characters it left out as U+FFFD: so do
+        # its readers (a weights-only file, without its settings, refuses them instead).
+        trained = saved.get("train_config")
+        max_vocab = trained.get("max_vocab") if isinstance(trained, dict) else None
+        mapped = isinstance(max_vocab, int) and not isinstance(max_vocab, bool) and max_vocab > 0
+        vocab = Vocabulary.from_list(saved["vocab"], maps_unknown=mapped)
     except CharRNNError as error:
         raise CheckpointError(f"checkpoint has an invalid model description: {error}") from None
     if not vocab:  # no model can be built for it (torch would warn before refusing)

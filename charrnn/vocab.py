@@ -8,12 +8,13 @@ encoding looks characters up in a table instead of relying on the order.
 How large a vocabulary may be: at most ``DEFAULT_CAP`` (10,000) distinct characters unless
 ``max_vocab`` is set; with ``max_vocab = N`` the N most frequent characters are kept and every
 other one is mapped to ``UNKNOWN`` (U+FFFD, the replacement character), which joins the
-vocabulary.
+vocabulary. A model trained so reads every character it never saw as U+FFFD too
+(``maps_unknown``), as its training did: its own text is never refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -31,21 +32,25 @@ class Vocabulary:
     """The characters a model knows, in id order."""
 
     chars: tuple[str, ...]
+    # Characters outside `chars` read as UNKNOWN instead of being refused: a model trained with
+    # --max-vocab. Not part of equality: the ids mean the same either way.
+    maps_unknown: bool = field(default=False, compare=False)
 
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:
         return cls(tuple(sorted(set(text))))
 
     @classmethod
-    def from_list(cls, chars: list[str]) -> Vocabulary:
-        """Rebuild from `to_list()`, e.g. from a checkpoint. Refuses anything malformed."""
+    def from_list(cls, chars: list[str], maps_unknown: bool = False) -> Vocabulary:
+        """Rebuild from `to_list()`, e.g. from a checkpoint. Refuses anything malformed.
+        `maps_unknown` (a model trained with --max-vocab) holds only if UNKNOWN is in it."""
         if not isinstance(chars, (list, tuple)) or not all(
             isinstance(c, str) and len(c) == 1 for c in chars
         ):
             raise CorpusError("a vocabulary must be a list of single characters")
         if len(set(chars)) != len(chars):
             raise CorpusError("a vocabulary must not repeat a character")
-        return cls(tuple(chars))
+        return cls(tuple(chars), maps_unknown and UNKNOWN in chars)
 
     def to_list(self) -> list[str]:
         return list(self.chars)
@@ -99,7 +104,10 @@ class Vocabulary:
         return table[codes]
 
     def unknown(self, text: str) -> list[str]:
-        """Distinct characters of `text` missing from the vocabulary, in order of appearance."""
+        """Distinct characters of `text` missing from the vocabulary, in order of appearance
+        (none when they read as UNKNOWN)."""
+        if self.maps_unknown:
+            return []
         index = self._index
         return list(dict.fromkeys(c for c in text if c not in index))
 
@@ -112,7 +120,9 @@ class Vocabulary:
         for start in range(0, len(text), ENCODE_CHUNK):
             piece = text[start : start + ENCODE_CHUNK]
             ids = self.lookup(code_points(piece))
-            if ids.size and ids.min() < 0:
+            if ids.size and ids.min() < 0 and self.maps_unknown:
+                ids = np.where(ids < 0, self.id_of(UNKNOWN), ids)
+            elif ids.size and ids.min() < 0:
                 raise CorpusError(
                     f"characters not in the vocabulary: {self.describe_unknown(text)}"
                 )

@@ -59,6 +59,48 @@ def test_max_vocab_keeps_the_most_frequent_and_maps_the_rest_to_u_fffd(tmp_path,
     assert model.vocab.chars == tuple(sorted([*kept, UNKNOWN]))
 
 
+def test_a_max_vocab_model_reads_what_it_never_saw_as_u_fffd_in_every_command(tmp_path, cjk):
+    """Its own training text is never refused: sample, eval and explain read a character
+    outside the vocabulary as U+FFFD, as training did."""
+    import torch
+
+    run = tmp_path / "run"
+    trained = run_cli("train", *TINY_FLAGS, "--corpus", cjk, "--out", run, "--max-steps", 2,
+                      "--max-vocab", 500)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    vocab = load_model(run).vocab
+    text = cjk.read_text()[:3_000]
+    never_seen = next(c for c in text if c not in vocab)
+    mapped = tmp_path / "mapped.txt"  # the same text with the mapping done by hand
+    mapped.write_text("".join(c if c in vocab else UNKNOWN for c in text), encoding="utf-8")
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+
+    def loss(path: Path) -> str:
+        result = run_cli("eval", run, "--corpus", path, "--json")
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert loss(tmp_path / "text.txt") == loss(mapped).replace(
+        str(mapped), str(tmp_path / "text.txt")
+    )
+    prime = never_seen * 2 + next(c for c in text if c in vocab)
+    sampled = run_cli("sample", run, "--prime", prime, "--length", 20, "--seed", 3)
+    assert sampled.exit_code == 0, sampled.output
+    assert sampled.stdout.startswith(prime)  # the prime as typed, read as U+FFFD
+    as_read = run_cli("sample", run, "--prime", UNKNOWN * 2 + prime[-1], "--length", 20,
+                      "--seed", 3)  # fmt: skip
+    assert sampled.stdout[len(prime) :] == as_read.stdout[len(prime) :]
+    assert run_cli("explain", run, "--text", prime).exit_code == 0
+
+    # U+FFFD in a vocabulary without --max-vocab is a character of the text like any other:
+    # there, characters outside it are refused as usual.
+    saved = torch.load(run / "best.pt", weights_only=True)
+    torch.save({**saved, "train_config": {**saved["train_config"], "max_vocab": 0}},
+               tmp_path / "unmapped.pt")  # fmt: skip
+    refused = run_cli("sample", tmp_path / "unmapped.pt", "--prime", prime, "--length", 5)
+    assert refused.exit_code == 1 and "never saw" in refused.stderr
+
+
 def test_a_vocabulary_over_the_cap_is_refused_in_one_line_before_a_model(tmp_path):
     path = tmp_path / "wide.txt"
     path.write_text("".join(chr(0x4E00 + i) for i in range(10_001)) * 2, encoding="utf-8")
