@@ -180,7 +180,7 @@ def read(vocab: Vocabulary, text: str, skip_unknown: bool = False) -> Reading:
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise CorpusError(
             f"the text has characters the model never saw: {shown}{more}; remove them or pass "
-            "--skip-unknown (they are then shown but not scored)"
+            "--skip-unknown (they are then left out of the score)"
         )
     if not missing:
         return Reading(text, vocab.encode(text), torch.arange(len(text)))
@@ -209,6 +209,12 @@ class Score:
     def bpc(self) -> float:
         return bits_per_char(self.loss)
 
+    @property
+    def rows(self) -> int:
+        """The rows the text was cut into (batching.evaluation_chunks), each read from a zero
+        state: the more and shorter, the more characters are read with little context."""
+        return min(self.batch_size, self.characters)
+
     def to_json(self) -> dict:
         return {
             "loss": self.loss,
@@ -218,6 +224,7 @@ class Score:
             "split": self.split,
             "batch_size": self.batch_size,
             "seq_length": self.seq_length,
+            "rows": self.rows,
         }
 
 

@@ -63,6 +63,24 @@ def test_eval_json_agrees_with_evaluate_on_the_checkpoint(tiny_run, loaded):
     assert result["split"] == "all" and result["skipped"] == 0
     human = run_cli("eval", tiny_run / "last.pt", "--corpus", path, "-b", 3, "-s", 7)
     assert f"{loss:.4f} nats/char" in human.stdout
+    per_row = (len(text) - 1) // 3
+    assert result["rows"] == 3 and per_row >= 70  # long rows: no hint to read one row
+    said = " ".join(human.stdout.split())
+    assert f"3 row(s) of ~{per_row:,} characters, each read from a zero state" in said
+    assert "--batch-size 1" not in said
+
+
+def test_eval_says_when_its_rows_are_short(tiny_run):
+    """A short text cut into the run's rows is read with little context: the output says how
+    it was read, and how to read it as one row."""
+    path = tiny_run.parent / "short.txt"
+    path.write_text(SCENE[:40], encoding="utf-8")
+    rows = run_cli("eval", tiny_run, "--corpus", path, "-b", 8, "-s", 16)
+    said = " ".join(rows.stdout.split())
+    assert "8 row(s) of ~4 characters" in said and "--batch-size 1 reads it as one row" in said
+    one = run_cli("eval", tiny_run, "--corpus", path, "-b", 1, "-s", 16)
+    assert "1 row(s) of ~39 characters" in " ".join(one.stdout.split())
+    assert "--batch-size 1 reads" not in one.stdout
 
 
 @pytest.mark.parametrize(

@@ -106,6 +106,12 @@ def _show(result, adapted, about: dict, as_json: bool) -> None:
     skipped = f"; {result.skipped:,} unknown left out" if result.skipped else ""
     facts.add_row("characters", f"{result.characters:,} scored{skipped}")
     facts.add_row("loss", loss_text(result.loss))
+    per_row = result.characters // result.rows
+    layout = (f"{result.rows:,} row(s) of ~{per_row:,} characters, each read from a zero "
+              f"state, in chunks of {result.seq_length}")  # fmt: skip
+    if result.rows > 1 and per_row < 10 * result.seq_length:  # much of it read with little context
+        layout += "; --batch-size 1 reads it as one row, with more context"
+    facts.add_row("layout", layout)
     if adapted is not None:
         facts.add_row("dynamic loss", loss_text(adapted.loss))
         facts.add_row(
