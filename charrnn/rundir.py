@@ -225,13 +225,19 @@ def read_metrics(run_dir: Path) -> Metrics:
         return Metrics([], [str(error)])
     kept: list[dict[str, Any]] = []
     left_out: dict[str, list[int]] = {}  # reason -> line numbers
-    stride, valid = 1, 0
+    stride, valid, replaced = 1, 0, 0
     with file:
         for number, line in enumerate(_lines(file), 1):
             entry, problem = _metrics_entry(line)
             if problem:
                 left_out.setdefault(problem, []).append(number)
                 continue
+            # A step that goes back is a resume from a checkpoint older than the last lines
+            # (a kill after an evaluation, before the next save): those lines scored weights
+            # that were never saved, and the resumed run scores its own at those steps.
+            while kept and kept[-1]["step"] >= entry["step"]:
+                kept.pop()
+                replaced += 1
             if valid % stride == 0:
                 kept.append(entry)
                 if len(kept) > METRICS_ENTRIES:
@@ -242,6 +248,9 @@ def read_metrics(run_dir: Path) -> Metrics:
         f"{' and more' if len(numbers) > 1 else ''})"
         for problem, numbers in left_out.items()
     ]
+    if replaced:
+        notes.append(f"{str(path)!r}: {replaced} evaluation(s) of weights a resume went back "
+                     "from are left out (their steps were trained again)")  # fmt: skip
     if stride > 1:
         notes.append(f"{str(path)!r} holds {valid:,} evaluations; every {stride}th is shown")
     return Metrics(kept, notes)

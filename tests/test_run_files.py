@@ -89,6 +89,26 @@ def test_the_chart_still_draws_beside_a_damaged_metrics_file(run):
     assert shown["metrics"] == GOOD and shown["metrics_notes"]
 
 
+def test_evaluations_a_resume_went_back_from_are_replaced_by_its_own(tmp_path, corpus_file):
+    """Killed after an evaluation at step 50 but before saving it, a run resumes from its
+    step-40 checkpoint and scores step 50 again: readers show the resumed run's line."""
+    run = tmp_path / "run"
+    flags = (*TINY_FLAGS, "--eval-every", 10, "--checkpoint-every", 10)
+    assert run_cli("train", *flags, "--corpus", corpus_file, "--out", run,
+                   "--max-steps", 40).exit_code == 0  # fmt: skip
+    with open(run / rundir.METRICS, "a", encoding="utf-8") as file:  # the unsaved evaluation
+        file.write(json.dumps({"step": 50, "val_loss": 9.5, "train_loss": 9.5}) + "\n")
+    resumed = run_cli("train", "--resume", run, "--max-steps", 60)
+    assert resumed.exit_code == 0, resumed.output
+    metrics = rundir.read_metrics(run)
+    steps = [entry["step"] for entry in metrics.entries]
+    assert steps == sorted(set(steps)) and steps[-3:] == [40, 50, 60]
+    assert 9.5 not in [entry["val_loss"] for entry in metrics.entries]
+    assert "1 evaluation(s) of weights a resume went back from are left out" in metrics.notes[0]
+    file_steps = [json.loads(line)["step"] for line in (run / rundir.METRICS).open()]
+    assert file_steps.count(50) == 2  # the file itself keeps every line it was given
+
+
 def test_a_long_metrics_file_is_thinned_not_held_whole(run):
     count = 3 * rundir.METRICS_ENTRIES
     write_metrics(run, [json.dumps({"step": s, "val_loss": 2.0}) for s in range(count)])
