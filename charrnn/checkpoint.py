@@ -69,6 +69,11 @@ def load(path: str | Path, prefer: tuple[str, ...] = rundir.FOR_USING) -> dict[s
 
 def _load_file(path: Path) -> dict[str, Any]:
     """Read and validate one checkpoint file (see `load`)."""
+    if path.suffix.lower() == ".onnx":  # `charrnn export`'s output, given back to charrnn
+        raise CheckpointError(
+            f"{str(path)!r} is an ONNX file, not a checkpoint: run it with "
+            "examples/sample_onnx.py, or give the run it was exported from"
+        )
     _verify_archive(path)
     try:
         # torch warns about the pickle protocol of files it then refuses; the user gets our
@@ -89,10 +94,9 @@ def _load_file(path: Path) -> dict[str, Any]:
         ) from None
     except Exception as error:
         # torch's reader fails on garbage in many ways (EOFError, struct.error, even
-        # AssertionError): whichever it is, the file is not a checkpoint it can read.
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?): {_first(error)}"
-        ) from None
+        # AssertionError, "pop from empty list"): whichever it is, the file is not a checkpoint
+        # it can read. Its first bytes often say what it is instead.
+        raise CheckpointError(f"{str(path)!r} {_what_else(path, error)}") from None
     validate.checkpoint(checkpoint, repr(str(path)))
     return checkpoint
 
@@ -141,6 +145,20 @@ def _verify_archive(path: Path) -> None:
             f"{str(path)!r} is corrupt: its record {damaged!r} does not match its checksum "
             "(a damaged copy or disk?); use another copy of the run"
         )
+
+
+def _what_else(path: Path, error: BaseException) -> str:
+    """What a file torch could not read is, as far as its first bytes tell."""
+    with path.open("rb") as file:
+        start = file.read(1)
+    if not start:
+        return "is empty (a copy or save that never got under way?); use another copy of the run"
+    if start != b"\x80":  # every torch file is a zip or a pickle of protocol 2+
+        return (
+            "is not a checkpoint: it is neither a torch archive nor a pickle (a text, or "
+            "another kind of file?); give a run directory of charrnn train or its .pt file"
+        )
+    return f"is not a readable checkpoint (truncated or corrupt?): {_first(error)}"
 
 
 def _first(error: BaseException) -> str:

@@ -242,11 +242,13 @@ def first_weight(good: dict) -> str:
 
 # (name, how to make the file from the good checkpoint, what the one line must say)
 DAMAGED = [
-    ("empty file", lambda g, b: b"", "not a readable checkpoint"),
+    ("empty file", lambda g, b: b"", "is empty"),
+    ("a text", lambda g, b: b"hello, world", "neither a torch archive nor a pickle"),
     ("cut in half", lambda g, b: b[: len(b) // 2], "is truncated"),
     ("first 100 bytes", lambda g, b: b[:100], "is truncated"),
     ("random bytes", lambda g, b: random.Random(1).randbytes(4096), "is not a"),
-    ("a zip that is not a checkpoint", lambda g, b: not_a_checkpoint_zip(), "not a readable"),
+    ("a zip that is not a checkpoint", lambda g, b: not_a_checkpoint_zip(),
+     "neither a torch archive"),
     ("a record name that is not UTF-8", lambda g, b: a_record_name_not_utf8(b),
      "not valid UTF-8"),
     ("a weight marked as a folder", lambda g, b: a_weight_marked_as_a_folder(b),
@@ -355,6 +357,14 @@ def test_a_damaged_checkpoint_points_to_the_runs_other_one(tmp_path, tiny_run):
     lone = tmp_path / "model.pt"  # a file outside a run has no other checkpoint to name
     lone.write_bytes(whole[:100])
     assert "other checkpoint" not in assert_refused(run_cli("sample", lone), "is truncated")
+
+
+def test_an_onnx_export_given_as_a_checkpoint_says_what_it_is(tmp_path):
+    onnx = tmp_path / "exported.onnx"  # (export's reader writes model.onnx beside it)
+    onnx.write_bytes(b"\x08\x08\x12\x07pytorch")  # how an exported file starts
+    for command in READERS.values():
+        assert_refused(run_cli(*command(onnx)), "is an ONNX file, not a checkpoint",
+                       "examples/sample_onnx.py")  # fmt: skip
 
 
 def test_weights_only_checkpoint_samples_but_does_not_resume(tmp_path, good):
