@@ -76,9 +76,9 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         parts = []
         if self.min is not None:
-            parts.append(f"> {self.min:g}" if self.min_open else f">= {self.min:g}")
+            parts.append(f"{'>' if self.min_open else '>='} {_bound(self.min)}")
         if self.max is not None:
-            parts.append(f"< {self.max:g}" if self.max_open else f"<= {self.max:g}")
+            parts.append(f"{'<' if self.max_open else '<='} {_bound(self.max)}")
         if self.max_per_core is not None:
             parts.append(f"<= {self.max_per_core} x the cores")
         return " and ".join(parts)
@@ -88,6 +88,13 @@ class Setting:
         if self.max_per_core is None:
             return None
         return self.max_per_core * available_cores()
+
+
+def _bound(value: float) -> str:
+    """An integer bound exactly, in thousands (`4,294,967,295`, as other help texts write
+    10,000): `:g` would round it to `4.29497e+09`, a value that is not the bound. A float in
+    its short form (`0.5`, `1`)."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def setting(default: Any, help: str, panel: str, **rules: Any) -> Any:
@@ -305,6 +312,11 @@ def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
     raw = tomlfile.read(path)  # a regular file, at most 1 MB, nested at most 32 deep
     result: dict[str, dict[str, Any]] = {}
     for section, values in raw.items():
+        if not isinstance(values, dict) and section in all_fields():
+            raise ConfigError(  # a setting written above every table
+                f"config {str(path)!r}: {section} is outside a table; put it under "
+                f"[{section_of(section)}]"
+            )
         if section not in SECTIONS or not isinstance(values, dict):
             raise ConfigError(
                 f"config {str(path)!r}: unknown table [{section}]; use [model] and [train]"
@@ -314,12 +326,20 @@ def load_toml(name_or_path: str) -> dict[str, dict[str, Any]]:
         except ConfigError as error:
             raise ConfigError(f"config {str(path)!r}: {error}") from None
         known = fields_of(SECTIONS[section])
-        for key in result[section]:
+        for key, value in result[section].items():
+            if key in all_fields() and key not in known:
+                raise ConfigError(
+                    f"config {str(path)!r}: {key} belongs in [{section_of(key)}], not [{section}]"
+                )
             if key not in known:
                 raise ConfigError(
                     f"config {str(path)!r}: unknown key {shown(key)} in [{section}]; "
                     f"valid keys: {', '.join(known)}"
                 )
+            try:  # here, so that the message names the file the value came from
+                check_value(key, value, SECTIONS[section], typed=True)
+            except ConfigError as error:
+                raise ConfigError(f"config {str(path)!r}: {error}") from None
     return result
 
 
@@ -355,9 +375,10 @@ def check_value(name: str, value: Any, cls: type | None = None, *, typed: bool =
     if rules.item is None:
         return _check_one(name, value, expected, rules)
     if not isinstance(value, (list, tuple)):
+        one = f"a {rules.item.__name__} or " if rules.single else ""  # `corpus = "a.txt"` too
         raise ConfigError(
-            f"{name} must be a list of {rules.item.__name__}, got {type(value).__name__} "
-            f"{shown(value)}"
+            f"{name} must be {one}a list of {rules.item.__name__}, got "
+            f"{type(value).__name__} {shown(value)}"
         )
     values = tuple(_check_one(name, one, rules.item, rules) for one in value)
     if rules.required and not values:

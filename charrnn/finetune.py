@@ -119,10 +119,14 @@ def configs(
     from_file = config_module.load_toml(config_file).get("model", {}) if config_file else {}
     for name, value in from_file.items():
         if name in shape and getattr(start.model_config, name) != value:
+            # A bundled config cannot be edited: the way out is to drop it.
+            fix = ("leave it out of the config" if Path(config_file).expanduser().is_file()
+                   else f"leave out --config (a fine-tune uses the bundled {CONFIG!r}), or "
+                   "give a config file without it")  # fmt: skip
             raise ConfigError(
                 f"config {config_file!r} sets {name} = {value!r}, but with --init-from the "
                 f"model's shape comes from the checkpoint ({name} = "
-                f"{getattr(start.model_config, name)!r}); leave it out of the config"
+                f"{getattr(start.model_config, name)!r}); {fix}"
             )
     keep = {name: getattr(start.model_config, name) for name in shape}
     return dataclasses.replace(model_config, **keep), train_config

@@ -30,13 +30,18 @@ def test_precedence_defaults_file_flags(tmp_path):
         ("[train]\nlearning_rate = 0\n", "learning_rate must be greater than 0"),
         ("[train]\nbatch_size = true\n", "batch_size must be int"),
         ("[model\n", "not valid TOML"),
+        ("hidden_size = 32\n", r"hidden_size is outside a table; put it under \[model\]"),
+        ("[model]\nmax_steps = 10\n", r"max_steps belongs in \[train\], not \[model\]"),
+        ("[train]\ncorpus = 5\n", "corpus must be a str or a list of str, got int 5"),
     ],
 )
 def test_bad_files_are_refused_naming_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         config.resolve(str(path), {})
+    if "TOML" not in message:  # every refusal of a value says which file it came from
+        assert str(refused.value).startswith(f"config {str(path)!r}: ")
 
 
 def test_int_is_accepted_for_float():

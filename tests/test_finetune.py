@@ -81,6 +81,11 @@ def test_shape_options_are_refused_in_one_line(base_run, new_text, tmp_path):
     other.write_text("[model]\nnum_layers = 3\ndropout = 0.1\n")
     result = run_cli("train", "--init-from", base_run, "--config", other, "--corpus", new_text)
     assert result.exit_code == 1 and "sets num_layers = 3" in result.stderr
+    assert "leave it out of the config" in result.stderr  # a file the user can edit
+    result = run_cli("train", "--init-from", base_run, "--config", "gpu", "--corpus", new_text)
+    said = " ".join(result.stderr.split())  # a bundled config cannot be edited: drop it
+    assert result.exit_code == 1 and "config 'gpu' sets hidden_size = 1024" in said
+    assert "leave out --config (a fine-tune uses the bundled 'finetune')" in said
     result = run_cli("train", "--init-from", base_run, "--resume", base_run)
     assert result.exit_code == 1 and "give one of them" in result.stderr
 
