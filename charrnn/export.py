@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +153,13 @@ def export_run(run: str | Path, out: str | Path | None = None, force: bool = Fal
     target = default_out(source) if out is None else Path(out).expanduser()
     if target.is_dir():
         raise ExportError(f"--out {str(target)!r} is a directory; name the .onnx file to write")
+    # Before the --force check: --force must not replace the very file being read. samefile
+    # sees through symlinks, hard links and relative paths.
+    if target.exists() and os.path.samefile(target, source):
+        raise ExportError(
+            f"--out {str(target)!r} is the checkpoint being exported ({str(source)!r}); "
+            f"name another file, such as {str(default_out(source))!r}"
+        )
     if target.exists() and not force:
         raise ExportError(f"{str(target)!r} already exists; pass --force to replace it")
     checkpoint = ckpt.load(source)
@@ -192,8 +200,11 @@ def describe(checkpoint: dict[str, Any]) -> dict[str, str]:
         + " (the state to pass as "
         + ", ".join(states)
         + " with the next character). Sample the next id from softmax(logits / temperature)."
-        + (" Read a character outside the vocab as 'unknown' (U+FFFD)." if vocab.maps_unknown
-           else "")  # fmt: skip
+        + (
+            " Read a character outside the vocab as 'unknown' (U+FFFD)."
+            if vocab.maps_unknown
+            else ""
+        )
     )
     try:
         train_config = config_module.from_saved(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -147,19 +148,27 @@ def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     return curves
 
 
+# Why a run directory without a checkpoint is left out of a listing (it has no facts to show).
+NOT_SAVED_YET = "no checkpoint yet (still training, or stopped before its first save)"
+
+
 @dataclass(frozen=True)
 class RunListing:
-    """The runs of a folder, newest first, and the ones that could not be read (and why)."""
+    """The runs of a folder, newest first; the ones that could not be read (and why); and the
+    names of the runs with no checkpoint yet (NOT_SAVED_YET)."""
 
     runs: list[CheckpointSummary]
     unreadable: dict[str, str]
+    not_saved_yet: list[str] = dataclasses.field(default_factory=list)
 
 
 def list_runs(root: str | Path) -> RunListing:
-    """Summaries of every run under `root`. Raises CheckpointError when there is none at all."""
+    """Summaries of every run under `root`. Raises CheckpointError when `root` is not a folder
+    of runs (missing, a file, a run itself) or holds none at all."""
     root = Path(root).expanduser()
-    folders = rundir.run_dirs(root)
-    if not folders:
+    _check_folder_of_runs(root)
+    folders, unsaved = rundir.run_dirs(root), rundir.unsaved_run_dirs(root)
+    if not folders and not unsaved:
         raise CheckpointError(
             f"no runs in {str(root)!r}; train one with `charrnn train` or name a folder of runs"
         )
@@ -171,4 +180,28 @@ def list_runs(root: str | Path) -> RunListing:
             # One broken run should not hide the others: list it with its reason.
             unreadable[folder.name] = str(error)
     runs.sort(key=lambda run: run.written, reverse=True)
-    return RunListing(runs, unreadable)
+    return RunListing(runs, unreadable, [folder.name for folder in unsaved])
+
+
+def _check_folder_of_runs(root: Path) -> None:
+    """`root` is a folder that may hold runs, or a CheckpointError says what it is instead."""
+    shown = str(root)
+    if not root.exists():
+        raise CheckpointError(
+            f"{shown!r} does not exist; train a run with `charrnn train` (it writes runs under "
+            "checkpoints/) or name a folder of runs"
+        )
+    if root.is_file():
+        hint = (
+            f"; `charrnn inspect {shlex.quote(shown)}` describes it" if root.suffix == ".pt" else ""
+        )
+        raise CheckpointError(f"{shown!r} is a file, not a folder of runs{hint}")
+    if not root.is_dir():  # a FIFO, a device, a socket
+        raise CheckpointError(f"{shown!r} is not a folder; name a folder of runs")
+    if rundir.is_run(root):
+        raise CheckpointError(
+            f"{shown!r} is a run, not a folder of runs: `charrnn inspect {shlex.quote(shown)}` "
+            f"describes it, `charrnn runs {shlex.quote(str(root.parent))}` lists the runs beside it"
+        )
+    if rundir.is_unsaved_run(root) and not rundir.run_dirs(root):
+        raise CheckpointError(f"{shown!r} is a run with {NOT_SAVED_YET}, not a folder of runs")

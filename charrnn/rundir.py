@@ -48,6 +48,18 @@ def is_run(path: Path) -> bool:
     return any((Path(path) / name).is_file() for name in CHECKPOINTS)
 
 
+# What `charrnn train` writes into a run directory before its first checkpoint (the lock and
+# config.toml at once, metrics.jsonl at the first evaluation): a folder that holds one of them
+# and no checkpoint is a run that is still training, or was stopped before its first save.
+STARTED = (LOCK, CONFIG, METRICS)
+
+
+def is_unsaved_run(path: Path) -> bool:
+    """A run directory with no checkpoint yet (still training, or stopped before its first save)."""
+    path = Path(path)
+    return path.is_dir() and not is_run(path) and any(os.path.lexists(path / n) for n in STARTED)
+
+
 def find_checkpoint(path: str | Path, prefer: tuple[str, ...] = FOR_USING) -> Path:
     """A .pt file, or a run directory (then the first of `prefer` that exists)."""
     path = Path(path).expanduser()
@@ -82,6 +94,14 @@ def run_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(folder for folder in root.iterdir() if folder.is_dir() and is_run(folder))
+
+
+def unsaved_run_dirs(root: Path) -> list[Path]:
+    """The folders directly under `root` that are runs with no checkpoint yet, by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(folder for folder in root.iterdir() if is_unsaved_run(folder))
 
 
 def holds_runs(path: Path) -> bool:

@@ -109,8 +109,9 @@ class Trainer:
         """`resume`: a checkpoint to continue; `start`: a charrnn.finetune.Start, whose
         weights a new run starts from (its vocabulary grows by the corpus's new characters).
         `given`: the settings the user set (a config file's keys and the flags), which
-        auto_size keeps. `dry_run`: set everything up (auto_size included) but write nothing;
-        `run()` must not be called."""
+        auto_size keeps. `dry_run`: set everything up (auto_size included) but write nothing
+        to the run directory (loading the corpus fills its token cache, as always); `run()`
+        must not be called."""
         self.model_config = model_config
         self.config = train_config
         self._named = run_dir is not None  # else a default name, made unique when created

@@ -318,7 +318,7 @@ def test_dry_run_shows_the_choice_and_writes_nothing(
     assert result.exit_code == 0, result.output
     assert "auto_size (timed in" in result.stderr
     assert "auto_size: 1x" in result.stderr and "chosen" in result.stderr
-    assert "dry run: nothing trained or written" in result.stderr
+    assert f"dry run: nothing trained, nothing written to {out};" in result.stderr
     assert not out.exists()
 
 

@@ -142,3 +142,21 @@ def test_runs_fit_an_80_column_terminal(tiny_run, tmp_path, monkeypatch):
     runs_command.runs(folder)
     rows = [line for line in wide.export_text().splitlines() if name in line]
     assert len(rows) == 1 and "32" in rows[0]  # a wide terminal keeps one line per run
+
+
+@pytest.mark.parametrize(
+    ("command_name", "option", "bounds"),
+    [
+        ("train", "--seed", "(>= 0 and <= 4,294,967,295)"),
+        ("train", "--max-steps", "(>= 0 and <= 1,000,000,000,000,000)"),
+        ("sample", "--seed", "(>= 0 and <= 9,223,372,036,854,775,807)"),
+        ("train", "--dropout", "(>= 0 and < 1)"),  # a float's bounds stay short
+    ],
+)
+def test_help_shows_integer_bounds_exactly(monkeypatch, command_name, option, bounds):
+    # `:g` printed 4.29497e+09, 1e+15 and 9.22337e+18: rounded, not the bounds.
+    monkeypatch.setenv("COLUMNS", "400")  # one line an option: the bounds are not folded
+    shown = run_cli(command_name, "--help")
+    assert shown.exit_code == 0, shown.output
+    (line,) = [line for line in shown.stdout.splitlines() if f" {option} " in line]
+    assert bounds in line and "e+" not in line

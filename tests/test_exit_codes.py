@@ -63,6 +63,26 @@ def test_a_closed_pipe_ends_sampling_quietly(tiny_run):
     assert stderr == b""
 
 
+@pytest.mark.slow  # child processes: a few seconds of start-up each
+@pytest.mark.parametrize(
+    "args",
+    [("inspect", "RUN"), ("sample", "RUN", "-n", "2000", "-m", "3", "--json"), ("train", "--help")],
+    ids=["inspect", "sample --json", "train --help"],
+)
+def test_a_closed_pipe_ends_output_drawn_by_rich_quietly(tiny_run, args):
+    """rich (tables, JSON, typer's help) exits 1 on a closed pipe unless charrnn's Consoles hand
+    it to `guarded`: the reader here is gone before the command writes its first byte."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head -2` that has already exited
+    try:
+        args = [tiny_run if arg == "RUN" else arg for arg in args]
+        process = charrnn(*args, stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    _, stderr = process.communicate(timeout=120)
+    assert (process.returncode, stderr) == (0, b"")
+
+
 @pytest.mark.slow  # a child process: a few seconds of start-up
 def test_a_full_output_is_one_line_and_exit_1(tiny_run):
     with open("/dev/full", "w") as full:

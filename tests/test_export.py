@@ -251,6 +251,26 @@ def test_force_replaces_and_the_default_out_is_model_onnx_in_the_run(ort, tiny_r
     assert not [p for p in run.iterdir() if p.name.startswith(".model.onnx")]  # no temporary
 
 
+@pytest.mark.parametrize("how", ["the same path", "a relative path", "a symlink"])
+@pytest.mark.parametrize("force", [False, True])
+def test_out_that_is_the_checkpoint_being_exported_is_refused(tiny_run, tmp_path, monkeypatch,
+                                                              how, force):  # fmt: skip
+    # Refused before the extra is needed: this runs without it too.
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run stays as it was
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    out = {"the same path": run / "best.pt", "a relative path": Path("run/../run/best.pt"),
+           "a symlink": run / "link.onnx"}[how]  # fmt: skip
+    (run / "link.onnx").symlink_to("best.pt")
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("export", run, "--out", out, *(["--force"] if force else []))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: --out {str(out)!r} is the checkpoint being exported ({str(run / 'best.pt')!r}); "
+        f"name another file, such as {str(run / 'model.onnx')!r}"
+    ]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "link.onnx"} == before
+
+
 def test_without_the_export_extra_one_line_says_what_to_install(monkeypatch, tmp_path, tiny_run):
     # Whichever of the extra's packages is imported first is missing (so is all of it in a
     # clone installed without the extra): `import onnx...` now fails.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -100,6 +102,66 @@ def test_runs_in_an_empty_folder_is_one_clean_error(tmp_path):
     result = run_cli("runs", tmp_path)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no runs in") and len(result.stderr.splitlines()) == 1
+
+
+def killed_before_its_first_save(run: Path, tiny_run: Path) -> Path:
+    """What `charrnn train` leaves when stopped before its first checkpoint."""
+    run.mkdir(parents=True)
+    shutil.copy(tiny_run / "config.toml", run / "config.toml")
+    (run / ".lock").write_text("12345\n")
+    (run / "metrics.jsonl").write_text("")
+    return run
+
+
+def test_runs_says_what_a_path_is_when_it_is_not_a_folder_of_runs(tmp_path, tiny_run,
+                                                                   monkeypatch):  # fmt: skip
+    # Each of these said "no runs in ...; train one with `charrnn train` or name a folder of runs".
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_run, Path("runs/r1"))
+    killed_before_its_first_save(Path("runs/killed"), tiny_run)
+    Path("a.txt").write_text("text")
+    Path("model.pt").write_bytes(b"")
+    os.mkfifo("fifo")
+    Path("empty").mkdir()
+    expected = {
+        "runs/r1": "'runs/r1' is a run, not a folder of runs: `charrnn inspect runs/r1` describes "
+        "it, `charrnn runs runs` lists the runs beside it",
+        "a.txt": "'a.txt' is a file, not a folder of runs",
+        "model.pt": "'model.pt' is a file, not a folder of runs; `charrnn inspect model.pt` "
+        "describes it",
+        "fifo": "'fifo' is not a folder; name a folder of runs",
+        "nonexist": "'nonexist' does not exist; train a run with `charrnn train` (it writes runs "
+        "under checkpoints/) or name a folder of runs",
+        "runs/killed": "'runs/killed' is a run with no checkpoint yet (still training, or stopped "
+        "before its first save), not a folder of runs",
+        "empty": "no runs in 'empty'; train one with `charrnn train` or name a folder of runs",
+    }
+    for path, message in expected.items():
+        result = run_cli("runs", path)
+        assert result.exit_code == 1, (path, result.output)
+        assert result.stderr.strip().splitlines() == [f"error: {message}"], path
+        assert result.stdout == ""
+
+
+def test_runs_names_a_run_killed_before_its_first_checkpoint(tmp_path, tiny_run):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(tiny_run, folder / "first")
+    killed_before_its_first_save(folder / "killed", tiny_run)
+    skipped = "skipped killed: no checkpoint yet (still training, or stopped before its first save)"
+
+    table = run_cli("runs", folder)
+    assert table.exit_code == 0, table.output
+    assert "first" in table.stdout and "killed" not in table.stdout
+    assert table.stderr.strip().splitlines() == [skipped]
+    listing = run_cli("runs", folder, "--json")
+    assert listing.exit_code == 0, listing.output
+    facts = json.loads(listing.stdout)
+    assert [run["run"] for run in facts["runs"]] == ["first"]
+    assert (facts["unreadable"], facts["not_saved_yet"]) == ({}, ["killed"])
+    shutil.rmtree(folder / "first")  # the killed run alone: listed as skipped, not "no runs"
+    alone = run_cli("runs", folder)
+    assert alone.exit_code == 0, alone.output
+    assert alone.stderr.strip().splitlines() == [skipped]
 
 
 def test_line_chart_places_points_on_their_rows_and_columns():

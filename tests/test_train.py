@@ -11,10 +11,12 @@ import time
 
 import pytest
 import torch
+import typer.main
 
 from charrnn import checkpoint as ckpt
 from charrnn import config
 from charrnn.checkpoint import resume_configs
+from charrnn.cli import app
 from charrnn.errors import CheckpointError, TrainingError
 from charrnn.files import TEMPORARY_MARK
 from charrnn.rundir import MAX_STEP
@@ -180,6 +182,28 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, tiny_run):
     result = run_cli("train", *TINY_FLAGS, "--out", tiny_run)
     assert result.exit_code == 1 and "--resume" in result.stderr
     assert (tiny_run / "last.pt").read_bytes() == before
+
+
+def test_dry_run_writes_no_run_and_says_it_may_fill_the_token_cache(
+    tmp_path, corpus_file, monkeypatch
+):
+    # It said "nothing trained or written" while reading the corpus encoded it into the cache.
+    cache_root = tmp_path / "cache"
+    monkeypatch.setenv("CHARRNN_CACHE", str(cache_root))
+    out = tmp_path / "run"
+    result = run_cli("train", *TINY_FLAGS, "--corpus", corpus_file, "--out", out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert not out.exists()
+    written = [p.relative_to(cache_root) for p in cache_root.rglob("*") if p.is_file()]
+    assert written and {p.parts[0] for p in written} == {"tokens"}  # the token cache alone
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"dry run: nothing trained, nothing written to {out}; only the corpus's token cache "
+        f"({cache_root / 'tokens'}) may have been filled, which the real run reuses"
+    )
+    (option,) = [p for p in typer.main.get_command(app).commands["train"].params
+                 if p.name == "dry_run"]  # fmt: skip
+    assert "without training or writing the run" in option.help
+    assert "fills its token cache" in option.help
 
 
 def test_atomic_save_survives_a_failure_mid_write(tmp_path, monkeypatch):

@@ -24,7 +24,14 @@ import typer
 from charrnn import __version__
 from charrnn.allocator import keep_freed_memory
 from charrnn.cli import batches, cache, evaluate, explain, export, runs, sample, serve, train
-from charrnn.cli.common import Terminated, debugging, guarded, out
+from charrnn.cli.common import (
+    Terminated,
+    debugging,
+    guarded,
+    out,
+    quiet_closed_pipes_outside_commands,
+    silence_stdout,
+)
 
 app = typer.Typer(
     name="charrnn",
@@ -51,7 +58,10 @@ app.add_typer(cache.app, name="cache")
 
 def version_callback(value: bool) -> None:
     if value:
-        out.print(f"charrnn {__version__}")
+        try:
+            out.print(f"charrnn {__version__}")
+        except BrokenPipeError:  # outside `guarded`: typer would make a closed pipe exit 1
+            silence_stdout()
         raise typer.Exit()
 
 
@@ -85,6 +95,7 @@ def run() -> None:
     active exception", SIGABRT), which would replace the exit status the rank has reported.
     """
     signal.signal(signal.SIGTERM, _terminate)  # train installs its own: it saves first
+    quiet_closed_pipes_outside_commands()
     keep_freed_memory()  # a training step ~1.5x faster where malloc is glibc's: charrnn.allocator
     try:
         app(prog_name="charrnn")

@@ -8,6 +8,7 @@ stderr), 2 a usage error (typer's), 130 interrupted, 143 terminated.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -20,8 +21,34 @@ from typer.exceptions import TyperException
 
 from charrnn.errors import CharRNNError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """rich's Console, except that a reader who closed the pipe (`| head`) is left to `guarded`:
+    rich's own `on_broken_pipe` raises SystemExit(1), which would pass the guard silently and
+    make `charrnn inspect RUN | head -2` fail where a streamed `sample` ends with 0."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to write to that reader
+        raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def quiet_closed_pipes_outside_commands() -> None:
+    """typer draws --help on rich Consoles of its own, before any command and so outside
+    `guarded`, and it maps a BrokenPipeError there to exit 1: make every other Console of this
+    process end a closed pipe (`charrnn train --help | head -1`) with 0 too. For the process
+    that runs the CLI only (`charrnn.cli.run`), not for a program that imports charrnn."""
+
+    def reader_gone(console: Console) -> None:
+        console.quiet = True
+        silence_stdout()
+        raise SystemExit(0)
+
+    Console.on_broken_pipe = reader_gone  # type: ignore[method-assign]
+
 
 EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143
 
@@ -95,7 +122,7 @@ def guarded(command):
             err.print("terminated")
             raise typer.Exit(code=EXIT_TERMINATED) from None
         except BrokenPipeError:
-            _silence_stdout()
+            silence_stdout()
             raise typer.Exit(code=0) from None
         except Exception as error:
             if debugging["on"]:
@@ -122,7 +149,7 @@ def _one_line(error: Exception) -> str:
     )
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """The reader of stdout went away: point stdout at /dev/null so the interpreter's final
     flush does not fail a second time (Python's documented idiom for SIGPIPE)."""
     import sys

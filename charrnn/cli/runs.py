@@ -120,11 +120,16 @@ def runs(
 
 
 def _show_runs(listing, as_json: bool) -> None:
+    from charrnn.insight import NOT_SAVED_YET
+
     for name, reason in listing.unreadable.items():
         err.print(Text(one_line(f"skipped {name}: {reason}"), style="yellow"))
+    for name in listing.not_saved_yet:  # not damage: a run that has nothing to show yet
+        err.print(Text(one_line(f"skipped {name}: {NOT_SAVED_YET}"), style="yellow"))
     if as_json:
         print_json({"runs": [run.to_json() for run in listing.runs],
-                    "unreadable": listing.unreadable})  # fmt: skip
+                    "unreadable": listing.unreadable,
+                    "not_saved_yet": listing.not_saved_yet})  # fmt: skip
         return
     rows = [(run.run_name, _numbers(run)) for run in listing.runs]
     widths = [max([len(name), *(len(numbers[i]) for _, numbers in rows)])

@@ -77,7 +77,8 @@ def train(
         _run_option(
             "--dry-run",
             help="Read the corpus, size the model (auto_size) and show the settings, then stop "
-            "without training or writing anything.",
+            "without training or writing the run; reading the corpus fills its token cache "
+            "(like any run; the real run then starts faster).",
         ),
     ] = False,
     **typed_settings: Any,
@@ -187,7 +188,16 @@ def _train(model_config, train_config, run_dir: Path | None, checkpoint, verbose
     for line in _data_notes(trainer):
         err.print(line)
     if dry_run:
-        err.print("dry run: nothing trained or written")
+        # Reading the corpus encoded it into the token cache (unless it was there): a cache, not
+        # the run, and the real run reuses it; the message says so rather than "nothing written".
+        from charrnn import tokens
+
+        err.print(
+            f"dry run: nothing trained, nothing written to {trainer.run_dir}; only the "
+            f"corpus's token cache ({tokens.folder()}) may have been filled, which the real "
+            "run reuses",
+            markup=False,
+        )
         return
 
     def on_signal(signum, frame) -> None:
