@@ -89,6 +89,17 @@ def test_cli_stop_is_repeatable_and_keeps_the_stop(tiny_run, generator):
     assert result.stdout == PRIME + cut_at_first_stop(free, stops) + "\n"
 
 
+def test_a_stop_string_the_model_can_never_write_gets_a_note(tiny_run, generator):
+    never = next(chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in generator.vocab)
+    result = run_cli("sample", tiny_run, "-n", 20, "--seed", 4, "--stop", "x" + never,
+                     "--stop", "e")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [
+        f"note: --stop {'x' + never!r} can never match: the model never writes {never!r}"
+    ]  # fmt: skip  (the stop it can write gets no note)
+
+
 def test_stop_is_declared_once_as_a_repeatable_sampling_setting():
     assert use_config.SampleConfig().stop == ()
     assert config.check_value("stop", ["a", "\n\n"], use_config.SampleConfig) == ("a", "\n\n")

@@ -97,6 +97,7 @@ def sample(
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(checkpoint, device, int8=int8, threads=threads)
+    _note_stops_never_written(chosen.stop, generator.vocab)
     if interactive:
         from charrnn.cli.interactive import session
 
@@ -130,6 +131,19 @@ def sample(
             f"({written / max(seconds, 1e-9):,.0f} chars/s, {generator.sampler} step) from "
             f"{checkpoint}, seed {generation.seed}[/dim]"
         )
+
+
+def _note_stops_never_written(stops: tuple[str, ...], vocab) -> None:
+    """A stop string with a character the model never writes can never end a sample: say so
+    (a typo, or a text of another script), rather than write to --length in silence."""
+    from charrnn.vocab import describe_char
+
+    for stop in stops:
+        missing = [char for char in dict.fromkeys(stop) if char not in vocab]
+        if missing:
+            names = ", ".join(describe_char(char) for char in missing[:5])
+            err.print(f"note: --stop {stop!r} can never match: the model never writes {names}",
+                      style="yellow", markup=False)  # fmt: skip
 
 
 def _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive) -> None:
