@@ -255,7 +255,8 @@ def _time_to_target(o: dict) -> list[str]:
     first = t["first_eval"]
     return [
         f"Time to 1.88: reached {between}step {target['step']} (**{target['seconds']:.1f} s** "
-        f"of training, loss {target['loss']:.3f}). {how} The trainer's first periodic "
+        f"on the run's clock, which starts with auto_size's timing, loss "
+        f"{target['loss']:.3f}). {how} The trainer's first periodic "
         f"evaluation, at step {first['step']} ({first['seconds']:.0f} s), only bounds it.",
         "",
     ]
