@@ -27,6 +27,7 @@ from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.corpus import Vocabulary
 from charrnn.errors import ExportError
 from charrnn.model import CharModel
+from charrnn.vocab import UNKNOWN
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +207,35 @@ def test_the_example_script_takes_an_empty_prime_and_refuses_unknown_characters(
         refused.stderr.strip()
         == "error: the model never saw ['\u263a']; leave them out of the prime"
     )
+
+
+@pytest.mark.slow  # an ONNX export
+def test_a_max_vocab_model_exports_how_it_reads_unknown_characters(ort, lstm_file, tmp_path):
+    """A model trained with --max-vocab reads what it never saw as U+FFFD: the file says so
+    and the example script reads a prime that way, where another model's file refuses it."""
+    source = hand_built(tmp_path / "mapped.pt", "lstm")
+    saved = torch.load(source, weights_only=True)
+    vocab = saved["vocab"][:-1] + [UNKNOWN]  # one character left out for U+FFFD, as training does
+    torch.save({**saved, "vocab": sorted(vocab),
+                "train_config": {**saved["train_config"], "max_vocab": len(vocab) - 1}},
+               source)  # fmt: skip
+    assert run_cli("export", source, "--out", tmp_path / "mapped.onnx").exit_code == 0
+    session = ort.InferenceSession(
+        str(tmp_path / "mapped.onnx"), providers=["CPUExecutionProvider"]
+    )
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["unknown"] == UNKNOWN and "as 'unknown' (U+FFFD)" in meta["usage"]
+    script = runpy.run_path(str(SCRIPT))
+    never = "\u263a"
+    text = script["generate"](session, "He" + never, 10, seed=0)
+    assert text.startswith("He" + never) and len(text) == 13  # the prime as typed
+    same = script["generate"](session, "He" + UNKNOWN, 10, seed=0)
+    assert text[3:] == same[3:]  # ... read as U+FFFD
+
+    plain = ort.InferenceSession(str(lstm_file), providers=["CPUExecutionProvider"])
+    assert "unknown" not in plain.get_modelmeta().custom_metadata_map
+    with pytest.raises(ValueError, match="never saw"):
+        script["generate"](plain, "He" + never, 10, seed=0)
 
 
 def test_the_readme_shows_the_example_script():
