@@ -120,12 +120,12 @@ class Vocabulary:
         for start in range(0, len(text), ENCODE_CHUNK):
             piece = text[start : start + ENCODE_CHUNK]
             ids = self.lookup(code_points(piece))
-            if ids.size and ids.min() < 0 and self.maps_unknown:
+            if ids.size and ids.min() < 0:
+                if not self.maps_unknown:
+                    raise CorpusError(
+                        f"characters not in the vocabulary: {self.describe_unknown(text)}"
+                    )
                 ids = np.where(ids < 0, self.id_of(UNKNOWN), ids)
-            elif ids.size and ids.min() < 0:
-                raise CorpusError(
-                    f"characters not in the vocabulary: {self.describe_unknown(text)}"
-                )
             out[start : start + len(piece)] = ids
         return torch.from_numpy(out)
 
