@@ -95,6 +95,8 @@ def test_bad_input_is_one_line_exit_1(tmp_path, setup, args, message):
     [
         (("--corpus", "shakespeare"), "--corpus"),
         (("--include", "*.txt", "--max-vocab", "0"), "--include or --max-vocab"),
+        (("--split", "train"), "--split"),  # even the default's value: it was typed
+        (("--val-fraction", "0.2"), "--val-fraction"),
     ],
 )
 def test_demo_with_corpus_options_is_refused(args, named):

@@ -108,6 +108,16 @@ def test_what_every_prime_would_refuse_is_refused_when_typed(session, capsys, li
     assert len(session.write("ROMEO:")) <= 7  # no refusal at the prime
 
 
+def test_a_typed_stop_the_model_never_writes_gets_the_note_sample_gives(session, capsys):
+    never = next(chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in session.generator.vocab)
+    session.command(f"/stop {never}")
+    assert session.settings["stop"] == (never,)  # taken: a note, not a refusal
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: /stop {never!r} can never match: the model never writes {never!r}"]
+    session.command("/stop e")
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_keep_carries_the_text_on(session, generator, capsys):
     session.command("/seed 5")
     session.command("/length 30")

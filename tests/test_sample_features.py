@@ -284,6 +284,12 @@ def test_mean_log_prob_is_the_models_own_at_temperature_one(tiny_run, generator)
         (("--json", "--out-dir", "{tmp}/out"), "--json writes to stdout; leave out --out-dir"),
         (("--interactive", "-m", "2"), "leave out --num-samples"),
         (("--interactive", "--json", "--prime", "x"), "leave out --prime, --json"),
+        (
+            ("--greedy", "-t", "0.5"),
+            "--greedy always writes the most likely character, so "
+            "--temperature would do nothing; leave out --greedy or --temperature",
+        ),
+        (("--top-p", "0.9", "--greedy", "--top-k", "3"), "so --top-k, --top-p would do nothing"),
     ],
 )
 def test_cli_refusals_are_one_line_and_exit_1(tiny_run, tmp_path, args, message):

@@ -6,11 +6,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from charrnn import config
 from charrnn.cli import settings
 from charrnn.cli.common import VISIBLE_LEGEND, out, print_json, visible
 from charrnn.errors import ConfigError
 
 MAX_DEMO = 10**6  # the lesson's integers: a million of them is already more than anyone reads
+VAL_FRACTION = config.declaration("val_fraction")[1]  # the split training makes
 
 
 def inspect_batches(
@@ -27,8 +29,8 @@ def inspect_batches(
     batch_size: settings.option("batch_size") = 2,
     seq_length: settings.option("seq_length") = 3,
     steps: Annotated[int, typer.Option(help="How many steps to show.", min=1)] = 2,
-    split: Annotated[str, typer.Option(help="train or val.")] = "train",
-    val_fraction: settings.option("val_fraction") = 0.1,
+    split: Annotated[str | None, typer.Option(help="train or val.", show_default="train")] = None,
+    val_fraction: settings.option("val_fraction", shown_default=str(VAL_FRACTION)) = None,
     offset: Annotated[int, typer.Option(help="Rotate the layout along the cycle.", min=0)] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the batches as JSON.")] = False,
 ) -> None:
@@ -41,9 +43,10 @@ def inspect_batches(
     given = settings.check(batch_size=batch_size, seq_length=seq_length,
                            val_fraction=val_fraction, max_vocab=max_vocab)  # fmt: skip
     # The corpus options default to None, so one that is not None was typed; --demo replaces
-    # the corpus, so it would be silently ignored.
+    # the corpus (and its split), so it would be silently ignored.
     typed = [flag for flag, value in (("--corpus", corpus), ("--include", include),
-             ("--exclude", exclude), ("--max-vocab", max_vocab)) if value is not None]  # fmt: skip
+             ("--exclude", exclude), ("--max-vocab", max_vocab), ("--split", split),
+             ("--val-fraction", val_fraction)) if value is not None]  # fmt: skip
     if demo is not None and typed:
         named = " or ".join(typed)
         raise ConfigError(
@@ -52,6 +55,8 @@ def inspect_batches(
             f"{named}"
         )
     corpus = tuple(corpus or ("shakespeare",))
+    split = "train" if split is None else split
+    val_fraction = VAL_FRACTION if val_fraction is None else val_fraction
     if split not in ("train", "val"):
         raise ConfigError(f"split must be train or val, got {split!r}")
     if demo is not None:

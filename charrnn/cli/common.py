@@ -185,3 +185,16 @@ def facts_table():
     facts.add_column(style="cyan")
     facts.add_column()
     return facts
+
+
+def note_stops_never_written(stops: tuple[str, ...], vocab, command: str = "--stop") -> None:
+    """A stop string with a character the model never writes can never end a sample: say so
+    (a typo, or a text of another script), rather than write to the full length in silence."""
+    from charrnn.vocab import describe_char
+
+    for stop in stops:
+        missing = [char for char in dict.fromkeys(stop) if char not in vocab]
+        if missing:
+            names = ", ".join(describe_char(char) for char in missing[:5])
+            err.print(f"note: {command} {stop!r} can never match: the model never writes {names}",
+                      style="yellow", markup=False)  # fmt: skip

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from charrnn import config, use_config
-from charrnn.cli.common import err
+from charrnn.cli.common import err, note_stops_never_written
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.generation import check_fits
 from charrnn.stops import StopStrings
@@ -132,6 +132,8 @@ class Session:
                 raise ConfigError(f"{error}; {name.replace('_', '-')} stays {shown}") from None
             err.print(escape(f"{name.replace('_', '-')} = {_shown(self.settings[name])}"),
                       style="dim")  # fmt: skip
+            if name == "stop":
+                note_stops_never_written(self.settings[name], self.generator.vocab, "/stop")
         else:
             raise ConfigError(f"unknown command /{name.replace('_', '-')}; /help lists them")
         return True

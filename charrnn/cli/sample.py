@@ -15,7 +15,7 @@ import typer
 
 from charrnn import config, files, use_config
 from charrnn.cli import settings
-from charrnn.cli.common import INT8, RUN_TO_USE, err, print_json
+from charrnn.cli.common import INT8, RUN_TO_USE, err, note_stops_never_written, print_json
 from charrnn.errors import ConfigError
 
 
@@ -88,16 +88,17 @@ def sample(
     from charrnn.stops import StopStrings
 
     settings.check(device=device, threads=threads)
-    chosen = config.build(use_config.SampleConfig, settings.typed(sampling))
+    given = settings.typed(sampling)
+    chosen = config.build(use_config.SampleConfig, given)
     StopStrings(chosen.stop)  # an empty one is refused before anything is loaded or written
-    _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive)
+    _refuse_combinations(given, prime, prime_file, out_dir, json_lines, interactive)
     check_fits(chosen.num_samples, chosen.length)  # before a million output paths are checked
     if out_dir is not None:  # before the work, not after it
         files.check_outputs(sample_files(out_dir, chosen.num_samples), force, create_folder=True)
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(checkpoint, device, int8=int8, threads=threads)
-    _note_stops_never_written(chosen.stop, generator.vocab)
+    note_stops_never_written(chosen.stop, generator.vocab)
     if interactive:
         from charrnn.cli.interactive import session
 
@@ -133,20 +134,21 @@ def sample(
         )
 
 
-def _note_stops_never_written(stops: tuple[str, ...], vocab) -> None:
-    """A stop string with a character the model never writes can never end a sample: say so
-    (a typo, or a text of another script), rather than write to --length in silence."""
-    from charrnn.vocab import describe_char
-
-    for stop in stops:
-        missing = [char for char in dict.fromkeys(stop) if char not in vocab]
-        if missing:
-            names = ", ".join(describe_char(char) for char in missing[:5])
-            err.print(f"note: --stop {stop!r} can never match: the model never writes {names}",
-                      style="yellow", markup=False)  # fmt: skip
+# What shapes a draw from the distribution; greedy decoding takes its largest entry instead.
+IGNORED_BY_GREEDY = ("temperature", "top_k", "top_p")
 
 
-def _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interactive) -> None:
+def _refuse_combinations(given, prime, prime_file, out_dir, json_lines, interactive) -> None:
+    """Options that would be ignored beside others: one of them is a mistake, so say which.
+    `given`: the sampling settings typed (the others are None, so they cannot be mistaken)."""
+    if given.get("greedy"):
+        ignored = [f"--{name.replace('_', '-')}" for name in IGNORED_BY_GREEDY if name in given]
+        if ignored:
+            named = ", ".join(ignored)
+            raise ConfigError(
+                f"--greedy always writes the most likely character, so {named} would do "
+                f"nothing; leave out --greedy or {named}"
+            )
     if prime is not None and prime_file is not None:
         raise ConfigError("give --prime or --prime-file, not both")
     if json_lines and out_dir is not None:
@@ -154,12 +156,12 @@ def _refuse_combinations(chosen, prime, prime_file, out_dir, json_lines, interac
     if interactive:
         typed = {"--prime": prime is not None, "--prime-file": prime_file is not None,
                  "--out-dir": out_dir is not None, "--json": json_lines,
-                 "--num-samples": chosen.num_samples != 1}  # fmt: skip
-        given = [flag for flag, was_typed in typed.items() if was_typed]
-        if given:
+                 "--num-samples": given.get("num_samples", 1) != 1}  # fmt: skip
+        left_out = [flag for flag, was_typed in typed.items() if was_typed]
+        if left_out:
             raise ConfigError(
                 f"--interactive takes its primes from the terminal, one sample at a time; "
-                f"leave out {', '.join(given)}"
+                f"leave out {', '.join(left_out)}"
             )
 
 
