@@ -217,6 +217,9 @@ METRICS_LINE_BYTES = 64 * 1024  # a line is about 250 bytes
 METRICS_ENTRIES = 20_000  # kept in memory; beyond, every other one (the curve keeps its shape)
 METRICS_FIELDS = ("step", "epoch", "time", "train_loss", "val_loss", "val_bpc", "val_scope",
                   "lr", "chars_per_sec")  # fmt: skip
+# What an evaluation scored: the whole validation text, a fixed sample of a large one
+# (charrnn.scoring.sample_windows), or its first eval_chars (periodic ones, when set).
+VAL_SCOPES = ("all", "sample", "part")
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,7 @@ def _metrics_entry(line: bytes | None) -> tuple[dict[str, Any], str | None]:
     for key, value in checked.items():
         high = MAX_STEP if key == "step" else MAX_LOSS if "loss" in key else MAX_NUMBER
         if key == "val_scope":
-            plausible = value in ("all", "part")
+            plausible = value in VAL_SCOPES
         else:
             plausible = value is None or (
                 isinstance(value, (int, float)) and type(value) is not bool

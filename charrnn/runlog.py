@@ -85,8 +85,7 @@ class MetricsLog:
     ) -> str:
         """Append an evaluation's line; returns it as one line of text for the log.
 
-        val_scope: "all" when the whole validation split was scored, "sample" for the fixed
-        sample of a large one (charrnn.scoring.sample_windows), "part" for its first eval_chars.
+        val_scope: one of charrnn.rundir.VAL_SCOPES.
         """
         line = {
             "step": step,

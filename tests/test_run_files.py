@@ -89,6 +89,23 @@ def test_the_chart_still_draws_beside_a_damaged_metrics_file(run):
     assert shown["metrics"] == GOOD and shown["metrics_notes"]
 
 
+@pytest.mark.parametrize("scope", rundir.VAL_SCOPES)
+def test_every_scope_the_trainer_writes_is_read_back(run, scope):
+    scoped = [{**entry, "val_scope": scope} for entry in GOOD]
+    write_metrics(run, [json.dumps(entry) for entry in scoped])
+    assert rundir.read_metrics(run) == rundir.Metrics(scoped, [])
+
+
+def test_a_run_whose_metrics_are_all_unreadable_says_so_not_that_it_has_none(run):
+    write_metrics(run, [BAD["NaN"], BAD["half a line"]])
+    result = run_cli("inspect", run)
+    assert result.exit_code == 0, result.output
+    assert "none of its metrics.jsonl could be read" in result.stdout
+    assert "no evaluation in a metrics.jsonl" not in result.stdout
+    (run / rundir.METRICS).unlink()
+    assert "it has no evaluation in a metrics.jsonl" in run_cli("inspect", run).stdout
+
+
 def test_evaluations_a_resume_went_back_from_are_replaced_by_its_own(tmp_path, corpus_file):
     """Killed after an evaluation at step 50 but before saving it, a run resumes from its
     step-40 checkpoint and scores step 50 again: readers show the resumed run's line."""

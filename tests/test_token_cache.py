@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import token_files, tokens
+from charrnn import rundir, token_files, tokens
 from charrnn.corpus import load_data
 from charrnn.errors import CorpusError
 from charrnn.scoring import sample_windows
@@ -222,6 +222,7 @@ def test_a_large_validation_text_is_scored_through_the_sample_and_says_so(
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["val_scope"] for x in lines] == ["sample", "sample"]
+    assert len(rundir.read_metrics(tmp_path / "run").entries) == 2  # and read back, not dropped
     said = " ".join(result.stderr.split())
     assert "every evaluation scores a fixed sample of 1,000 of its 5,995 characters" in said
     assert "(on a fixed sample of 1,000 of its 5,995 characters (20 evenly spaced" in said

@@ -62,7 +62,7 @@ def inspect_run(
     facts.add_row("last val loss", loss_text(summary.last_val_loss))
     out.print(facts)
     out.print(VISIBLE_LEGEND, style="dim")
-    _curves(summary.metrics)
+    _curves(summary.metrics, summary.metrics_notes)
     for note in summary.metrics_notes:
         err.print(Text(one_line(f"note: {note}"), style="yellow"))
 
@@ -91,13 +91,15 @@ def _start_text(start: dict) -> str:
     return ", ".join(parts)
 
 
-def _curves(metrics) -> None:
+def _curves(metrics, notes) -> None:
     from charrnn import insight
     from charrnn.textplot import line_chart
 
     lines = line_chart(insight.loss_curves(metrics), CURVE_MARKERS)
     if not lines:
-        out.print("no loss curves: the run has no metrics.jsonl next to the checkpoint")
+        why = ("none of its metrics.jsonl could be read (the note below says why)" if notes
+               else "it has no evaluation in a metrics.jsonl next to the checkpoint")  # fmt: skip
+        out.print(f"no loss curves: {why}")
         return
     legend = Text("\nloss (nats/char) against step:  ")
     for name, marker in CURVE_MARKERS.items():
