@@ -44,6 +44,16 @@ def test_tables_show_the_shift_and_the_layout():
     assert "11 12  1" in result.stdout  # the cycle: 12 is followed by 1
 
 
+def test_the_layout_shows_the_lessons_arithmetic_and_what_a_row_uses():
+    result = run_cli("inspect-batches", "--demo", 14, "-b", 2, "-s", 3)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert ("2 steps per epoch: 14 // batch_size 2 = 7 characters per row, 7 // seq_length 3 = 2 "
+            "(a row uses 6)") in said  # fmt: skip
+    assert "12 characters are inputs once per epoch; 2 dropped" in said
+    assert "row r of step k+1 continues row r of step k" in said
+
+
 def test_whitespace_is_visible(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("a b\nc d\ne f\ng h\n" * 4)

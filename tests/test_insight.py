@@ -162,6 +162,21 @@ def test_runs_names_a_run_killed_before_its_first_checkpoint(tmp_path, tiny_run)
     alone = run_cli("runs", folder)
     assert alone.exit_code == 0, alone.output
     assert alone.stderr.strip().splitlines() == [skipped]
+    assert alone.stdout.strip() == "no run has a checkpoint yet"
+
+
+def test_runs_where_no_run_can_be_read_fails_after_saying_why(tmp_path):
+    folder = tmp_path / "checkpoints"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "last.pt").write_bytes(b"not a checkpoint")
+    for flags in ((), ("--json",)):
+        result = run_cli("runs", folder, *flags)
+        assert result.exit_code == 1, result.output
+        lines = result.stderr.strip().splitlines()
+        assert [line.split(":")[0] for line in lines[:2]] == ["skipped a", "skipped b"]
+        assert lines[2].startswith("error: none of the 2 run(s) in") and len(lines) == 3
+    assert json.loads(result.stdout)["unreadable"].keys() == {"a", "b"}  # --json still says it
 
 
 def test_line_chart_places_points_on_their_rows_and_columns():
@@ -172,3 +187,28 @@ def test_line_chart_places_points_on_their_rows_and_columns():
     assert lines[0].startswith("4.00") and lines[4].startswith("2.00")
     assert lines[-1].split() == ["0", "10"]
     assert line_chart({"loss": []}, {"loss": "*"}) == []
+
+
+def test_a_flat_curve_is_drawn_on_the_row_labelled_with_its_value():
+    # Even and odd heights: the middle row is (height - 1) // 2, not height // 2.
+    for height in (12, 11, 5, 2, 1):
+        lines = line_chart({"loss": [(0.0, 2.5), (10.0, 2.5)]}, {"loss": "*"}, width=11,
+                           height=height)  # fmt: skip
+        rows = [line.split("│", 1) for line in lines[:height]]
+        drawn = [r for r, (_, cells) in enumerate(rows) if "*" in cells]
+        assert len(drawn) == 1, lines
+        assert rows[drawn[0]][0].strip() == "2.50", lines
+        assert rows[drawn[0]][1] == "*" * 11
+        # No other row claims the value: the label says where the line is.
+        assert [label.strip() for label, _ in rows].count("2.50") == 1, lines
+
+
+def test_counts_and_durations_never_show_a_unit_they_rounded_past():
+    from charrnn.cli.runs import _compact, _duration
+
+    shown = {count: _compact(count) for count in (999, 1000, 9291, 999_949, 999_950, 3_400_000)}
+    assert shown == {999: "999", 1000: "1.0k", 9291: "9.3k", 999_949: "999.9k",
+                     999_950: "1.0M", 3_400_000: "3.4M"}  # fmt: skip
+    shown = {seconds: _duration(seconds) for seconds in (59.94, 59.97, 61, 3599.6)}
+    assert shown == {59.94: "59.9 s", 59.97: "1 min 00 s", 61: "1 min 01 s",
+                     3599.6: "1 h 00 min"}  # fmt: skip

@@ -106,16 +106,22 @@ def _layout(batches, source: str, characters: int) -> Table:
     summary.add_row("data", f"{source}: {characters:,} characters")
     summary.add_row("batch_size", f"{batches.batch_size} contiguous rows")
     summary.add_row("seq_length", f"{batches.seq_length} characters per row per step")
+    per_row = characters // batches.batch_size
     summary.add_row(
         "n_batches",
-        f"{len(batches):,} steps per epoch (row length {characters // batches.batch_size:,} "
-        f"// seq_length {batches.seq_length})",
+        f"{len(batches):,} steps per epoch: {characters:,} // batch_size {batches.batch_size} = "
+        f"{per_row:,} characters per row, {per_row:,} // seq_length {batches.seq_length} = "
+        f"{len(batches):,} (a row uses {batches.row_length:,})",
     )
     summary.add_row(
         "used", f"{batches.used:,} characters are inputs once per epoch; {batches.dropped:,} "
         f"dropped at the end (they do not fill a whole step)",
     )  # fmt: skip
     summary.add_row("targets", "the next character of the text; after the last comes the first")
+    summary.add_row(
+        "state", "row r of step k+1 continues row r of step k, so the model carries each row's "
+        "hidden state from one step into the next (detached: gradients stop at the step's edge)",
+    )  # fmt: skip
     return summary
 
 

@@ -18,6 +18,7 @@ from charrnn.cli.common import (
     print_json,
     visible,
 )
+from charrnn.errors import CheckpointError
 
 CURVE_MARKERS = {"train": "•", "val": "◆"}
 CURVE_STYLES = {"•": "cyan", "◆": "magenta"}
@@ -35,7 +36,7 @@ def inspect_run(
     from charrnn import insight, rundir
 
     if rundir.holds_runs(Path(path)):
-        _show_runs(insight.list_runs(path), as_json)
+        _show_runs(insight.list_runs(path), Path(path), as_json)
         return
     summary = insight.summarize(path)
     if as_json:
@@ -118,10 +119,10 @@ def runs(
     """List the runs in a folder side by side, newest first."""
     from charrnn import insight
 
-    _show_runs(insight.list_runs(folder), as_json)
+    _show_runs(insight.list_runs(folder), folder, as_json)
 
 
-def _show_runs(listing, as_json: bool) -> None:
+def _show_runs(listing, folder: Path, as_json: bool) -> None:
     from charrnn.insight import NOT_SAVED_YET
 
     for name, reason in listing.unreadable.items():
@@ -132,6 +133,13 @@ def _show_runs(listing, as_json: bool) -> None:
         print_json({"runs": [run.to_json() for run in listing.runs],
                     "unreadable": listing.unreadable,
                     "not_saved_yet": listing.not_saved_yet})  # fmt: skip
+    if not listing.runs and listing.unreadable:  # nothing listed: a script must not read success
+        raise CheckpointError(f"none of the {len(listing.unreadable)} run(s) in {str(folder)!r} "
+                              "could be read (the skipped lines say why)")  # fmt: skip
+    if as_json:
+        return
+    if not listing.runs:
+        out.print("no run has a checkpoint yet")
         return
     rows = [(run.run_name, _numbers(run)) for run in listing.runs]
     widths = [max([len(name), *(len(numbers[i]) for _, numbers in rows)])
@@ -184,13 +192,13 @@ def _numbers(run) -> list[str]:
 def _compact(count: int) -> str:
     """9291 -> 9.3k, 3400000 -> 3.4M: parameter counts at a glance."""
     for unit, size in (("M", 1e6), ("k", 1e3)):
-        if count >= size:
+        if count >= size * 0.99995:  # 999,950 shows as 1.0M (it rounds so), not "1000.0k"
             return f"{count / size:.1f}{unit}"
     return str(count)
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 60:
+    if round(seconds, 1) < 60:  # 59.97 s reads "1 min 00 s", not "60.0 s"
         return f"{seconds:.1f} s"
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
