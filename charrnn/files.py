@@ -157,11 +157,25 @@ def remove_stale_temporaries(folder: Path) -> int:
     """
     removed = 0
     for temporary in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
-        pid = temporary.name.rsplit(TEMPORARY_MARK, 1)[1]
-        if pid.isdigit() and not process_exists(int(pid)):
+        if writer_is_gone(temporary) is True:
             temporary.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def writer_is_gone(temporary: Path) -> bool | None:
+    """Whether the process whose id ends a temporary file's name has exited: True or False,
+    or None when that cannot be told (no id in the name; no liveness probe on this system)."""
+    pid = temporary.name.rsplit(TEMPORARY_MARK, 1)[1] if TEMPORARY_MARK in temporary.name else ""
+    # isdigit alone takes "²", which int() refuses; an id past 31 bits names no process (and
+    # would overflow os.kill).
+    if not (pid.isascii() and pid.isdigit()):
+        return None
+    if len(pid) > 10 or int(pid) >= 1 << 31:
+        return True
+    if os.name != "posix":
+        return None
+    return not process_exists(int(pid))
 
 
 def process_exists(pid: int) -> bool:

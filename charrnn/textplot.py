@@ -41,9 +41,11 @@ def line_chart(
     def column(x: float) -> int:
         return round(_share(x, x_low, x_high) * (width - 1)) if x_high > x_low else 0
 
+    middle = (height - 1) // 2  # a labelled row: a flat curve is drawn on it, by its label
+
     def row(y: float) -> int:  # row 0 is the top
         if y_high == y_low:
-            return height // 2
+            return middle
         return round((1 - _share(y, y_low, y_high)) * (height - 1))
 
     grid = [[" "] * width for _ in range(height)]
@@ -58,8 +60,10 @@ def line_chart(
         for x, y in values:  # the measured points themselves, also for a single point
             grid[row(y)][column(x)] = marker
 
-    # y labels on the top, middle and bottom rows: the value each row stands for.
-    labelled_rows = {0, (height - 1) // 2, height - 1}
+    # y labels on the top, middle and bottom rows: the value each row stands for. A flat curve
+    # has one value, the middle row's: the others stand for none, and "2.00" on all three
+    # would not say which row the line is on.
+    labelled_rows = {middle} if y_high == y_low else {0, middle, height - 1}
     labels = {r: _label(_between(y_high, y_low, r / max(height - 1, 1))) for r in labelled_rows}
     margin = max(len(label) for label in labels.values())
     lines = [

@@ -3,6 +3,19 @@
 Each file is described from its own contents (a ``.tokens`` header, a ``.scan.json``) and
 marked stale when one of the sources it was made from changed or is gone: such an entry will
 never be used again (a changed file gets a new entry) and only takes space.
+
+A file that cannot be read as what its name says (bad JSON, a header of the wrong shape) is
+damaged, with what is wrong in `problem`. A temporary file (``.<name>.tmp-<pid>``, a write in
+progress) is building while it may still be finished and abandoned once it never will be:
+
+* its writer, the process whose id ends its name, is gone (`charrnn.files.writer_is_gone`, the
+  rule `remove_stale_temporaries` applies to every folder charrnn writes), or
+* where that cannot be told (a system with no probe for whether a process lives, a name that
+  names no process), it has not been written to for `ABANDONED_AFTER` seconds: a build writes
+  its entry chunk by chunk and renames it as soon as it is done. A temporary whose writer still
+  runs is never abandoned, however quiet (the build may be paused with Ctrl-Z).
+
+`cache clear` removes abandoned temporaries and counts their bytes; it leaves building ones.
 """
 
 from __future__ import annotations
@@ -10,14 +23,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from charrnn.files import remove_stale_temporaries
+from charrnn.files import TEMPORARY_MARK, writer_is_gone
 from charrnn.tokens import folder, is_locked, read_header
+
+ABANDONED_AFTER = 3600  # seconds without a write after which a temporary is abandoned
+DTYPES = ("uint8", "uint16", "uint32")  # what charrnn.tokens writes ids as
 
 
 @dataclass(frozen=True)
@@ -27,11 +44,14 @@ class CachedFile:
     path: Path
     bytes: int
     kind: str  # tokens | scan | lock | temporary
-    state: str  # ok | stale (a source changed or is gone) | damaged | building
+    # ok | stale (a source changed or is gone) | damaged | building | abandoned (a temporary
+    # nobody will finish)
+    state: str
     sources: list[str]
     count: int | None  # ids in a tokens entry
     vocab_size: int | None
     mtime: float
+    problem: str = ""  # why it is damaged or abandoned
 
 
 def list_cache() -> list[CachedFile]:
@@ -39,7 +59,8 @@ def list_cache() -> list[CachedFile]:
     root = folder()
     if not root.is_dir():
         return []
-    return [_describe(path) for path in sorted(root.iterdir(), key=_order)]
+    described = (_describe(path) for path in sorted(root.iterdir(), key=_order))
+    return [item for item in described if item is not None]
 
 
 def _order(path: Path) -> tuple[int, str]:
@@ -48,53 +69,137 @@ def _order(path: Path) -> tuple[int, str]:
     return rank, path.name
 
 
-def _describe(path: Path) -> CachedFile:
-    status = path.stat()
+def _describe(path: Path) -> CachedFile | None:
+    """The file at `path`, or None when it went away since the folder was read (a build just
+    renamed its temporary into place)."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
     sources: list[dict] = []
     count = vocab_size = None
+    problem = ""
     if path.name.endswith(".tokens"):
         kind = "tokens"
         try:
             header = read_header(path)
-            sources, count = header["sources"], header["count"]
-            vocab_size = len(header["vocab"])
-            expected = header["offset"] + count * np.dtype(header["dtype"]).itemsize
-            state = "ok" if status.st_size == expected else "damaged"
-        except (OSError, ValueError, KeyError, TypeError):
-            state = "damaged"
+            problem = _header_problem(header)
+            if not problem:  # what it holds is shown even when the ids are cut short
+                sources, count = header["sources"], header["count"]
+                vocab_size = len(header["vocab"])
+                expected = header["offset"] + count * np.dtype(header["dtype"]).itemsize
+                if status.st_size != expected:
+                    problem = f"it has {status.st_size:,} bytes, its header promises {expected:,}"
+        except OSError as error:
+            problem = f"cannot be read: {error.strerror or error}"
+        except (ValueError, RecursionError) as error:  # JSON nested past Python's stack too
+            # read_header's own words, except for a header that is no JSON (its checksum
+            # matched, so it was written so) where json's would name a character position.
+            problem = str(error) if type(error) is ValueError else "its header is not JSON"
     elif path.name.endswith(".scan.json"):
         kind = "scan"
         try:
-            sources = json.loads(path.read_text(encoding="utf-8"))["files"]
-            state = "ok"
-        except (OSError, ValueError, KeyError, TypeError):
-            state = "damaged"
+            scan = json.loads(path.read_text(encoding="utf-8"))
+            problem = _scan_problem(scan)
+            if not problem:
+                sources = scan["files"]
+        except OSError as error:
+            problem = f"cannot be read: {error.strerror or error}"
+        except (ValueError, RecursionError):
+            problem = "not JSON (or not UTF-8)"
     elif path.name.endswith(".lock"):
-        kind, state = "lock", "building" if is_locked(path) else "ok"
+        kind = "lock"
     else:
-        kind, state = "temporary", "building"
-    if state == "ok" and sources and not all(map(_unchanged, sources)):
-        state = "stale"
-    names = [str(s.get("path")) for s in sources if isinstance(s, dict)]
+        kind = "temporary"
+        problem = _abandoned(path, status.st_mtime)
+    if kind == "lock":
+        state = "building" if is_locked(path) else "ok"
+    elif kind == "temporary":
+        state = "abandoned" if problem else "building"
+    elif problem:
+        state = "damaged"
+    else:
+        state = "ok" if not sources or all(map(_unchanged, sources)) else "stale"
+    names = [source["path"] for source in sources]
     return CachedFile(path, status.st_size, kind, state, names, count, vocab_size,
-                      status.st_mtime)  # fmt: skip
+                      status.st_mtime, problem)  # fmt: skip
 
 
-def _unchanged(source: Any) -> bool:
+# Checked before anything is used: a header or scan file can be valid JSON of any shape (a
+# damaged disk, another version, a hand edit), and listing it must say so, not fail on it.
+def _header_problem(header: dict[str, Any]) -> str:
+    """What is wrong with the shape of a .tokens file's (checksummed) `header`, or ""."""
+    if problem := _sources_problem(header.get("sources"), "its header's sources"):
+        return problem
+    count, offset = header.get("count"), header.get("offset")
+    if not _is_count(count):
+        return "its header's count is not a whole number of ids"
+    if not _is_count(offset):
+        return "its header's offset is not a whole number of bytes"
+    if header.get("dtype") not in DTYPES:
+        return f"its header's dtype is not one of {', '.join(DTYPES)}"
+    if not isinstance(header.get("vocab"), list):
+        return "its header's vocabulary is not a list"
+    return ""
+
+
+def _scan_problem(scan: Any) -> str:
+    """What is wrong with the contents of a .scan.json file, or "" if nothing."""
+    if not isinstance(scan, dict):
+        names = {list: "a list", str: "a string", bool: "true or false", type(None): "null"}
+        return f"holds {names.get(type(scan), 'a number')}, not a table"
+    return _sources_problem(scan.get("files"), "its files")
+
+
+def _sources_problem(sources: Any, what: str) -> str:
+    """What is wrong with a list of source records ({path, size, mtime_ns, ...}), or ""."""
+    if not isinstance(sources, list):
+        return f"{what} are not a list"
+    for source in sources:
+        if not (
+            isinstance(source, dict)
+            and isinstance(source.get("path"), str)
+            and _is_count(source.get("size"))
+            and _is_int(source.get("mtime_ns"))  # before 1970 is negative
+        ):
+            return f"{what} hold a record that is not a path with a size and a time"
+    return ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is no number
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _abandoned(path: Path, mtime: float) -> str:
+    """Why the temporary file `path` will never be finished, or "" while it may be."""
+    gone = writer_is_gone(path)
+    if gone:
+        return f"its writer (process {path.name.rsplit(TEMPORARY_MARK, 1)[1]}) is gone"
+    quiet = time.time() - mtime
+    if gone is None and quiet >= ABANDONED_AFTER:  # a live writer may be paused: leave it
+        return f"not written to for {quiet / 60:,.0f} minutes"
+    return ""
+
+
+def _unchanged(source: dict[str, Any]) -> bool:
+    """Whether a source file (a record `_sources_problem` accepted) is as it was."""
     try:
         status = os.stat(source["path"])
-    except (OSError, TypeError, KeyError):
+    except (OSError, ValueError):  # gone, unreadable, or a path with a NUL in it
         return False
     return status.st_size == source["size"] and status.st_mtime_ns == source["mtime_ns"]
 
 
 def clear_cache(stale_only: bool = False) -> tuple[int, int]:
     """Delete the token cache's files (only stale and damaged ones with `stale_only`); returns
-    (files removed, bytes freed). Entries being built now and their locks are left alone; the
-    other locks go too, uncounted (`cache list` does not show them: empty, and no entry)."""
+    (files removed, bytes freed). Entries being built now, their locks and their temporaries
+    are left alone; abandoned temporaries go in either case, counted. The other locks go too,
+    uncounted (`cache list` does not show them: empty, and no entry)."""
     removed = freed = 0
-    if folder().is_dir():
-        removed += remove_stale_temporaries(folder())  # of builds that were killed
     for item in list_cache():
         if item.state == "building" or (stale_only and item.state == "ok"):
             continue

@@ -3,6 +3,7 @@ read through a memory map (the ids are the file's pages, not the process's own m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -109,6 +110,123 @@ def test_the_list_shows_entries_not_locks_and_clear_keeps_a_held_lock(corpus_fil
     assert [p.name for p in tokens.folder().iterdir()] == [held.name]  # the rest is gone
     assert run_cli("cache", "clear").exit_code == 0  # released: now it goes too
     assert list(tokens.folder().iterdir()) == []
+
+
+def write_token_file(name: str, **changes) -> Path:
+    """A .tokens file with a sound prefix and checksum around the header given, holding 3 ids:
+    valid JSON of whatever shape the test wants, which only a check of its fields catches."""
+    header = {"format": tokens.FORMAT, "sources": [], "vocab": ["a", "b"], "dtype": "uint8",
+              "count": 3, "offset": tokens.ALIGN, **changes}  # fmt: skip
+    raw = json.dumps(header).encode()
+    data = tokens.PREFIX.pack(tokens.MAGIC, len(raw), hashlib.sha256(raw).digest()) + raw
+    path = tokens.folder() / f"{name}.tokens"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.ljust(tokens.ALIGN, b"\0") + bytes(3))
+    return path
+
+
+def write_malformed_entries(tmp_path) -> dict[str, str]:
+    """Hand-written cache files of the wrong shape; {file name: words its problem must say}."""
+    source = tmp_path / "source.txt"
+    source.write_text("abc")
+    write_token_file("sources-a-number", sources=5)
+    write_token_file("sources-without-sizes", sources=[{"path": str(source)}])
+    write_token_file("count-a-text", count="3")
+    write_token_file("unknown-dtype", dtype="object")
+    scans = {
+        "files-a-number": {"files": 5},
+        "a-list": [],
+        "a-text": "files",
+        "record-without-size": {"files": [{"path": str(source)}]},
+    }
+    for name, value in scans.items():
+        (tokens.folder() / f"{name}.scan.json").write_text(json.dumps(value))
+    (tokens.folder() / "too-deep.scan.json").write_text("[" * 100_000)  # RecursionError
+    return {
+        "too-deep.scan.json": "not JSON",
+        "sources-a-number.tokens": "sources are not a list",
+        "sources-without-sizes.tokens": "not a path with a size and a time",
+        "count-a-text.tokens": "count is not a whole number",
+        "unknown-dtype.tokens": "dtype is not one of",
+        "files-a-number.scan.json": "files are not a list",
+        "a-list.scan.json": "holds a list, not a table",
+        "a-text.scan.json": "holds a string, not a table",
+        "record-without-size.scan.json": "not a path with a size and a time",
+    }
+
+
+@pytest.mark.parametrize("flags", [[], ["--stale"]])
+def test_malformed_entries_are_listed_damaged_with_why_and_cleared(tmp_path, flags):
+    problems = write_malformed_entries(tmp_path)
+    write_token_file("fine")  # the same writer, a sound header: ok, so the rest is the fields
+    listed = run_cli("cache", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    files = {Path(f["path"]).name: f for f in json.loads(listed.stdout)["files"]}
+    assert files.pop("fine.tokens")["state"] == "ok"
+    assert {name: f["state"] for name, f in files.items()} == dict.fromkeys(problems, "damaged")
+    for name, words in problems.items():
+        assert words in files[name]["problem"], files[name]
+    table = run_cli("cache", "list")
+    assert table.exit_code == 0, table.output
+    said = {line.split(":", 1)[0]: line for line in table.stderr.splitlines()}
+    for name, words in problems.items():
+        assert said[name].startswith(f"{name}: damaged: ") and words in said[name], said
+
+    cleared = run_cli("cache", "clear", *flags)
+    assert cleared.exit_code == 0, cleared.output
+    assert f"removed {len(problems) + (not flags)} file(s)" in cleared.stderr
+    assert sorted(p.name for p in tokens.folder().iterdir()) == ([] if not flags else
+                                                                 ["fine.tokens"])  # fmt: skip
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a probe for whether a process lives")
+def test_abandoned_temporaries_are_listed_so_and_clear_counts_their_bytes():
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()  # reaped: no process has its id now (one reused in these few ms is unlikely)
+    root = tokens.folder()
+    root.mkdir(parents=True)
+    killed = root / f".a.tokens.tmp-{gone.pid}"  # its build was killed
+    killed.write_bytes(bytes(700))
+    paused = root / f".b.tokens.tmp-{os.getpid()}"  # a live writer, quiet for 2 h (Ctrl-Z)
+    paused.write_bytes(bytes(100))
+    quiet = root / ".e.tokens.tmp-unknown"  # no writer to ask about: quiet for 2 h is enough
+    quiet.write_bytes(bytes(800))
+    hours_ago = time.time() - 2 * 3600
+    for path in (paused, quiet):
+        os.utime(path, (hours_ago, hours_ago))
+    live = root / f".c.tokens.tmp-{os.getpid()}"  # being written now
+    live.write_bytes(bytes(300))
+    no_pid = root / ".d.tokens.tmp-99999999999999999999"  # would overflow os.kill
+    no_pid.write_bytes(b"")
+
+    files = {Path(f["path"]).name: f
+             for f in json.loads(run_cli("cache", "list", "--json").stdout)["files"]}  # fmt: skip
+    assert {name: f["state"] for name, f in files.items()} == {
+        killed.name: "abandoned", quiet.name: "abandoned", live.name: "building",
+        no_pid.name: "abandoned", paused.name: "building"}  # fmt: skip
+    assert files[killed.name]["problem"] == f"its writer (process {gone.pid}) is gone"
+    assert files[quiet.name]["problem"] == "not written to for 120 minutes"
+    assert files[live.name]["problem"] is None
+
+    cleared = run_cli("cache", "clear", "--stale")
+    assert cleared.exit_code == 0, cleared.output
+    assert "removed 3 file(s), 1.5 kB" in cleared.stderr  # 700 + 800 + 0; not the live ones
+    assert sorted(p.name for p in root.iterdir()) == [paused.name, live.name]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the liveness probe is POSIX's os.kill(pid, 0)")
+def test_the_stale_temporary_sweep_takes_odd_names_without_failing(tmp_path):
+    from charrnn.files import remove_stale_temporaries, writer_is_gone
+
+    names = {"overflow": ".a.tmp-99999999999999999999", "superscript": ".b.tmp-²",
+             "no id": ".c.tmp-", "mine": f".d.tmp-{os.getpid()}"}  # fmt: skip
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    told = {kind: writer_is_gone(tmp_path / name) for kind, name in names.items()}
+    assert told == {"overflow": True, "superscript": None, "no id": None, "mine": False}
+    assert remove_stale_temporaries(tmp_path) == 1  # the id no process can have
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        names[kind] for kind in ("superscript", "no id", "mine"))  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ app = typer.Typer(
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="The same facts as JSON.")] = False,
 ) -> None:
-    """List the cache's entries: size, state (ok, stale, damaged, building) and sources."""
+    """List the cache's entries: size, state (ok, stale, damaged, building, abandoned) and
+    sources."""
     from charrnn import token_files, tokens
 
     # A lock file (<name>.lock, taken while that entry is built) is no entry: 0 bytes, nothing
@@ -30,7 +31,8 @@ def list_command(
     if as_json:
         print_json({"folder": str(tokens.folder()), "files": [
             {"path": str(i.path), "kind": i.kind, "bytes": i.bytes, "state": i.state,
-             "sources": i.sources, "tokens": i.count, "vocab_size": i.vocab_size}
+             "sources": i.sources, "tokens": i.count, "vocab_size": i.vocab_size,
+             "problem": i.problem or None}
             for i in items]})  # fmt: skip
         return
     if not items:
@@ -51,6 +53,11 @@ def list_command(
                       "" if i.count is None else f"{i.count:,}",
                       "" if i.vocab_size is None else str(i.vocab_size), Text(sources))  # fmt: skip
     out.print(table)
+    # What is wrong with a damaged or abandoned file, below the table: in it, a long reason
+    # would push the sources off a terminal's width.
+    for i in items:
+        if i.problem:
+            err.print(Text(f"{i.path.name}: {i.state}: {i.problem}"))
     total = sum(i.bytes for i in items)
     err.print(f"{len(items)} file(s), {_size(total)}; `charrnn cache clear` removes them")
 
