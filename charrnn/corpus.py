@@ -7,16 +7,19 @@ of a separate validation text, if any. The training and validation ids are tenso
 cache's memory map: a run's own memory does not grow with the corpus, whatever its size.
 
 ``read_text`` reads one whole file as a string (for ``eval`` and ``explain``), through a
-read-only memory map of the file, so it holds the text and nothing beside it.
+read-only memory map of the file, so it holds the text and nothing beside it; ``read_start``
+decodes only a file's first characters (``explain --file``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -46,6 +49,22 @@ def read_text(name_or_path: str) -> str:
 def read_file_text(path: Path, what: str) -> str:
     """Read one file as text. Missing files, folders, devices, empty files and invalid UTF-8
     are refused, each named as `what` ("corpus", "the text given with --file") and its path."""
+    with open_text_file(path, what) as file:
+        try:
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                # Decoded straight from the file's pages: the string is the only copy in memory.
+                return str(m, "utf-8")
+        except UnicodeDecodeError as error:
+            raise not_utf8(f"{what} {str(path)!r}", error.object, error.start) from None
+        except ValueError as error:  # mmap of a file emptied since it was opened
+            raise CorpusError(f"cannot read {what} {str(path)!r}: {error}") from None
+
+
+@contextlib.contextmanager
+def open_text_file(path: Path, what: str) -> Iterator[BinaryIO]:
+    """`path` opened for reading as bytes, after the refusals every reader of a text makes (a
+    missing, special or empty file), each naming `what` and the path; an OSError while it is
+    read becomes a CorpusError in the same words."""
     named = f"{what} {str(path)!r}"
     if not path.exists():  # before open_regular, whose "No such file" says nothing of the fix
         raise CorpusError(f"{named} does not exist; give the path of a UTF-8 text file")
@@ -55,17 +74,64 @@ def read_file_text(path: Path, what: str) -> str:
         with files.open_regular(path, CorpusError, what) as file:
             if os.fstat(file.fileno()).st_size == 0:  # mmap refuses an empty file: say why
                 raise CorpusError(f"{named} is empty; give a file with some text in it")
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                # Decoded straight from the file's pages: the string is the only copy in memory.
-                return str(m, "utf-8")
+            yield file
+    except OSError as error:
+        raise CorpusError(f"cannot read {named}: {error.strerror or error}") from None
+
+
+def not_utf8(named: str, data: bytes, start: int) -> CorpusError:
+    return CorpusError(
+        f"{named} is not valid UTF-8: byte {start} (0x{data[start]:02x}) cannot be decoded; "
+        "convert the file to UTF-8"
+    )
+
+
+@dataclass(frozen=True)
+class FileStart:
+    """The first characters of a file, and how many the whole file holds."""
+
+    text: str
+    total_chars: int  # counted, not decoded: past `text` the file is not checked to be UTF-8
+
+
+UTF8_MAX_BYTES = 4  # per character
+COUNT_BYTES = 1 << 20  # read at a time when counting the characters after the ones shown
+CONTINUATION_BYTES = bytes(range(0x80, 0xC0))  # every UTF-8 byte but a character's first
+
+
+def read_start(path: Path, max_chars: int, what: str) -> FileStart:
+    """The first `max_chars` characters of a UTF-8 file, decoding no more than those.
+
+    Only what is shown is decoded, so memory follows `max_chars`, not the file (the rest is
+    read a MiB at a time to count its characters). Refused as by `read_file_text`, except that
+    invalid UTF-8 after the characters shown is not looked for.
+    """
+    with open_text_file(path, what) as file:
+        # max_chars characters take at most 4 bytes each, so these bytes hold all of them.
+        data = file.read(UTF8_MAX_BYTES * max_chars)
+        text = _decode_start(data, max_chars, f"{what} {str(path)!r}")
+        total = len(text) + _count_chars(data[len(text.encode("utf-8")) :])
+        while chunk := file.read(COUNT_BYTES):
+            total += _count_chars(chunk)
+    return FileStart(text, total)
+
+
+def _decode_start(data: bytes, max_chars: int, named: str) -> str:
+    """The first `max_chars` characters of `data`, which may end inside a character or hold
+    bytes that are not UTF-8 after them (both are past what is shown, so not refused)."""
+    try:
+        return data.decode("utf-8")[:max_chars]
     except UnicodeDecodeError as error:
-        raise CorpusError(
-            f"{named} is not valid UTF-8: byte {error.start} "
-            f"(0x{error.object[error.start]:02x}) cannot be decoded; convert the file to UTF-8"
-        ) from None
-    except (OSError, ValueError) as error:  # ValueError: mmap of a file emptied meanwhile
-        reason = getattr(error, "strerror", None) or str(error)
-        raise CorpusError(f"cannot read {named}: {reason}") from None
+        text = data[: error.start].decode("utf-8")  # valid up to the first bad byte
+        if len(text) >= max_chars:
+            return text[:max_chars]
+        raise not_utf8(named, data, error.start) from None
+
+
+def _count_chars(data: bytes) -> int:
+    """Characters in UTF-8 `data`: the bytes that begin one (so `data` may start or end inside
+    a character, as a chunk of a file does)."""
+    return len(data.translate(None, CONTINUATION_BYTES))
 
 
 def split_train_val(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

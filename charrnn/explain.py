@@ -9,15 +9,21 @@ as if they were not there; they are still shown, unscored.
 
 Gates come from ``GateLSTM.forward_with_gates``; a model trained with torch's nn.LSTM core has
 its weights loaded into a GateLSTM (same names, shapes and gate order), which computes the same
-numbers gate by gate. The names a user picks map onto the lesson's gates (see cells.py)::
+numbers gate by gate. The names a user picks are the lesson's (see cells.py)::
 
     learn   -> "ignore"   i, the learn gate's ignore factor in [0, 1]: how much of the new
                           candidate N gets into the long-term memory (the gate's output is N * i;
                           i is shown because it is the learn gate's decision, in [0, 1] like f, o)
+    ignore  -> "ignore"   the same i, by the lesson's name for the factor
+    combine -> "combine"  N = tanh(...) in [-1, 1], the learn gate's new candidate memory
     forget  -> "forget"   f in [0, 1]: how much of the long-term memory is kept
+    remember -> "cell"    the remember gate's output is the new long-term memory c_t (below)
     use     -> "use"      o in [0, 1]: how much of the long-term memory becomes the output
     cell    -> "cell"     c_t, the long-term memory itself (unbounded)
     hidden  -> "hidden"   h_t = o * tanh(c_t) in [-1, 1], the short-term memory and output
+
+torch's names (input, candidate, output gate) are refused with the lesson's name to use instead,
+so that "output" is not mistaken for the hidden state (the output) or the use gate.
 
 Interpretable units (Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
 Networks", 2015): a unit "follows" a pattern when its activity after each character correlates
@@ -42,7 +48,22 @@ from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
 from charrnn.scoring import Reading, bits_per_char, char_loss, evaluation_mode
 
-GATES = {"learn": "ignore", "forget": "forget", "use": "use", "cell": "cell", "hidden": "hidden"}
+# The name a user gives (the lesson's) -> the cells.LSTM_GATE_KEYS key, and the view's title.
+GATES = {"learn": "ignore", "ignore": "ignore", "combine": "combine", "forget": "forget",
+         "remember": "cell", "use": "use", "cell": "cell", "hidden": "hidden"}  # fmt: skip
+GATE_TITLES = {
+    "learn": "learn gate (its ignore factor i)",
+    "ignore": "learn gate's ignore factor i",
+    "combine": "learn gate's combine vector N (the new candidate memory)",
+    "forget": "forget gate (forget factor f)",
+    "remember": "remember gate (its output: the cell state c_t)",
+    "use": "use gate (use factor o)",
+    "cell": "cell",
+    "hidden": "hidden",
+}
+# torch's names for the same gates: "output" could be read as the hidden state, so these are
+# refused with the lesson's name rather than guessed.
+TORCH_GATES = {"input": "learn", "candidate": "combine", "output": "use"}
 PATTERNS = ("quotes", "newline", "line-position")
 QUOTE_MARKS = {'"': None, "\u201c": True, "\u201d": False}  # None: opens or closes (toggles)
 
@@ -102,11 +123,10 @@ def chunk_length(model: CharModel, gates: bool = False) -> int:
     return max(16, min(4096, CHUNK_BYTES // (scoring.pass_bytes(model, 1) * (1 + gates))))
 
 
-def limit(text: str, max_chars: int) -> str:
-    """The first `max_chars` characters of `text`: what explain shows (one value each)."""
+def check_max_chars(max_chars: int) -> None:
+    """Refuse showing fewer than one character (explain shows one value per character)."""
     if max_chars < 1:
         raise ConfigError(f"the number of characters to show must be at least 1, got {max_chars}")
-    return text[:max_chars]
 
 
 def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValues:
@@ -183,23 +203,32 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
 
 
 def gate_name(gate: str) -> str:
-    """The cells.LSTM_GATE_KEYS key for a user's gate name (learn, forget, use, cell, hidden)."""
+    """The cells.LSTM_GATE_KEYS key for a user's gate name (one of GATES)."""
     if gate not in GATES:
-        raise ConfigError(f"gate must be one of {', '.join(GATES)}; got {gate!r}")
+        hint = ""
+        if gate in TORCH_GATES:
+            lesson = TORCH_GATES[gate]
+            hint = f" (torch's {gate} gate is the {GATE_TITLES[lesson]}: use --gate {lesson})"
+        raise ConfigError(f"gate must be one of {', '.join(GATES)}; got {gate!r}{hint}")
     return GATES[gate]
 
 
-def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: int) -> CharValues:
-    """One unit's gate value (or cell / hidden state) after each character it read."""
-    key = gate_name(gate)
+def check_unit(model: CharModel, layer: int, unit: int) -> None:
+    """Refuse a layer or unit the model does not have."""
     layers, units = model.config.num_layers, model.config.hidden_size
     if not 0 <= layer < layers:
         raise ConfigError(f"layer must be 0 to {layers - 1} (the model has {layers}), got {layer}")
     if not 0 <= unit < units:
         raise ConfigError(f"unit must be 0 to {units - 1} (a layer has {units}), got {unit}")
+
+
+def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: int) -> CharValues:
+    """One unit's gate value (or cell / hidden state) after each character it read."""
+    key = gate_name(gate)
+    check_unit(model, layer, unit)
     trace = torch.cat([chunk[key][layer, :, unit] for chunk in gate_chunks(model, reading)])
-    named = gate if gate == key else f"{gate} gate ({key} factor)"
-    return _values_at(reading, trace.tolist(), f"layer {layer} unit {unit}: {named}", key)
+    title = f"layer {layer} unit {unit}: {GATE_TITLES[gate]}"
+    return _values_at(reading, trace.tolist(), title, key)
 
 
 def _values_at(reading: Reading, trace: list[float], title: str, key: str) -> CharValues:
@@ -211,7 +240,7 @@ def _values_at(reading: Reading, trace: list[float], title: str, key: str) -> Ch
     if key == "cell":  # unbounded: a symmetric scale wide enough for this text
         reach = max((abs(v) for v in trace), default=1.0) or 1.0
         scale = Scale(-reach, reach, diverging=True)
-    elif key == "hidden":
+    elif key in ("hidden", "combine"):  # tanh's range
         scale = Scale(-1.0, 1.0, diverging=True)
     else:  # the gates' sigmoid factors
         scale = Scale(0.0, 1.0)

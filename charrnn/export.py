@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn import __version__, rundir
+from charrnn import __version__, files, rundir
 from charrnn import checkpoint as ckpt
 from charrnn import config as config_module
 from charrnn.cell_kinds import EXPORTABLE_CELLS, cell_kind
 from charrnn.errors import CheckpointError, ConfigError, ExportError
-from charrnn.files import write_atomically
 from charrnn.vocab import UNKNOWN
 
 DEFAULT_NAME = "model.onnx"  # written into the run directory unless --out says otherwise
@@ -153,13 +151,8 @@ def export_run(run: str | Path, out: str | Path | None = None, force: bool = Fal
     target = default_out(source) if out is None else Path(out).expanduser()
     if target.is_dir():
         raise ExportError(f"--out {str(target)!r} is a directory; name the .onnx file to write")
-    # Before the --force check: --force must not replace the very file being read. samefile
-    # sees through symlinks, hard links and relative paths.
-    if target.exists() and os.path.samefile(target, source):
-        raise ExportError(
-            f"--out {str(target)!r} is the checkpoint being exported ({str(source)!r}); "
-            f"name another file, such as {str(default_out(source))!r}"
-        )
+    instead = f"another file, such as {str(default_out(source))!r}"
+    files.refuse_replacing_inputs(target, "--out", {"the checkpoint": source}, ExportError, instead)
     if target.exists() and not force:
         raise ExportError(f"{str(target)!r} already exists; pass --force to replace it")
     checkpoint = ckpt.load(source)
@@ -170,7 +163,7 @@ def export_run(run: str | Path, out: str | Path | None = None, force: bool = Fal
     proto, exporter, difference = to_onnx(model.eval(), describe(checkpoint))
     data = proto.SerializeToString()
     try:
-        write_atomically(target, lambda file: file.write(data))
+        files.write_atomically(target, lambda file: file.write(data))
     except OSError as error:
         raise ExportError(f"could not write {str(target)!r}: {error.strerror or error}") from None
     return Exported(

@@ -109,6 +109,30 @@ def check_outputs(paths: list[Path], force: bool, *, create_folder: bool) -> Non
             raise OutputError(f"{str(path)!r} already exists; use --force to replace it")
 
 
+def refuse_replacing_inputs(
+    output: Path,
+    option: str,
+    inputs: dict[str, Path],
+    error: type[Exception] = OutputError,
+    instead: str = "another file",
+) -> None:
+    """Refuse an output that is one of the files being read (`inputs`: what each is -> path).
+
+    Checked before the output's "already exists" (which --force passes), so that --force cannot
+    replace the checkpoint or the text being read. samefile sees through symlinks, hard links
+    and relative paths.
+    """
+    for what, source in inputs.items():
+        try:
+            same = os.path.samefile(output, source)
+        except (OSError, ValueError):  # one of them missing (nothing to replace) or unstatable
+            continue
+        if same:
+            raise error(
+                f"{option} {str(output)!r} is {what} being read ({str(source)!r}); name {instead}"
+            )
+
+
 def make_folder(folder: Path) -> None:
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)

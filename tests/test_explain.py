@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from html.parser import HTMLParser
 
 import pytest
 import torch
 
 from charrnn import checkpoint as ckpt
-from charrnn import explain, scoring
+from charrnn import explain, files, scoring
+from charrnn.cells import LSTM_GATE_KEYS
 from charrnn.config import ModelConfig
-from charrnn.errors import ConfigError, CorpusError
+from charrnn.corpus import read_start
+from charrnn.errors import ConfigError, CorpusError, OutputError
 from charrnn.model import CharModel
 from charrnn.scoring import evaluate
 from tests.conftest import run_cli
@@ -199,13 +202,203 @@ def test_explain_refuses_bad_requests_with_one_line(tiny_run):
         (("--text", "Ay", "--show", "colour"), "--show must be surprise or gate"),
         (("--text", "Ay", "--show", "gate", "--layer", 1), "layer must be 0 to 0"),
         (("--text", "Ay", "--show", "gate", "--unit", 32), "unit must be 0 to 31"),
-        (("--text", "Ay", "--show", "gate", "--gate", "remember"), "gate must be one of"),
+        (("--text", "Ay", "--show", "gate", "--gate", "colour"), "gate must be one of"),
         (("--text", "Ay\nme", "--find", "quotes"), "does not vary in quotes"),
         (("--text", "Ay\nme", "--find", "vowels"), "pattern must be one of"),
     ]:
         result = run_cli("explain", tiny_run, *args)
         assert result.exit_code == 1, args
         assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def one_line_refusal(result, *parts: str) -> str:
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in result.output, result.output
+    for part in parts:
+        assert part in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--layer", 1),  # out of range, and would do nothing: refused either way
+        ("--unit", 0),  # in range, but would do nothing
+        ("--show", "surprise", "--layer", 0),
+        ("--layer", 0, "--unit", 3),
+    ],
+)
+def test_layer_and_unit_without_show_gate_are_refused(tiny_run, args):
+    flags = " and ".join(str(a) for a in args if str(a) in ("--layer", "--unit"))
+    one_line_refusal(
+        run_cli("explain", tiny_run, "--text", SCENE, *args),
+        f"without --show gate the view is the surprise at each character, so {flags} would do "
+        f"nothing; add --show gate or leave out {flags}",
+    )
+
+
+def test_gate_is_checked_whenever_it_is_given(tiny_run):
+    # A good name without --show gate or --find would do nothing; either of those is the fix.
+    one_line_refusal(
+        run_cli("explain", tiny_run, "--text", SCENE, "--gate", "forget"),
+        "so --gate would do nothing; add --show gate or --find or leave out --gate",
+    )
+    # A bad name is refused as a bad name, whatever it is combined with.
+    for extra in ((), ("--find", "newline"), ("--top-units", 2), ("--show", "gate")):
+        one_line_refusal(run_cli("explain", tiny_run, "--text", SCENE, "--gate", "fogret", *extra),
+                         "gate must be one of", "got 'fogret'")  # fmt: skip
+    # With --find the gate is the one ranked, so it is used, not refused.
+    found = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--find", "newline", "--gate",
+                            "forget", "--json"))  # fmt: skip
+    assert {u["gate"] for u in found["units"]} == {"forget"}
+    assert found["title"].endswith(": forget gate (forget factor f)")
+
+
+@pytest.mark.parametrize("picker", [("--find", "newline"), ("--top-units", 2)])
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--unit", 3), "--unit"),
+        (("--layer", 0), "--layer"),
+        (("--layer", 0, "--unit", 3), "--layer and --unit"),
+        (("--show", "surprise"), "--show surprise"),
+    ],
+)
+def test_find_and_top_units_refuse_the_options_they_would_override(tiny_run, picker, args, named):
+    one_line_refusal(
+        run_cli("explain", tiny_run, "--text", SCENE, *picker, *args),
+        f"{picker[0]} picks its own units and shows the best one's gate, so {named} would do "
+        f"nothing; leave out {picker[0]} or {named}",
+    )
+
+
+def test_find_with_show_gate_agrees_and_is_accepted(tiny_run):
+    # --find shows a gate, so --show gate beside it asks for what is done anyway.
+    both = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--find", "newline", "--show",
+                           "gate", "--json"))  # fmt: skip
+    alone = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--find", "newline", "--json"))
+    assert both == alone and both["title"].endswith(": cell")
+
+
+def test_gate_names_of_the_lesson(tiny_run, loaded):
+    model, vocab = loaded
+    gates = explain.gate_activity(model, scoring.read(vocab, SCENE))
+
+    def view(gate):
+        return json_of(run_cli("explain", tiny_run, "--text", SCENE, "--show", "gate", "--gate",
+                               gate, "--unit", 5, "--json"))  # fmt: skip
+
+    # The remember gate's output is the new long-term memory: the cell state.
+    remember, cell = view("remember"), view("cell")
+    assert remember["values"] == cell["values"]
+    assert remember["values"] == pytest.approx(gates["cell"][0, :, 5].tolist(), abs=1e-6)
+    assert remember["title"] == "layer 0 unit 5: remember gate (its output: the cell state c_t)"
+    # The learn gate's candidate N (tanh: -1 to 1) is named combine, as in the lesson.
+    combine = view("combine")
+    assert combine["values"] == pytest.approx(gates["combine"][0, :, 5].tolist(), abs=1e-6)
+    assert combine["scale"] == {"low": -1.0, "high": 1.0}
+    assert "combine vector N" in combine["title"]
+    # ignore is the learn gate's factor i, by the lesson's name for it.
+    assert view("ignore")["values"] == view("learn")["values"]
+    assert set(explain.GATES.values()) == set(LSTM_GATE_KEYS)  # every recorded gate has a name
+
+
+@pytest.mark.parametrize(
+    ("torch_name", "lesson_name"), [("input", "learn"), ("candidate", "combine"), ("output", "use")]
+)
+def test_torch_gate_names_are_refused_with_the_lessons_name(tiny_run, torch_name, lesson_name):
+    one_line_refusal(run_cli("explain", tiny_run, "--text", SCENE, "--show", "gate", "--gate",
+                             torch_name),  # fmt: skip
+                     f"got {torch_name!r} (torch's {torch_name} gate is the ",
+                     f": use --gate {lesson_name})")  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "run directory"])
+def test_html_over_the_checkpoint_is_refused_even_with_force(tiny_run, tmp_path, monkeypatch, how):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(tiny_run / "best.pt", run / "best.pt")  # a copy: the shared run stays whole
+    before = (run / "best.pt").read_bytes()
+    checkpoint, page = run / "best.pt", run / "best.pt"
+    if how == "relative path":
+        monkeypatch.chdir(run)
+        page = "best.pt"
+    elif how == "symlink":
+        page = tmp_path / "view.html"
+        page.symlink_to(run / "best.pt")
+    elif how == "run directory":
+        checkpoint = run
+    result = run_cli("explain", checkpoint, "--text", "ROMEO:", "--html", page, "--force")
+    one_line_refusal(result, f"--html {str(page)!r} is the checkpoint being read",
+                     "name another file")  # fmt: skip
+    assert (run / "best.pt").read_bytes() == before
+
+
+def test_html_over_the_file_read_is_refused_even_with_force(tiny_run, tmp_path):
+    scene = tmp_path / "scene.txt"
+    scene.write_text(SCENE, encoding="utf-8")
+    (tmp_path / "hard-link.txt").hardlink_to(scene)
+    for page in (scene, tmp_path / "hard-link.txt", tmp_path / "." / "scene.txt"):
+        result = run_cli("explain", tiny_run, "--file", scene, "--html", page, "--force")
+        one_line_refusal(result, "is the --file text being read")
+        assert scene.read_text(encoding="utf-8") == SCENE
+    # Another file is still replaced with --force.
+    other = tmp_path / "other.html"
+    other.write_text("old")
+    assert run_cli("explain", tiny_run, "--file", scene, "--html", other, "--force").exit_code == 0
+    assert other.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_refuse_replacing_inputs_ignores_files_that_do_not_exist(tmp_path):
+    # Nothing to replace yet: a new output is not refused, nor is a missing input.
+    files.refuse_replacing_inputs(tmp_path / "new.html", "--html", {"x": tmp_path / "a.pt"})
+    (tmp_path / "a.pt").write_bytes(b"x")
+    with pytest.raises(OutputError, match="is x being read"):
+        files.refuse_replacing_inputs(tmp_path / "a.pt", "--html", {"x": tmp_path / "a.pt"})
+
+
+def test_explain_file_decodes_only_the_characters_shown(tiny_run, tmp_path):
+    # A file much longer than --max-chars, whose tail is not UTF-8 at all: decoding the whole
+    # file would refuse it, so this passing shows only the prefix is decoded.
+    prefix = SCENE[:50]
+    long = tmp_path / "long.txt"
+    long.write_bytes(prefix.encode() + (SCENE * 5000).encode() + b"\xff\xfe not UTF-8")
+    short = tmp_path / "short.txt"
+    short.write_text(prefix, encoding="utf-8")
+    from_long = run_cli("explain", tiny_run, "--file", long, "--max-chars", 50, "--json")
+    assert json_of(from_long) == json_of(
+        run_cli("explain", tiny_run, "--file", short, "--max-chars", 50, "--json")
+    )
+    # Past the characters shown they are counted, not decoded: each bad byte counts as one.
+    total = 50 + len(SCENE) * 5000 + 2 + len(" not UTF-8")
+    assert f"showing the first 50 of {total:,} characters (--max-chars)" in from_long.stderr
+    # Bad bytes right after the characters shown, within the first bytes read, are not decoded.
+    right_after = tmp_path / "right-after.txt"
+    right_after.write_bytes(prefix.encode() + b"\xff" + SCENE.encode())
+    assert json_of(run_cli("explain", tiny_run, "--file", right_after, "--max-chars", 50,
+                           "--json"))["text"] == prefix  # fmt: skip
+    # But bad bytes among them are refused, with their place in the file.
+    refused = run_cli("explain", tiny_run, "--file", right_after, "--max-chars", 51)
+    one_line_refusal(refused, "is not valid UTF-8: byte 50 (0xff) cannot be decoded")
+
+
+@pytest.mark.parametrize("max_chars", [1, 2, 3, 5, 7, 8, 40, 1000])
+def test_read_start_cuts_multibyte_text_at_characters(tmp_path, max_chars):
+    # 1- to 4-byte characters, so the bytes read (4 per character shown) end inside one.
+    text = "a\u00e9\u20ac\U0001d11e" * 9 + "\U0001d11e" * 5 + "z"
+    path = tmp_path / "mixed.txt"
+    path.write_text(text, encoding="utf-8")
+    start = read_start(path, max_chars, "the text")
+    assert start.text == text[:max_chars] and start.total_chars == len(text)
+    # A file that ends inside a character is refused when that character would be shown.
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(text.encode()[:-2])  # "z" and half of the last 4-byte character gone
+    if max_chars < len(text) - 1:
+        assert read_start(cut, max_chars, "the text").text == text[:max_chars]
+    else:
+        with pytest.raises(CorpusError, match="is not valid UTF-8"):
+            read_start(cut, max_chars, "the text")
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,7 @@ def test_out_that_is_the_checkpoint_being_exported_is_refused(tiny_run, tmp_path
     result = run_cli("export", run, "--out", out, *(["--force"] if force else []))
     assert result.exit_code == 1, result.output
     assert result.stderr.strip().splitlines() == [
-        f"error: --out {str(out)!r} is the checkpoint being exported ({str(run / 'best.pt')!r}); "
+        f"error: --out {str(out)!r} is the checkpoint being read ({str(run / 'best.pt')!r}); "
         f"name another file, such as {str(run / 'model.onnx')!r}"
     ]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "link.onnx"} == before

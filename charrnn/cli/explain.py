@@ -15,6 +15,7 @@ from charrnn.errors import ConfigError
 # One value, a note and a coloured character each: 20,000 is pages of text, a few MB of HTML.
 MAX_CHARS, MAX_CHARS_LIMIT = 20_000, 10_000_000
 TOP_UNITS = 5  # per pattern: a few to try with --show gate, not a ranking of every unit
+DEFAULT_GATE = "cell"
 
 
 # Typer reads a command's options from its signature, so most of this function's length is
@@ -34,21 +35,34 @@ def explain(
             max=MAX_CHARS_LIMIT,
         ),
     ] = MAX_CHARS,
+    # --show, --layer, --unit and --gate default to None, so that one typed where it would do
+    # nothing can be told from one left out, and refused (_refuse_ignored).
     show: Annotated[
-        str, typer.Option(help="surprise (the loss on each character) or gate (one unit's gate).")
-    ] = "surprise",
-    layer: Annotated[
-        int, typer.Option(help="Layer of the unit for --show gate (0 = the first).")
-    ] = 0,
-    unit: Annotated[
-        int, typer.Option(help="Unit within the layer for --show gate (0 = the first).")
-    ] = 0,
-    gate: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="learn (its ignore factor i), forget, use, cell (state) or hidden (state)."
+            help="surprise (the loss on each character) or gate (one unit's gate).",
+            show_default="surprise",
         ),
-    ] = "cell",
+    ] = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(help="Layer of the unit for --show gate (0 = the first).", show_default="0"),
+    ] = None,
+    unit: Annotated[
+        int | None,
+        typer.Option(
+            help="Unit within the layer for --show gate (0 = the first).", show_default="0"
+        ),
+    ] = None,
+    gate: Annotated[
+        str | None,
+        typer.Option(
+            help="For --show gate, --find and --top-units, the lesson's names: learn (its "
+            "ignore factor i; also ignore), combine (its candidate N), forget, remember (its "
+            "output, the cell state), use, cell (state) or hidden (state).",
+            show_default=DEFAULT_GATE,
+        ),
+    ] = None,
     find: Annotated[
         str | None,
         typer.Option(
@@ -79,37 +93,52 @@ def explain(
     from charrnn import checkpoint as ckpt
     from charrnn import explain as explaining
     from charrnn import files, rundir
-    from charrnn.corpus import read_file_text
+    from charrnn.corpus import read_start
     from charrnn.scoring import read
 
     if (text is None) == (file is None):
         raise ConfigError("give the text to read with exactly one of --text or --file")
-    if show not in ("surprise", "gate"):
+    if show is not None and show not in ("surprise", "gate"):
         raise ConfigError(f"--show must be surprise or gate; got {show!r}")
-    if html_file is not None:
-        files.check_outputs([html_file], force, create_folder=False)  # before the work
+    if gate is not None:
+        explaining.gate_name(gate)  # a bad name is refused whatever else was asked
+    _refuse_ignored(show, layer, unit, gate, find, top_units)
+    explaining.check_max_chars(max_chars)
+    finding = find is not None or top_units is not None
+    gate = DEFAULT_GATE if gate is None else gate
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
+    if html_file is not None:  # before the work
+        inputs = {"the checkpoint": path} | ({} if file is None else {"the --file text": file})
+        files.refuse_replacing_inputs(html_file, "--html", inputs)
+        files.check_outputs([html_file], force, create_folder=False)
     model, vocab = ckpt.restore_model(ckpt.load(path))
-    # The text to colour is not a corpus: its errors say --file, and a path is only a path
-    # (a file called "shakespeare" is that file, not the bundled corpus).
-    whole = text if text is not None else read_file_text(file, "the text given with --file")
-    shown = explaining.limit(whole, max_chars)
-    if len(shown) < len(whole):
-        err.print(f"showing the first {len(shown):,} of {len(whole):,} characters (--max-chars)")
+    if not finding and show == "gate":  # before reading the text
+        layer, unit = (0 if layer is None else layer), (0 if unit is None else unit)
+        explaining.check_unit(model, layer, unit)
+    if text is not None:
+        shown, total = text[:max_chars], len(text)
+    else:
+        # The text to colour is not a corpus: its errors say --file, and a path is only a path
+        # (a file called "shakespeare" is that file, not the bundled corpus). Only the
+        # characters shown are decoded, so a large file costs no more memory than they do.
+        start = read_start(file, max_chars, "the text given with --file")
+        shown, total = start.text, start.total_chars
+    if len(shown) < total:
+        err.print(f"showing the first {len(shown):,} of {total:,} characters (--max-chars)")
     reading = read(vocab, shown, skip_unknown)
 
     matches = None
-    if find is not None or top_units is not None:
+    if finding:
         patterns = (find,) if find is not None else explaining.PATTERNS
         matches = explaining.top_units(
             model, reading, patterns, gate, TOP_UNITS if top_units is None else top_units
         )
         best = explaining.best_match(matches)
         view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
-    elif show == "surprise":
-        view = explaining.surprise(model, vocab, reading)
-    else:
+    elif show == "gate":
         view = explaining.unit_trace(model, reading, gate, layer, unit)
+    else:
+        view = explaining.surprise(model, vocab, reading)
 
     if html_file is not None:
         files.write_texts({html_file: explaining.to_html(view, f"read by {path}")})
@@ -124,6 +153,36 @@ def explain(
         out.print(_units_table(matches, gate))
     out.print(_coloured(view))
     _legend(view)
+
+
+def _refuse_ignored(show, layer, unit, gate, find, top_units) -> None:
+    """Options typed where they would do nothing: one of them is a mistake, so say which.
+
+    --find and --top-units pick their units (and show the best one's gate), so --layer, --unit
+    and --show surprise would be overridden; without them the view is the surprise unless
+    --show gate, and then --layer, --unit and --gate have nothing to choose.
+    """
+    typed = [flag for flag, value in (("--layer", layer), ("--unit", unit)) if value is not None]
+    if find is not None or top_units is not None:
+        picker = "--find" if find is not None else "--top-units"
+        if show == "surprise":
+            typed.append("--show surprise")
+        if typed:
+            named = " and ".join(typed)
+            raise ConfigError(
+                f"{picker} picks its own units and shows the best one's gate, so {named} would "
+                f"do nothing; leave out {picker} or {named}"
+            )
+    elif show != "gate":
+        typed += ["--gate"] if gate is not None else []
+        if typed:
+            named = " and ".join(typed)
+            # --gate alone also serves --find (which gate's activity it ranks).
+            wanted = "--show gate or --find" if typed == ["--gate"] else "--show gate"
+            raise ConfigError(
+                f"without {wanted} the view is the surprise at each character, so {named} "
+                f"would do nothing; add {wanted} or leave out {named}"
+            )
 
 
 def _units_table(matches, gate: str) -> Table:
