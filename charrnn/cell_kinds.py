@@ -21,19 +21,23 @@ from charrnn.errors import ConfigError
 class CellKind:
     name: str
     state_count: int  # tensors in the hidden state: 2 (h, c) for the LSTM family, else 1 (h)
-    gate_views: bool  # explain can show its gates: learn, forget, use, cell, hidden (LSTMs)
+    gates: str  # whose gates explain can show ("lstm" or "gru"; "" for a plain RNN: none)
     exportable: bool = False  # torch's own cores: ONNX has LSTM, GRU and RNN operators
+
+    @property
+    def gate_views(self) -> bool:
+        return bool(self.gates)
 
 
 KINDS: dict[str, CellKind] = {
     kind.name: kind
     for kind in (
-        CellKind("lstm", state_count=2, gate_views=True, exportable=True),  # torch's nn.LSTM
-        CellKind("gru", state_count=1, gate_views=False, exportable=True),  # torch's nn.GRU
-        CellKind("rnn", state_count=1, gate_views=False, exportable=True),  # nn.RNN, tanh/relu
-        CellKind("gate-lstm", state_count=2, gate_views=True),  # cells.GateLSTM, the lesson's
-        CellKind("peephole-lstm", state_count=2, gate_views=True),  # ... with peepholes
-        CellKind("gate-gru", state_count=1, gate_views=False),  # cells.GateGRU
+        CellKind("lstm", state_count=2, gates="lstm", exportable=True),  # torch's nn.LSTM
+        CellKind("gru", state_count=1, gates="gru", exportable=True),  # torch's nn.GRU
+        CellKind("rnn", state_count=1, gates="", exportable=True),  # nn.RNN, tanh/relu
+        CellKind("gate-lstm", state_count=2, gates="lstm"),  # cells.GateLSTM, the lesson's
+        CellKind("peephole-lstm", state_count=2, gates="lstm"),  # ... with peepholes
+        CellKind("gate-gru", state_count=1, gates="gru"),  # cells.GateGRU
     )
 }
 CELLS = tuple(KINDS)

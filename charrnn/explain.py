@@ -1,5 +1,5 @@
 """What a model makes of a text, character by character: its surprise at each one, one LSTM
-unit's gates along the way, and the units that follow a simple pattern of the text. (Its loss
+or GRU unit's gates along the way, and the units that follow a simple pattern of the text. (Its loss
 over the whole text is ``charrnn.scoring.score``, what ``charrnn eval`` prints.)
 
 A text is read (``scoring.read``) from a zero state, left to right, one character after
@@ -25,6 +25,10 @@ numbers gate by gate. The names a user picks are the lesson's (see cells.py)::
 torch's names (input, candidate, output gate) are refused with the lesson's name to use instead,
 so that "output" is not mistaken for the hidden state (the output) or the use gate.
 
+A GRU's gates come from ``GateGRU.forward_with_gates`` the same way (an nn.GRU's weights loaded
+into it), by cells.py's names: reset r and update z in [0, 1], the candidate n and the hidden
+state h_t (its one memory) in [-1, 1]. A plain RNN has no gates: only its surprise is shown.
+
 Interpretable units (Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
 Networks", 2015): a unit "follows" a pattern when its activity after each character correlates
 with a simple property of the text there (inside quotes, just read a newline, position in the
@@ -42,15 +46,21 @@ import torch
 
 from charrnn import scoring
 from charrnn.cell_kinds import GATE_VIEW_CELLS
-from charrnn.cells import LSTM_GATE_KEYS, GateLSTM
+from charrnn.cells import GateGRU, GateLSTM
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
 from charrnn.scoring import Reading, bits_per_char, char_loss, evaluation_mode
 
-# The name a user gives (the lesson's) -> the cells.LSTM_GATE_KEYS key, and the view's title.
-GATES = {"learn": "ignore", "ignore": "ignore", "combine": "combine", "forget": "forget",
-         "remember": "cell", "use": "use", "cell": "cell", "hidden": "hidden"}  # fmt: skip
+# The name a user gives -> the key the gate-level twin records (cells.LSTM_GATE_KEYS or
+# GRU_GATE_KEYS), for each family of cell (cell_kinds' `gates`). An LSTM's are the lesson's.
+GATES = {
+    "lstm": {"learn": "ignore", "ignore": "ignore", "combine": "combine", "forget": "forget",
+             "remember": "cell", "use": "use", "cell": "cell", "hidden": "hidden"},
+    "gru": {"reset": "reset", "update": "update", "candidate": "candidate", "hidden": "hidden"},
+}  # fmt: skip
+DEFAULT_GATES = {"lstm": "cell", "gru": "hidden"}  # each family's memory
+TWINS = {"lstm": GateLSTM, "gru": GateGRU}  # the gate-level core that records a family's gates
 GATE_TITLES = {
     "learn": "learn gate (its ignore factor i)",
     "ignore": "learn gate's ignore factor i",
@@ -60,6 +70,9 @@ GATE_TITLES = {
     "use": "use gate (use factor o)",
     "cell": "cell",
     "hidden": "hidden",
+    "reset": "reset gate r (how much of the memory the candidate sees)",
+    "update": "update gate z (how much of the old memory is kept)",
+    "candidate": "candidate n (the new memory the update gate blends in)",
 }
 # torch's names for the same gates: "output" could be read as the hidden state, so these are
 # refused with the lesson's name rather than guessed.
@@ -169,18 +182,14 @@ def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.
     cells.LSTM_GATE_KEYS) -> (num_layers, n, hidden_size). The state carries over from chunk to
     chunk, so memory stays that of one chunk however long the text.
 
-    For LSTM models only.
+    For LSTM and GRU models only.
     """
-    if not model.kind.gate_views:
-        raise ConfigError(
-            f"gates can be shown for LSTM models ({', '.join(GATE_VIEW_CELLS)}); this model's "
-            f"core is {model.config.cell}"
-        )
-    core = model.core
-    if not isinstance(core, GateLSTM):
-        # torch's fused nn.LSTM does not expose its gates; the gate-level twin takes its weights.
-        twin = GateLSTM(core.input_size, core.hidden_size, core.num_layers, core.bias,
-                        batch_first=True)  # fmt: skip
+    core, twin_class = model.core, TWINS[gate_family(model)]
+    if not isinstance(core, twin_class):
+        # torch's fused nn.LSTM and nn.GRU do not expose their gates; the gate-level twin takes
+        # their weights (same names, shapes and gate order).
+        twin = twin_class(core.input_size, core.hidden_size, core.num_layers, core.bias,
+                          batch_first=True)  # fmt: skip
         twin.load_state_dict(core.state_dict())
         core = twin.to(model.head.weight.device)
     ids, step, state = reading.ids.long(), chunk_length(model, gates=True), None
@@ -195,22 +204,45 @@ def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.
 def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]:
     """Every gate of every unit after each character read: key -> (num_layers, N, hidden_size).
 
-    Keys as in cells.LSTM_GATE_KEYS. For LSTM models only. Memory grows with the text: the
+    Keys as in cells.LSTM_GATE_KEYS or GRU_GATE_KEYS. Memory grows with the text: the
     commands use ``gate_chunks``, which keeps one chunk at a time.
     """
     chunks = list(gate_chunks(model, reading))
-    return {key: torch.cat([chunk[key] for chunk in chunks], dim=1) for key in LSTM_GATE_KEYS}
+    return {key: torch.cat([chunk[key] for chunk in chunks], dim=1) for key in chunks[0]}
 
 
-def gate_name(gate: str) -> str:
-    """The cells.LSTM_GATE_KEYS key for a user's gate name (one of GATES)."""
-    if gate not in GATES:
-        hint = ""
-        if gate in TORCH_GATES:
-            lesson = TORCH_GATES[gate]
-            hint = f" (torch's {gate} gate is the {GATE_TITLES[lesson]}: use --gate {lesson})"
-        raise ConfigError(f"gate must be one of {', '.join(GATES)}; got {gate!r}{hint}")
-    return GATES[gate]
+def gate_family(model: CharModel) -> str:
+    """Whose gates the model has ("lstm" or "gru"); a plain RNN's, none, is refused."""
+    if not model.kind.gate_views:
+        raise ConfigError(
+            f"gates can be shown for LSTM and GRU models ({', '.join(GATE_VIEW_CELLS)}); this "
+            f"model's core is {model.config.cell}, which has none: --show surprise works for it"
+        )
+    return model.kind.gates
+
+
+def default_gate(model: CharModel) -> str:
+    """The gate shown when none is named: the model's memory (cell for an LSTM, else hidden)."""
+    return DEFAULT_GATES.get(model.kind.gates, "hidden")
+
+
+def gate_name(gate: str, family: str | None = None) -> str:
+    """The key the twin records for a user's gate name: one of GATES[family], or, before the
+    model is known (`family` None), of any family's."""
+    names = GATES[family] if family else {n: k for f in GATES.values() for n, k in f.items()}
+    if gate in names:
+        return names[gate]
+    hint = ""
+    if family != "gru" and gate in TORCH_GATES:
+        lesson = TORCH_GATES[gate]
+        hint = f" (torch's {gate} gate is the {GATE_TITLES[lesson]}: use --gate {lesson})"
+    elif family == "gru" and gate in GATES["lstm"]:
+        hint = (" (an LSTM's gate: a GRU's update gate does the work of the learn and forget "
+                "gates, and its hidden state is its only memory)")  # fmt: skip
+    elif family == "lstm" and gate in GATES["gru"]:
+        hint = " (a GRU's gate)"
+    whose = f" for this {family.upper()}" if family else ""
+    raise ConfigError(f"gate must be one of {', '.join(names)}{whose}; got {gate!r}{hint}")
 
 
 def check_unit(model: CharModel, layer: int, unit: int) -> None:
@@ -224,7 +256,7 @@ def check_unit(model: CharModel, layer: int, unit: int) -> None:
 
 def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: int) -> CharValues:
     """One unit's gate value (or cell / hidden state) after each character it read."""
-    key = gate_name(gate)
+    key = gate_name(gate, gate_family(model))
     check_unit(model, layer, unit)
     trace = torch.cat([chunk[key][layer, :, unit] for chunk in gate_chunks(model, reading)])
     title = f"layer {layer} unit {unit}: {GATE_TITLES[gate]}"
@@ -240,7 +272,7 @@ def _values_at(reading: Reading, trace: list[float], title: str, key: str) -> Ch
     if key == "cell":  # unbounded: a symmetric scale wide enough for this text
         reach = max((abs(v) for v in trace), default=1.0) or 1.0
         scale = Scale(-reach, reach, diverging=True)
-    elif key in ("hidden", "combine"):  # tanh's range
+    elif key in ("hidden", "combine", "candidate"):  # tanh's range
         scale = Scale(-1.0, 1.0, diverging=True)
     else:  # the gates' sigmoid factors
         scale = Scale(0.0, 1.0)
@@ -328,7 +360,7 @@ def top_units(
     model: CharModel,
     reading: Reading,
     patterns: tuple[str, ...] = PATTERNS,
-    gate: str = "cell",
+    gate: str | None = None,
     count: int = 5,
 ) -> dict[str, list[UnitMatch]]:
     """For each pattern, the `count` units whose `gate` activity follows it most closely.
@@ -341,7 +373,8 @@ def top_units(
     unknown = [pattern for pattern in patterns if pattern not in PATTERNS]
     if unknown:
         raise ConfigError(f"pattern must be one of {', '.join(PATTERNS)}; got {unknown[0]!r}")
-    key, units = gate_name(gate), model.config.hidden_size
+    gate = default_gate(model) if gate is None else gate
+    key, units = gate_name(gate, gate_family(model)), model.config.hidden_size
     values = {pattern: torch.tensor(pattern_values(reading.text, pattern))[reading.positions]
               for pattern in patterns}  # fmt: skip
     varying = [p for p, v in values.items() if len(v) >= 2 and not bool((v == v[0]).all())]

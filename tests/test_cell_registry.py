@@ -31,7 +31,10 @@ MODULES = {
 def test_both_halves_name_the_same_kinds_in_the_same_order():
     assert tuple(CORES) == CELLS == tuple(MODULES)
     assert all(CORES[name].kind is KINDS[name] for name in CELLS)
-    assert GATE_VIEW_CELLS == ("lstm", "gate-lstm", "peephole-lstm")
+    assert GATE_VIEW_CELLS == ("lstm", "gru", "gate-lstm", "peephole-lstm", "gate-gru")
+    # Each gate view's twin records the gates of the kind it stands for.
+    assert {name: MODULES[name] for name in CELLS if KINDS[name].gates == "gru"} == {
+        "gru": nn.GRU, "gate-gru": GateGRU}  # fmt: skip
 
 
 def test_unknown_kinds_are_refused_with_the_known_ones():

@@ -12,13 +12,13 @@ import torch
 
 from charrnn import checkpoint as ckpt
 from charrnn import explain, files, scoring
-from charrnn.cells import LSTM_GATE_KEYS
+from charrnn.cells import GRU_GATE_KEYS, LSTM_GATE_KEYS
 from charrnn.config import ModelConfig
 from charrnn.corpus import read_start
 from charrnn.errors import ConfigError, CorpusError, OutputError
 from charrnn.model import CharModel
 from charrnn.scoring import evaluate
-from tests.conftest import run_cli
+from tests.conftest import TINY_FLAGS, run_cli
 
 SCENE = "ROMEO:\nWhat light through yonder window breaks?\n\nJULIET:\nAy me!\n"
 
@@ -174,7 +174,7 @@ def test_explain_gate_gives_one_value_in_0_1_per_character(tiny_run, loaded, gat
                            "--layer", 0, "--unit", 5, "--json"))  # fmt: skip
     assert len(view["values"]) == len(SCENE)
     assert all(0 <= value <= 1 for value in view["values"])
-    key = explain.GATES[gate]
+    key = explain.GATES["lstm"][gate]
     expected = explain.gate_activity(model, scoring.read(vocab, SCENE))[key][0, :, 5]
     assert view["values"] == pytest.approx(expected.tolist(), abs=1e-6)
 
@@ -191,9 +191,59 @@ def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():
     assert gates["cell"].shape == (2, 6, 8)
     torch.testing.assert_close(gates["cell"][:, -1], c_n[:, 0])
 
-    gru = CharModel(ModelConfig(cell="gru", hidden_size=8, embedding_dim=4), vocab_size)
-    with pytest.raises(ConfigError, match="LSTM models"):
-        explain.gate_activity(gru, reading)
+    rnn = CharModel(ModelConfig(cell="rnn", hidden_size=8, embedding_dim=4), vocab_size)
+    with pytest.raises(ConfigError, match="LSTM and GRU models .* rnn, which has none"):
+        explain.gate_activity(rnn, reading)
+
+
+@pytest.mark.parametrize("cell", ["gru", "gate-gru"])
+def test_a_grus_gates_follow_its_forward_pass_and_its_equations(cell):
+    vocab_size, text_ids = 7, torch.tensor([1, 4, 2, 6, 0, 3, 3, 5])
+    reading = scoring.Reading("abcdefgh", text_ids, torch.arange(8))
+    torch.manual_seed(0)
+    gru = CharModel(ModelConfig(cell=cell, hidden_size=8, embedding_dim=4, num_layers=2),
+                    vocab_size).eval()  # fmt: skip
+    gates = explain.gate_activity(gru, reading)
+    assert set(gates) == set(GRU_GATE_KEYS) and gates["hidden"].shape == (2, 8, 8)
+    for key in ("reset", "update"):
+        assert gates[key].min() >= 0 and gates[key].max() <= 1, key
+    with torch.no_grad():
+        logits, (h_n,) = gru(text_ids.unsqueeze(0))
+    torch.testing.assert_close(gates["hidden"][:, -1], h_n[:, 0])  # the core's own memory
+    torch.testing.assert_close(gru.head(gates["hidden"][-1]), logits[0])
+    # h_t = (1 - z) * n + z * h_{t-1}: the update gate blends the old memory with the candidate.
+    before = torch.cat([torch.zeros(2, 1, 8), gates["hidden"][:, :-1]], dim=1)
+    blended = (1 - gates["update"]) * gates["candidate"] + gates["update"] * before
+    torch.testing.assert_close(gates["hidden"], blended)
+    view = explain.unit_trace(gru, reading, "update", 1, 3)
+    assert view.values == pytest.approx(gates["update"][1, :, 3].tolist(), abs=1e-6)
+    assert view.title == "layer 1 unit 3: update gate z (how much of the old memory is kept)"
+    assert explain.default_gate(gru) == "hidden"
+    refused = "reset, update, candidate, hidden for this GRU; got 'forget' \\(an LSTM's gate"
+    with pytest.raises(ConfigError, match=refused):
+        explain.unit_trace(gru, reading, "forget", 0, 0)
+
+
+def test_explain_shows_a_trained_grus_gates_and_refuses_a_plain_rnns(tmp_path, corpus_file):
+    runs = {}
+    for cell in ("gru", "rnn"):
+        runs[cell] = tmp_path / cell
+        trained = run_cli("train", *TINY_FLAGS, "--cell", cell, "--corpus", corpus_file,
+                          "--out", runs[cell], "--max-steps", 4)  # fmt: skip
+        assert trained.exit_code == 0, trained.output
+    memory = json_of(run_cli("explain", runs["gru"], "--text", SCENE, "--show", "gate", "--json"))
+    assert memory["title"] == "layer 0 unit 0: hidden" and len(memory["values"]) == len(SCENE)
+    found = json_of(run_cli("explain", runs["gru"], "--text", SCENE, "--find", "newline",
+                            "--gate", "update", "--json"))  # fmt: skip
+    assert {unit["gate"] for unit in found["units"]} == {"update"}
+    assert all(0 <= value <= 1 for value in found["values"])
+    one_line_refusal(run_cli("explain", runs["gru"], "--text", SCENE, "--show", "gate", "--gate",
+                             "forget"), "for this GRU; got 'forget' (an LSTM's gate")  # fmt: skip
+    one_line_refusal(
+        run_cli("explain", runs["rnn"], "--text", SCENE, "--show", "gate"),
+        "this model's core is rnn, which has none: --show surprise works for it",
+    )
+    assert run_cli("explain", runs["rnn"], "--text", SCENE).exit_code == 0  # the surprise
 
 
 def test_explain_refuses_bad_requests_with_one_line(tiny_run):
@@ -301,7 +351,7 @@ def test_gate_names_of_the_lesson(tiny_run, loaded):
     assert "combine vector N" in combine["title"]
     # ignore is the learn gate's factor i, by the lesson's name for it.
     assert view("ignore")["values"] == view("learn")["values"]
-    assert set(explain.GATES.values()) == set(LSTM_GATE_KEYS)  # every recorded gate has a name
+    assert set(explain.GATES["lstm"].values()) == set(LSTM_GATE_KEYS)  # each recorded has a name
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from charrnn.errors import ConfigError
 # One value, a note and a coloured character each: 20,000 is pages of text, a few MB of HTML.
 MAX_CHARS, MAX_CHARS_LIMIT = 20_000, 10_000_000
 TOP_UNITS = 5  # per pattern: a few to try with --show gate, not a ranking of every unit
-DEFAULT_GATE = "cell"
 
 
 # Typer reads a command's options from its signature, so most of this function's length is
@@ -57,10 +56,11 @@ def explain(
     gate: Annotated[
         str | None,
         typer.Option(
-            help="For --show gate, --find and --top-units, the lesson's names: learn (its "
-            "ignore factor i; also ignore), combine (its candidate N), forget, remember (its "
-            "output, the cell state), use, cell (state) or hidden (state).",
-            show_default=DEFAULT_GATE,
+            help="For --show gate, --find and --top-units. An LSTM's, the lesson's names: learn "
+            "(its ignore factor i; also ignore), combine (its candidate N), forget, remember "
+            "(its output, the cell state), use, cell (state) or hidden (state). A GRU's: reset, "
+            "update, candidate or hidden.",
+            show_default="cell for an LSTM, hidden for a GRU",
         ),
     ] = None,
     find: Annotated[
@@ -105,14 +105,16 @@ def explain(
     _refuse_ignored(show, layer, unit, gate, find, top_units)
     explaining.check_max_chars(max_chars)
     finding = find is not None or top_units is not None
-    gate = DEFAULT_GATE if gate is None else gate
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
     if html_file is not None:  # before the work
         inputs = {"the checkpoint": path} | ({} if file is None else {"the --file text": file})
         files.refuse_replacing_inputs(html_file, "--html", inputs)
         files.check_outputs([html_file], force, create_folder=False)
     model, vocab = ckpt.restore_model(ckpt.load(path))
-    if not finding and show == "gate":  # before reading the text
+    if finding or show == "gate":  # before reading the text
+        gate = explaining.default_gate(model) if gate is None else gate
+        explaining.gate_name(gate, explaining.gate_family(model))  # an LSTM's name for a GRU?
+    if not finding and show == "gate":
         layer, unit = (0 if layer is None else layer), (0 if unit is None else unit)
         explaining.check_unit(model, layer, unit)
     if text is not None:
