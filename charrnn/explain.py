@@ -16,7 +16,9 @@ numbers gate by gate. The names a user picks are the lesson's (see cells.py)::
                           i is shown because it is the learn gate's decision, in [0, 1] like f, o)
     ignore  -> "ignore"   the same i, by the lesson's name for the factor
     combine -> "combine"  N = tanh(...) in [-1, 1], the learn gate's new candidate memory
+    learnt  -> "learnt"   N * i in [-1, 1], the learn gate's output: what is added to c
     forget  -> "forget"   f in [0, 1]: how much of the long-term memory is kept
+    kept    -> "kept"     c_{t-1} * f, the forget gate's output: what is kept of c
     remember -> "cell"    the remember gate's output is the new long-term memory c_t (below)
     use     -> "use"      o in [0, 1]: how much of the long-term memory becomes the output
     cell    -> "cell"     c_t, the long-term memory itself (unbounded)
@@ -55,8 +57,9 @@ from charrnn.scoring import Reading, bits_per_char, char_loss, evaluation_mode
 # The name a user gives -> the key the gate-level twin records (cells.LSTM_GATE_KEYS or
 # GRU_GATE_KEYS), for each family of cell (cell_kinds' `gates`). An LSTM's are the lesson's.
 GATES = {
-    "lstm": {"learn": "ignore", "ignore": "ignore", "combine": "combine", "forget": "forget",
-             "remember": "cell", "use": "use", "cell": "cell", "hidden": "hidden"},
+    "lstm": {"learn": "ignore", "ignore": "ignore", "combine": "combine", "learnt": "learnt",
+             "forget": "forget", "kept": "kept", "remember": "cell", "use": "use",
+             "cell": "cell", "hidden": "hidden"},
     "gru": {"reset": "reset", "update": "update", "candidate": "candidate", "hidden": "hidden"},
 }  # fmt: skip
 DEFAULT_GATES = {"lstm": "cell", "gru": "hidden"}  # each family's memory
@@ -65,7 +68,9 @@ GATE_TITLES = {
     "learn": "learn gate (its ignore factor i)",
     "ignore": "learn gate's ignore factor i",
     "combine": "learn gate's combine vector N (the new candidate memory)",
+    "learnt": "learn gate's output N * i (what is added to the cell state)",
     "forget": "forget gate (forget factor f)",
+    "kept": "forget gate's output c_{t-1} * f (what is kept of the cell state)",
     "remember": "remember gate (its output: the cell state c_t)",
     "use": "use gate (use factor o)",
     "cell": "cell",
@@ -179,7 +184,8 @@ def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValue
 
 def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.Tensor]]:
     """Every gate of every unit, a chunk of characters at a time: key (as in
-    cells.LSTM_GATE_KEYS) -> (num_layers, n, hidden_size). The state carries over from chunk to
+    cells.LSTM_GATE_KEYS, with an LSTM's "kept" and "learnt" added; or GRU_GATE_KEYS) ->
+    (num_layers, n, hidden_size). The state carries over from chunk to
     chunk, so memory stays that of one chunk however long the text.
 
     For LSTM and GRU models only.
@@ -193,12 +199,21 @@ def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.
         twin.load_state_dict(core.state_dict())
         core = twin.to(model.head.weight.device)
     ids, step, state = reading.ids.long(), chunk_length(model, gates=True), None
+    lstm = gate_family(model) == "lstm"
     with evaluation_mode(model):
         core.eval()
         for start in range(0, len(ids), step):
             inputs = model.encode_input(ids[start : start + step].unsqueeze(0))  # (1, n, E)
+            cell_before = state[1][:, 0] if lstm and state is not None else None  # (L, H)
             _, state, gates = core.forward_with_gates(inputs, state)  # each (L, 1, n, H)
-            yield {key: value[:, 0] for key, value in gates.items()}
+            chunk = {key: value[:, 0] for key, value in gates.items()}
+            if lstm:  # the learn and forget gates' outputs, which c_t is the sum of
+                first = chunk["cell"][:, :1]
+                first = torch.zeros_like(first) if cell_before is None else cell_before[:, None]
+                previous = torch.cat([first, chunk["cell"][:, :-1]], dim=1)  # c_{t-1}
+                chunk["kept"] = previous * chunk["forget"]  # c_{t-1} * f
+                chunk["learnt"] = chunk["combine"] * chunk["ignore"]  # N * i
+            yield chunk
 
 
 def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]:
@@ -269,10 +284,10 @@ def _values_at(reading: Reading, trace: list[float], title: str, key: str) -> Ch
     for position, value in zip(reading.positions.tolist(), trace, strict=True):
         values[position] = value
         notes[position] = f"{describe_char(reading.text[position])}: {value:.3f}"
-    if key == "cell":  # unbounded: a symmetric scale wide enough for this text
+    if key in ("cell", "kept"):  # unbounded: a symmetric scale wide enough for this text
         reach = max((abs(v) for v in trace), default=1.0) or 1.0
         scale = Scale(-reach, reach, diverging=True)
-    elif key in ("hidden", "combine", "candidate"):  # tanh's range
+    elif key in ("hidden", "combine", "learnt", "candidate"):  # tanh's range (times [0, 1])
         scale = Scale(-1.0, 1.0, diverging=True)
     else:  # the gates' sigmoid factors
         scale = Scale(0.0, 1.0)

@@ -147,7 +147,7 @@ def test_surprise_shows_unknown_characters_unscored(tiny_run, loaded):
 # --------------------------------------------------------------------------- gates
 
 
-def test_gate_values_are_in_0_1_and_cell_states_follow_the_forward_pass(loaded):
+def test_gate_values_are_in_0_1_and_cell_states_follow_the_forward_pass(loaded, monkeypatch):
     model, vocab = loaded
     reading = scoring.read(vocab, SCENE)
     gates = explain.gate_activity(model, reading)
@@ -161,10 +161,16 @@ def test_gate_values_are_in_0_1_and_cell_states_follow_the_forward_pass(loaded):
         torch.testing.assert_close(gates["cell"][:, -1], c_n[:, 0])
         torch.testing.assert_close(gates["hidden"][:, -1], h_n[:, 0])
         torch.testing.assert_close(model.head(gates["hidden"][-1]), logits[0])
-    # And obey the lesson's equations.
+    # And obey the lesson's equations; each gate's output is there to see.
     before = torch.cat([torch.zeros(1, 1, 32), gates["cell"][:, :-1]], dim=1)
-    remember = before * gates["forget"] + gates["combine"] * gates["ignore"]
-    torch.testing.assert_close(gates["cell"], remember)
+    torch.testing.assert_close(gates["kept"], before * gates["forget"])  # forget gate's output
+    torch.testing.assert_close(gates["learnt"], gates["combine"] * gates["ignore"])  # learn's
+    torch.testing.assert_close(gates["cell"], gates["kept"] + gates["learnt"])  # remember gate
+    # Read a few characters at a time, the state (c_{t-1} too) carries over between chunks.
+    monkeypatch.setattr(explain, "chunk_length", lambda *_, **__: 7)
+    chunked = explain.gate_activity(model, reading)
+    for key, value in gates.items():
+        torch.testing.assert_close(chunked[key], value, msg=key)
 
 
 @pytest.mark.parametrize("gate", ["learn", "forget", "use"])
@@ -351,7 +357,8 @@ def test_gate_names_of_the_lesson(tiny_run, loaded):
     assert "combine vector N" in combine["title"]
     # ignore is the learn gate's factor i, by the lesson's name for it.
     assert view("ignore")["values"] == view("learn")["values"]
-    assert set(explain.GATES["lstm"].values()) == set(LSTM_GATE_KEYS)  # each recorded has a name
+    # Every recorded gate has a name, and so do the learn and forget gates' outputs.
+    assert set(explain.GATES["lstm"].values()) == {*LSTM_GATE_KEYS, "kept", "learnt"}
 
 
 @pytest.mark.parametrize(

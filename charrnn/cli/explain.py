@@ -57,9 +57,10 @@ def explain(
         str | None,
         typer.Option(
             help="For --show gate, --find and --top-units. An LSTM's, the lesson's names: learn "
-            "(its ignore factor i; also ignore), combine (its candidate N), forget, remember "
-            "(its output, the cell state), use, cell (state) or hidden (state). A GRU's: reset, "
-            "update, candidate or hidden.",
+            "(its ignore factor i; also ignore), combine (its candidate N), learnt (its output "
+            "N*i), forget (f), kept (its output c_{t-1}*f), remember (its output, the cell "
+            "state), use, cell (state) or hidden (state). A GRU's: reset, update, candidate or "
+            "hidden.",
             show_default="cell for an LSTM, hidden for a GRU",
         ),
     ] = None,
