@@ -6,7 +6,7 @@ times a few training steps of each candidate shape on this machine (at its threa
 precision), predicts how many characters each would read in the rest of the budget, and takes
 the largest candidate that still reads enough of them for its size (the rule below). Where the
 precision is `auto` on a CPU with bf16 instructions, each candidate is timed in bf16 and in fp32
-and trains in the faster: such CPUs differ the other way too (bf16 2x faster with AMX, 1.2-1.4x
+and trains in the faster: such CPUs differ the other way too (bf16 2x faster with AMX, 1.1-1.5x
 slower on a Xeon with AVX512-BF16 alone).
 
 The rule was fitted on measured runs (benchmarks/NOTES.md, "Sizing for the machine"): a run

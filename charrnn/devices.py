@@ -38,7 +38,7 @@ def pick_device(name: str) -> torch.device:
 def cpu_has_bf16() -> bool:
     """Whether the CPU has bf16 matrix instructions (AMX or AVX512-BF16). With AMX they run
     bf16 products 2-3x faster than fp32; with AVX512-BF16 alone they can be slower (a Xeon
-    without AMX trained 1.2-1.4x faster in fp32), so `auto` times both (precision_choices)."""
+    without AMX trained 1.1-1.5x faster in fp32), so `auto` times both (precision_choices)."""
     cpu = torch.cpu
     amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)
     avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)

@@ -298,7 +298,7 @@ def step_weight_bytes(stepper: Stepper | CompiledStepper) -> int:
 def choose_threads(batch: int, weight_bytes: int, device: torch.device) -> int:
     """Small batches of small models: one thread (a barrier costs more than it saves). Large
     weights or batches: every core (measured at batch 1 on 2 cores, 1x768: torch's int8 step
-    1.6x faster on two threads than on one, the compiled step 1.9x)."""
+    1.8x faster on two threads than on one, the compiled step 2.2x, exact fp32 1.5x)."""
     cores = torch.get_num_threads()
     if device.type != "cpu" or batch > 8 or weight_bytes > STREAMING_BYTES:
         return cores
@@ -320,7 +320,7 @@ class TextGenerator:
         self.model = model.to(device).eval()
         self.vocab = vocab
         self.device = device
-        if int8 is None:  # auto: int8 where it pays (measured cost: ~0.0002 nats/char)
+        if int8 is None:  # auto: int8 where it pays (measured cost: ~0.0003 nats/char)
             int8 = device.type == "cpu" and model.config.hidden_size >= INT8_MIN_HIDDEN
         self.int8 = int8
         # int8 on a CPU for an LSTM: the compiled step (charrnn.kernel) unless `compiled` is
@@ -438,9 +438,10 @@ def load_model(
     """Load a checkpoint (a .pt file or a run directory) for generation.
 
     ``int8``: None (auto) uses int8 for the step's matrix products on a CPU when the model has
-    256 or more units (for an LSTM, the compiled step of charrnn.kernel where it builds), where
-    it runs about 3.5 times as fast as exact fp32 at batch 1 for a measured cost of about
-    0.0002 nats/char (benchmarks/RESULTS.md); True or False forces it.
+    256 or more units (for an LSTM, the compiled step of charrnn.kernel where it builds); for
+    the default 1x768 LSTM at batch 1 that runs about 5.3 times as fast as exact fp32 on two
+    threads (3.7 on one) for a measured cost of about 0.0003 nats/char (benchmarks/RESULTS.md,
+    "Sampling"); True or False forces it.
     ``threads``: CPU threads while sampling; None chooses by batch and model size.
     """
     return TextGenerator.load(path, device, int8, threads)

@@ -39,7 +39,9 @@ def train(
     context: typer.Context,
     config: Annotated[
         str | None,
-        _run_option("--config", help="TOML config: a bundled name (default, tiny, gpu) or a path."),
+        _run_option(
+            "--config", help="TOML config: a bundled name (default, tiny, gpu, finetune) or a path."
+        ),
     ] = None,
     out_dir: Annotated[
         Path | None,
