@@ -36,6 +36,16 @@ def temporary_for(path: Path) -> Path:
     return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
 
 
+def target_of(temporary: Path) -> Path | None:
+    """The file a temporary of `temporary_for`'s naming is written for, or None when its name
+    is not such a temporary's."""
+    name = temporary.name
+    if not name.startswith(".") or TEMPORARY_MARK not in name:
+        return None
+    target = name[1:].rsplit(TEMPORARY_MARK, 1)[0]
+    return None if target in ("", ".", "..") else temporary.with_name(target)
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Let `write` fill a temporary file beside `path`, make it durable, then put it in place.
 
@@ -195,7 +205,8 @@ def writer_is_gone(temporary: Path) -> bool | None:
     # would overflow os.kill).
     if not (pid.isascii() and pid.isdigit()):
         return None
-    if len(pid) > 10 or int(pid) >= 1 << 31:
+    # No process has an id below 1, and os.kill(0, 0) would probe this process's own group.
+    if len(pid) > 10 or not 1 <= int(pid) < 1 << 31:
         return True
     if os.name != "posix":
         return None

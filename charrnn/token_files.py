@@ -5,24 +5,32 @@ marked stale when one of the sources it was made from changed or is gone: such a
 never be used again (a changed file gets a new entry) and only takes space.
 
 A file that cannot be read as what its name says (bad JSON, a header of the wrong shape) is
-damaged, with what is wrong in `problem`. A temporary file (``.<name>.tmp-<pid>``, a write in
-progress) is building while it may still be finished and abandoned once it never will be:
+damaged, with what is wrong in `problem`. A temporary file (``.<entry>.tmp-<pid>``, a write in
+progress) is building while it may still be finished and abandoned once it never will be.
+Every one is written while its entry's lock is held (`charrnn.tokens._locked`), so where
+advisory locks exist (POSIX) that lock tells: a temporary is building exactly while a build
+holds its entry's lock, however quiet (a build paused with Ctrl-Z still holds it), and
+abandoned once none does: its build was stopped. Its name's process id is not asked, since ids
+are reused (a container's first process is always 1): a live process with that id need not be
+its writer. Where there are no such locks (Windows) a temporary is abandoned when
 
 * its writer, the process whose id ends its name, is gone (`charrnn.files.writer_is_gone`, the
   rule `remove_stale_temporaries` applies to every folder charrnn writes), or
-* where that cannot be told (a system with no probe for whether a process lives, a name that
-  names no process), it has not been written to for `ABANDONED_AFTER` seconds: a build writes
-  its entry chunk by chunk and renames it as soon as it is done. A temporary whose writer still
-  runs is never abandoned, however quiet (the build may be paused with Ctrl-Z).
+* where that cannot be told (no probe for whether a process lives, a name that names no
+  process), it has not been written to for `ABANDONED_AFTER` seconds: a build writes its
+  entry chunk by chunk and renames it as soon as it is done.
+
+Anything else in the folder (a file charrnn does not write, such as ``.DS_Store`` or someone's
+notes, a folder, a symlink) is foreign: listed so, and never removed.
 
 `cache clear` removes abandoned temporaries and counts their bytes; it leaves building ones.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.files import TEMPORARY_MARK, writer_is_gone
-from charrnn.tokens import folder, is_locked, read_header
+from charrnn.errors import CorpusError
+from charrnn.files import TEMPORARY_MARK, target_of, writer_is_gone
+from charrnn.tokens import can_lock, folder, is_locked, lock_path, read_header
 
 ABANDONED_AFTER = 3600  # seconds without a write after which a temporary is abandoned
 DTYPES = ("uint8", "uint16", "uint32")  # what charrnn.tokens writes ids as
+ENTRIES = (".tokens", ".scan.json")  # the cache files written atomically, through temporaries
+FOREIGN = "not a file of charrnn's cache: left alone"
 
 
 @dataclass(frozen=True)
@@ -43,15 +54,15 @@ class CachedFile:
 
     path: Path
     bytes: int
-    kind: str  # tokens | scan | lock | temporary
+    kind: str  # tokens | scan | lock | temporary | other (not charrnn's)
     # ok | stale (a source changed or is gone) | damaged | building | abandoned (a temporary
-    # nobody will finish)
+    # nobody will finish) | foreign (kind other: never removed)
     state: str
     sources: list[str]
     count: int | None  # ids in a tokens entry
     vocab_size: int | None
     mtime: float
-    problem: str = ""  # why it is damaged or abandoned
+    problem: str = ""  # why it is damaged, abandoned or foreign
 
 
 def list_cache() -> list[CachedFile]:
@@ -73,14 +84,17 @@ def _describe(path: Path) -> CachedFile | None:
     """The file at `path`, or None when it went away since the folder was read (a build just
     renamed its temporary into place)."""
     try:
-        status = path.stat()
+        status = path.lstat()  # a symlink is described as itself, never as what it points to
     except FileNotFoundError:
         return None
+    kind = _kind(path.name, status.st_mode)
+    if kind == "other":
+        size = status.st_size if stat.S_ISREG(status.st_mode) else 0  # a folder's is no content
+        return CachedFile(path, size, kind, "foreign", [], None, None, status.st_mtime, FOREIGN)
     sources: list[dict] = []
     count = vocab_size = None
     problem = ""
-    if path.name.endswith(".tokens"):
-        kind = "tokens"
+    if kind == "tokens":
         try:
             header = read_header(path)
             problem = _header_problem(header)
@@ -96,8 +110,7 @@ def _describe(path: Path) -> CachedFile | None:
             # read_header's own words, except for a header that is no JSON (its checksum
             # matched, so it was written so) where json's would name a character position.
             problem = str(error) if type(error) is ValueError else "its header is not JSON"
-    elif path.name.endswith(".scan.json"):
-        kind = "scan"
+    elif kind == "scan":
         try:
             scan = json.loads(path.read_text(encoding="utf-8"))
             problem = _scan_problem(scan)
@@ -107,10 +120,7 @@ def _describe(path: Path) -> CachedFile | None:
             problem = f"cannot be read: {error.strerror or error}"
         except (ValueError, RecursionError):
             problem = "not JSON (or not UTF-8)"
-    elif path.name.endswith(".lock"):
-        kind = "lock"
-    else:
-        kind = "temporary"
+    elif kind == "temporary":
         problem = _abandoned(path, status.st_mtime)
     if kind == "lock":
         state = "building" if is_locked(path) else "ok"
@@ -123,6 +133,17 @@ def _describe(path: Path) -> CachedFile | None:
     names = [source["path"] for source in sources]
     return CachedFile(path, status.st_size, kind, state, names, count, vocab_size,
                       status.st_mtime, problem)  # fmt: skip
+
+
+def _kind(name: str, mode: int) -> str:
+    """What charrnn made a cache file as, by its name and type; "other" when it did not."""
+    if not stat.S_ISREG(mode):  # charrnn makes no folder, link or FIFO here
+        return "other"
+    for suffix, kind in ((".tokens", "tokens"), (".scan.json", "scan"), (".lock", "lock")):
+        if name.endswith(suffix):
+            return kind
+    target = target_of(Path(name))
+    return "temporary" if target is not None and target.name.endswith(ENTRIES) else "other"
 
 
 # Checked before anything is used: a header or scan file can be valid JSON of any shape (a
@@ -176,6 +197,12 @@ def _is_count(value: Any) -> bool:
 
 def _abandoned(path: Path, mtime: float) -> str:
     """Why the temporary file `path` will never be finished, or "" while it may be."""
+    if can_lock():
+        target = target_of(path)
+        assert target is not None  # _kind took it for a temporary by this very name
+        if is_locked(lock_path(target)):
+            return ""
+        return "no build holds its entry's lock: its build was stopped"
     gone = writer_is_gone(path)
     if gone:
         return f"its writer (process {path.name.rsplit(TEMPORARY_MARK, 1)[1]}) is gone"
@@ -198,15 +225,27 @@ def clear_cache(stale_only: bool = False) -> tuple[int, int]:
     """Delete the token cache's files (only stale and damaged ones with `stale_only`); returns
     (files removed, bytes freed). Entries being built now, their locks and their temporaries
     are left alone; abandoned temporaries go in either case, counted. The other locks go too,
-    uncounted (`cache list` does not show them: empty, and no entry)."""
+    uncounted (`cache list` does not show them: empty, and no entry). Foreign files, folders
+    and links are never touched."""
     removed = freed = 0
     for item in list_cache():
-        if item.state == "building" or (stale_only and item.state == "ok"):
+        if item.state in ("building", "foreign") or (stale_only and item.state == "ok"):
             continue
         if item.kind == "lock" and stale_only:
             continue
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            # Checked again just before: a file swapped for a folder or a link since it was
+            # listed is no longer charrnn's to remove.
+            if not stat.S_ISREG(item.path.lstat().st_mode):
+                continue
             item.path.unlink()
-            removed += item.kind != "lock"
-            freed += item.bytes
+        except FileNotFoundError:  # a build renamed its temporary, or another clear was first
+            continue
+        except OSError as error:
+            raise CorpusError(
+                f"cannot remove {str(item.path)!r} from the token cache: "
+                f"{error.strerror or error} (removed {removed} file(s) before it)"
+            ) from None
+        removed += item.kind != "lock"
+        freed += item.bytes
     return removed, freed

@@ -51,6 +51,11 @@ from charrnn.files import write_atomically
 from charrnn.sources import SEPARATOR, SourceFile, Sources
 from charrnn.vocab import UNKNOWN, Vocabulary, code_points
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two builds then race, each atomically
+    fcntl = None
+
 FORMAT = 1
 MAGIC = b"CRNNTOK\n"
 ALIGN = 4096
@@ -355,6 +360,9 @@ def _unknown_message(vocab: Vocabulary, codes: np.ndarray, source: SourceFile) -
 
 
 def _write_atomically(path: Path, write) -> None:
+    # Called only inside `_locked(path)` (by `scan` and `_build`), so every temporary in the
+    # cache is written while its entry's lock is held: `charrnn cache clear` takes one whose
+    # lock is free for a stopped build's, whatever process id its name holds.
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, write)
@@ -365,10 +373,20 @@ def _write_atomically(path: Path, write) -> None:
         ) from None
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file held while the cache file `path` is built: an entry's ``<key>.lock``."""
+    return path.with_name(path.name.split(".", 1)[0] + ".lock")
+
+
+def can_lock() -> bool:
+    """Whether this system has the advisory locks `_locked` takes (not Windows)."""
+    return fcntl is not None
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold `path`'s lock file exclusively (blocking) while building it."""
-    lock = path.with_name(path.name.split(".", 1)[0] + ".lock")
+    lock = lock_path(path)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -378,30 +396,26 @@ def _locked(path: Path) -> Iterator[None]:
             f"{cache.ENV_VAR} to a folder you can write to"
         ) from None
     try:
-        _lock(descriptor)
+        if fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)  # closing releases the lock
 
 
-def _lock(descriptor: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; two builds then race, each atomically
-        return
-    fcntl.flock(descriptor, fcntl.LOCK_EX)
-
-
 def is_locked(lock: Path) -> bool:
-    """Whether another process holds `lock` now (it is building that entry)."""
-    try:
-        import fcntl
-    except ImportError:
+    """Whether a build holds `lock` now (this process's own builds included)."""
+    if fcntl is None:
         return False
+    # flock needs no write access, and O_NONBLOCK keeps a FIFO put in the lock's place from
+    # blocking the open.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        descriptor = os.open(lock, os.O_RDWR)
+        descriptor = os.open(lock, flags)
+    except FileNotFoundError:
+        return False  # a build makes its lock file before it writes anything
     except OSError:
-        return False
+        return True  # unreadable (another user's cache): what cannot be told is left alone
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -179,13 +179,82 @@ def test_malformed_entries_are_listed_damaged_with_why_and_cleared(tmp_path, fla
                                                                  ["fine.tokens"])  # fmt: skip
 
 
-@pytest.mark.skipif(os.name != "posix", reason="needs a probe for whether a process lives")
-def test_abandoned_temporaries_are_listed_so_and_clear_counts_their_bytes():
+def gone_pid() -> int:
+    """The id of a process that has exited and been reaped (one reused in these few ms is
+    unlikely)."""
     gone = subprocess.Popen([sys.executable, "-c", ""])
-    gone.wait()  # reaped: no process has its id now (one reused in these few ms is unlikely)
+    gone.wait()
+    return gone.pid
+
+
+def listed_files() -> dict[str, dict]:
+    listed = run_cli("cache", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    return {Path(f["path"]).name: f for f in json.loads(listed.stdout)["files"]}
+
+
+@pytest.mark.skipif(not tokens.can_lock(), reason="needs advisory locks (flock)")
+def test_abandoned_temporaries_are_listed_so_and_clear_counts_their_bytes():
+    """A cache temporary is building exactly while its entry's lock is held, whatever its
+    name's process id says: ids are reused (pid 1 in every container), so a live process with
+    that id need not be the writer, and a held lock is a build, however quiet."""
     root = tokens.folder()
     root.mkdir(parents=True)
-    killed = root / f".a.tokens.tmp-{gone.pid}"  # its build was killed
+    hours_ago = time.time() - 2 * 3600
+
+    def temporary(entry: str, pid: object, size: int, old: bool = False) -> Path:
+        path = root / f".{entry}.tmp-{pid}"
+        path.write_bytes(bytes(size))
+        if old:
+            os.utime(path, (hours_ago, hours_ago))
+        return path
+
+    # Entry "held" is being built (its lock, held.lock, covers its scan and its tokens).
+    held_gone = temporary("held.tokens", gone_pid(), 300, old=True)  # writer's id gone, 2 h
+    held_odd = temporary("held.scan.json", "unknown", 100, old=True)  # no id, 2 h quiet
+    # Entry "free" has a lock file nobody holds; entry "other" has none at all.
+    with tokens._locked(root / "free.tokens"):
+        pass
+    free_mine = temporary("free.tokens", os.getpid(), 700)  # a live id, written just now
+    free_one = temporary("free.scan.json", 1, 800)  # a container's first process: alive
+    other = temporary("other.tokens", os.getpid(), 0)
+
+    stopped = "no build holds its entry's lock: its build was stopped"
+    with tokens._locked(root / "held.tokens"):  # a build of that entry, now
+        files = listed_files()
+        assert {name: f["state"] for name, f in files.items()} == {
+            held_gone.name: "building", held_odd.name: "building", free_mine.name: "abandoned",
+            free_one.name: "abandoned", other.name: "abandoned"}  # fmt: skip
+        for path in (free_mine, free_one, other):
+            assert files[path.name]["problem"] == stopped
+        assert files[held_gone.name]["problem"] is None
+
+        cleared = run_cli("cache", "clear")
+        assert cleared.exit_code == 0, cleared.output
+        assert "removed 3 file(s), 1.5 kB" in cleared.stderr  # 700 + 800 + 0, not the held
+        assert sorted(p.name for p in root.iterdir()) == sorted(
+            [held_gone.name, held_odd.name, "held.lock"])  # fmt: skip
+
+    # The build is gone (its lock free): what it left will never be finished.
+    files = listed_files()
+    assert {name: f["state"] for name, f in files.items()} == {
+        held_gone.name: "abandoned", held_odd.name: "abandoned"}  # fmt: skip
+    cleared = run_cli("cache", "clear", "--stale")
+    assert cleared.exit_code == 0, cleared.output
+    assert "removed 2 file(s), 400 B" in cleared.stderr
+    assert [p.name for p in root.iterdir()] == ["held.lock"]  # --stale keeps the locks
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a probe for whether a process lives")
+def test_without_advisory_locks_a_temporary_is_abandoned_by_its_writer_or_its_quiet(
+    monkeypatch,
+):
+    """Windows has no flock: there the writer's id tells, else being quiet for an hour."""
+    monkeypatch.setattr(tokens, "fcntl", None)
+    gone = gone_pid()
+    root = tokens.folder()
+    root.mkdir(parents=True)
+    killed = root / f".a.tokens.tmp-{gone}"  # its build was killed
     killed.write_bytes(bytes(700))
     paused = root / f".b.tokens.tmp-{os.getpid()}"  # a live writer, quiet for 2 h (Ctrl-Z)
     paused.write_bytes(bytes(100))
@@ -198,20 +267,76 @@ def test_abandoned_temporaries_are_listed_so_and_clear_counts_their_bytes():
     live.write_bytes(bytes(300))
     no_pid = root / ".d.tokens.tmp-99999999999999999999"  # would overflow os.kill
     no_pid.write_bytes(b"")
+    zero = root / ".f.scan.json.tmp-0"  # no process has id 0 (kill(0, 0) probes our group)
+    zero.write_bytes(bytes(10))
 
-    files = {Path(f["path"]).name: f
-             for f in json.loads(run_cli("cache", "list", "--json").stdout)["files"]}  # fmt: skip
+    files = listed_files()
     assert {name: f["state"] for name, f in files.items()} == {
         killed.name: "abandoned", quiet.name: "abandoned", live.name: "building",
-        no_pid.name: "abandoned", paused.name: "building"}  # fmt: skip
-    assert files[killed.name]["problem"] == f"its writer (process {gone.pid}) is gone"
+        no_pid.name: "abandoned", paused.name: "building", zero.name: "abandoned"}  # fmt: skip
+    assert files[killed.name]["problem"] == f"its writer (process {gone}) is gone"
+    assert files[zero.name]["problem"] == "its writer (process 0) is gone"
     assert files[quiet.name]["problem"] == "not written to for 120 minutes"
     assert files[live.name]["problem"] is None
 
     cleared = run_cli("cache", "clear", "--stale")
     assert cleared.exit_code == 0, cleared.output
-    assert "removed 3 file(s), 1.5 kB" in cleared.stderr  # 700 + 800 + 0; not the live ones
+    assert "removed 4 file(s), 1.5 kB" in cleared.stderr  # 700 + 800 + 0 + 10; not the live
     assert sorted(p.name for p in root.iterdir()) == [paused.name, live.name]
+
+
+@pytest.mark.parametrize("flags", [[], ["--stale"]])
+def test_foreign_files_folders_and_links_are_listed_so_and_never_cleared(tmp_path, flags):
+    root = tokens.folder()
+    root.mkdir(parents=True)
+    hours_ago = time.time() - 2 * 3600
+    (root / "notes.txt").write_text("mine")
+    (root / ".DS_Store").write_bytes(bytes(10))
+    (root / ".notes.txt.tmp-1").write_bytes(bytes(5))  # a temporary of no cache entry
+    for name in ("notes.txt", ".DS_Store", ".notes.txt.tmp-1"):
+        os.utime(root / name, (hours_ago, hours_ago))  # quiet long enough to look abandoned
+    (root / "kept").mkdir()
+    (root / "kept" / "x.tokens").write_bytes(b"")
+    (root / ".d.tokens.tmp-1").mkdir()  # a folder named like a temporary
+    outside = tmp_path / "outside.tokens"
+    outside.write_bytes(b"not a token file")  # read through the link, it would be damaged
+    (root / "link.tokens").symlink_to(outside)
+    foreign = ["notes.txt", ".DS_Store", ".notes.txt.tmp-1", "kept", ".d.tokens.tmp-1",
+               "link.tokens"]  # fmt: skip
+    write_token_file("fine")
+
+    files = listed_files()
+    assert files.pop("fine.tokens")["state"] == "ok"
+    assert sorted(files) == sorted(foreign)
+    for name, item in files.items():
+        assert (item["kind"], item["state"]) == ("other", "foreign"), name
+        assert item["problem"] == "not a file of charrnn's cache: left alone"
+    table = run_cli("cache", "list")
+    assert table.exit_code == 0, table.output
+    assert "notes.txt: foreign: not a file of charrnn's cache: left alone" in table.stderr
+    assert "1 file(s), 4.1 kB; `charrnn cache clear` removes them; 6 other file(s)" in (
+        table.stderr
+    )
+
+    cleared = run_cli("cache", "clear", *flags)
+    assert cleared.exit_code == 0, cleared.output
+    assert f"removed {int(not flags)} file(s)" in cleared.stderr
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        foreign + (["fine.tokens"] if flags else []))  # fmt: skip
+    assert (root / "kept" / "x.tokens").exists() and outside.exists()
+    assert (root / "notes.txt").read_text() == "mine"
+
+
+def test_clear_never_unlinks_what_became_a_folder_since_it_was_listed(monkeypatch):
+    """A file swapped for a folder between the listing and the removal is left alone."""
+    entry = write_token_file("swapped", sources=5)  # damaged: cleared even with --stale
+    (listed,) = token_files.list_cache()
+    assert listed.state == "damaged"
+    entry.unlink()
+    entry.mkdir()
+    monkeypatch.setattr(token_files, "list_cache", lambda: [listed])
+    assert token_files.clear_cache(stale_only=True) == (0, 0)
+    assert entry.is_dir()
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the liveness probe is POSIX's os.kill(pid, 0)")
@@ -219,12 +344,14 @@ def test_the_stale_temporary_sweep_takes_odd_names_without_failing(tmp_path):
     from charrnn.files import remove_stale_temporaries, writer_is_gone
 
     names = {"overflow": ".a.tmp-99999999999999999999", "superscript": ".b.tmp-²",
-             "no id": ".c.tmp-", "mine": f".d.tmp-{os.getpid()}"}  # fmt: skip
+             "no id": ".c.tmp-", "mine": f".d.tmp-{os.getpid()}",
+             "zero": ".e.tmp-0"}  # fmt: skip
     for name in names.values():
         (tmp_path / name).write_bytes(b"x")
     told = {kind: writer_is_gone(tmp_path / name) for kind, name in names.items()}
-    assert told == {"overflow": True, "superscript": None, "no id": None, "mine": False}
-    assert remove_stale_temporaries(tmp_path) == 1  # the id no process can have
+    assert told == {"overflow": True, "superscript": None, "no id": None, "mine": False,
+                    "zero": True}  # fmt: skip
+    assert remove_stale_temporaries(tmp_path) == 2  # the ids no process can have
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         names[kind] for kind in ("superscript", "no id", "mine"))  # fmt: skip
 

@@ -21,8 +21,8 @@ app = typer.Typer(
 def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="The same facts as JSON.")] = False,
 ) -> None:
-    """List the cache's entries: size, state (ok, stale, damaged, building, abandoned) and
-    sources."""
+    """List the cache's entries: size, state (ok, stale, damaged, building, abandoned; foreign:
+    not charrnn's, never removed) and sources."""
     from charrnn import token_files, tokens
 
     # A lock file (<name>.lock, taken while that entry is built) is no entry: 0 bytes, nothing
@@ -58,16 +58,24 @@ def list_command(
     for i in items:
         if i.problem:
             err.print(Text(f"{i.path.name}: {i.state}: {i.problem}"))
-    total = sum(i.bytes for i in items)
-    err.print(f"{len(items)} file(s), {_size(total)}; `charrnn cache clear` removes them")
+    ours = [i for i in items if i.state != "foreign"]
+    foreign = len(items) - len(ours)
+    left = f"; {foreign} other file(s) it leaves alone" if foreign else ""
+    total = sum(i.bytes for i in ours)
+    err.print(f"{len(ours)} file(s), {_size(total)}; `charrnn cache clear` removes them{left}")
 
 
 def clear_command(
     stale: Annotated[
-        bool, typer.Option("--stale", help="Only entries whose sources changed, or damaged ones.")
+        bool,
+        typer.Option(
+            "--stale",
+            help="Only entries whose sources changed, damaged files and abandoned temporaries.",
+        ),
     ] = False,
 ) -> None:
-    """Delete the cache's entries (they are rebuilt when next needed)."""
+    """Delete the cache's entries (they are rebuilt when next needed) and abandoned temporaries;
+    entries being built, and files charrnn did not make, are left alone."""
     from charrnn import token_files
 
     removed, freed = token_files.clear_cache(stale_only=stale)
