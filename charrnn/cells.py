@@ -62,7 +62,7 @@ from torch import Tensor, nn
 __all__ = ["GRU_GATE_KEYS", "LSTM_GATE_KEYS", "GateGRU", "GateLSTM"]
 
 # Keys of the dict that GateLSTM.forward_with_gates returns, in the order _lstm_step yields them.
-LSTM_GATE_KEYS = ("ignore", "combine", "forget", "use", "cell", "hidden")
+LSTM_GATE_KEYS = ("ignore", "combine", "learnt", "forget", "kept", "use", "cell", "hidden")
 # Keys of the dict that GateGRU.forward_with_gates returns, in the order _gru_step yields them.
 GRU_GATE_KEYS = ("reset", "update", "candidate", "hidden")
 
@@ -80,7 +80,7 @@ def _lstm_step(
         peep: peephole weights (3, H) -- rows for ignore, forget, use -- or None.
 
     Returns:
-        ``(h_t, c_t, (ignore, combine, forget, use, c_t, h_t))``; the tuple is what
+        ``(h_t, c_t, (ignore, combine, learnt, forget, kept, use, c_t, h_t))``; the tuple is what
         ``forward_with_gates`` records (it costs nothing: the tensors exist anyway).
     """
     # W [h_{t-1}, x_t] + b for all four gates at once: the input half was precomputed for the
@@ -97,21 +97,21 @@ def _lstm_step(
     # Learn gate: combine the short-term memory and the event into N, then ignore part of it.
     combine = torch.tanh(pre_combine)  # N, (B, H)
     ignore = torch.sigmoid(pre_ignore)  # i, (B, H)
-    learn = combine * ignore  # the learn gate's output, N * i
+    learnt = combine * ignore  # the learn gate's output, N * i
 
     # Forget gate: decide how much of the long-term memory to keep.
     forget = torch.sigmoid(pre_forget)  # f, (B, H)
     kept = c * forget  # the forget gate's output, c_{t-1} * f
 
     # Remember gate: the new long-term memory is what was kept plus what was learnt.
-    remember = kept + learn  # c_t, (B, H)
+    remember = kept + learnt  # c_t, (B, H)
 
     # Use gate: the new short-term memory (and output) is a gated view of the new long-term one.
     pre_use = torch.addcmul(pre_use, peep[2], remember) if peep is not None else pre_use
     use = torch.sigmoid(pre_use)  # o, (B, H)
     hidden = use * torch.tanh(remember)  # h_t, (B, H)
 
-    return hidden, remember, (ignore, combine, forget, use, remember, hidden)
+    return hidden, remember, (ignore, combine, learnt, forget, kept, use, remember, hidden)
 
 
 def _gru_step(
@@ -384,7 +384,8 @@ class GateLSTM(_GateRNNBase):
         """Like forward, and also every gate's activation at every step, for explanations.
 
         Returns ``(out, (h_n, c_n), gates)`` where ``gates`` maps "ignore" (i), "combine" (N),
-        "forget" (f), "use" (o), "cell" (c_t) and "hidden" (h_t) to tensors of shape
+        "learnt" (N * i), "forget" (f), "kept" (c_{t-1} * f), "use" (o), "cell" (c_t) and
+        "hidden" (h_t) to tensors of shape
         (num_layers, B, T, H) -- batch-first whatever ``batch_first`` is, for analysis --
         or (num_layers, T, H) for unbatched input. It runs the same step code as forward.
         Slower and heavier than forward (it keeps every step); wrap it in ``torch.no_grad()``

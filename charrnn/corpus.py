@@ -30,7 +30,7 @@ from charrnn.vocab import UNKNOWN, Choice, Vocabulary, choose, describe_char
 
 __all__ = [
     "SEPARATOR", "Data", "Vocabulary", "bundled_corpora", "corpus_fingerprint", "describe_char",
-    "load_data", "read_text", "resolve_corpus", "split_train_val",
+    "load_data", "read_start", "read_text", "resolve_corpus", "split_train_val",
 ]  # fmt: skip
 
 
@@ -100,7 +100,7 @@ CONTINUATION_BYTES = bytes(range(0x80, 0xC0))  # every UTF-8 byte but a characte
 
 
 def read_start(path: Path, max_chars: int, what: str) -> FileStart:
-    """The first `max_chars` characters of a UTF-8 file, decoding no more than those.
+    """The first `max_chars` characters of a UTF-8 file, decoding at most 4 bytes for each.
 
     Only what is shown is decoded, so memory follows `max_chars`, not the file (the rest is
     read a MiB at a time to count its characters). Refused as by `read_file_text`, except that

@@ -48,7 +48,7 @@ import torch
 
 from charrnn import scoring
 from charrnn.cell_kinds import GATE_VIEW_CELLS
-from charrnn.cells import GateGRU, GateLSTM
+from charrnn.cells import LSTM_GATE_KEYS, GateGRU, GateLSTM
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
@@ -138,7 +138,10 @@ CHUNK_BYTES = 32 << 20  # activations of one pass of the model
 def chunk_length(model: CharModel, gates: bool = False) -> int:
     """Characters the model reads per pass: as many as fit in CHUNK_BYTES, so the memory of a
     pass does not grow with the text (the state carries over from one chunk to the next)."""
-    return max(16, min(4096, CHUNK_BYTES // (scoring.pass_bytes(model, 1) * (1 + gates))))
+    per_char = scoring.pass_bytes(model, 1)
+    if gates:  # and every recorded gate of every unit (fp32), for each character
+        per_char += 4 * len(LSTM_GATE_KEYS) * model.config.hidden_size * model.config.num_layers
+    return max(16, min(4096, CHUNK_BYTES // per_char))
 
 
 def check_max_chars(max_chars: int) -> None:
@@ -184,9 +187,8 @@ def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValue
 
 def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.Tensor]]:
     """Every gate of every unit, a chunk of characters at a time: key (as in
-    cells.LSTM_GATE_KEYS, with an LSTM's "kept" and "learnt" added; or GRU_GATE_KEYS) ->
-    (num_layers, n, hidden_size). The state carries over from chunk to
-    chunk, so memory stays that of one chunk however long the text.
+    cells.LSTM_GATE_KEYS or GRU_GATE_KEYS) -> (num_layers, n, hidden_size). The state carries
+    over from chunk to chunk, so memory stays that of one chunk however long the text.
 
     For LSTM and GRU models only.
     """
@@ -199,21 +201,12 @@ def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.
         twin.load_state_dict(core.state_dict())
         core = twin.to(model.head.weight.device)
     ids, step, state = reading.ids.long(), chunk_length(model, gates=True), None
-    lstm = gate_family(model) == "lstm"
     with evaluation_mode(model):
         core.eval()
         for start in range(0, len(ids), step):
             inputs = model.encode_input(ids[start : start + step].unsqueeze(0))  # (1, n, E)
-            cell_before = state[1][:, 0] if lstm and state is not None else None  # (L, H)
             _, state, gates = core.forward_with_gates(inputs, state)  # each (L, 1, n, H)
-            chunk = {key: value[:, 0] for key, value in gates.items()}
-            if lstm:  # the learn and forget gates' outputs, which c_t is the sum of
-                first = chunk["cell"][:, :1]
-                first = torch.zeros_like(first) if cell_before is None else cell_before[:, None]
-                previous = torch.cat([first, chunk["cell"][:, :-1]], dim=1)  # c_{t-1}
-                chunk["kept"] = previous * chunk["forget"]  # c_{t-1} * f
-                chunk["learnt"] = chunk["combine"] * chunk["ignore"]  # N * i
-            yield chunk
+            yield {key: value[:, 0] for key, value in gates.items()}
 
 
 def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]:
@@ -241,14 +234,23 @@ def default_gate(model: CharModel) -> str:
     return DEFAULT_GATES.get(model.kind.gates, "hidden")
 
 
-def gate_name(gate: str, family: str | None = None) -> str:
-    """The key the twin records for a user's gate name: one of GATES[family], or, before the
-    model is known (`family` None), of any family's."""
-    names = GATES[family] if family else {n: k for f in GATES.values() for n, k in f.items()}
+def check_gate_name(gate: str) -> None:
+    """Refuse, before a model is loaded, a gate name that no kind of cell has (whether this
+    model's kind has it, and torch's names, are `gate_name`'s to say once it is known)."""
+    if gate not in TORCH_GATES and not any(gate in names for names in GATES.values()):
+        known = "; ".join(
+            f"{family.upper()}: {', '.join(names)}" for family, names in GATES.items()
+        )
+        raise ConfigError(f"gate must be one of an LSTM's or a GRU's ({known}); got {gate!r}")
+
+
+def gate_name(gate: str, family: str) -> str:
+    """The key the twin records for a user's gate name: one of GATES[family]."""
+    names = GATES[family]
     if gate in names:
         return names[gate]
     hint = ""
-    if family != "gru" and gate in TORCH_GATES:
+    if family == "lstm" and gate in TORCH_GATES:
         lesson = TORCH_GATES[gate]
         hint = f" (torch's {gate} gate is the {GATE_TITLES[lesson]}: use --gate {lesson})"
     elif family == "gru" and gate in GATES["lstm"]:
@@ -256,8 +258,9 @@ def gate_name(gate: str, family: str | None = None) -> str:
                 "gates, and its hidden state is its only memory)")  # fmt: skip
     elif family == "lstm" and gate in GATES["gru"]:
         hint = " (a GRU's gate)"
-    whose = f" for this {family.upper()}" if family else ""
-    raise ConfigError(f"gate must be one of {', '.join(names)}{whose}; got {gate!r}{hint}")
+    raise ConfigError(
+        f"gate must be one of {', '.join(names)} for this {family.upper()}; got {gate!r}{hint}"
+    )
 
 
 def check_unit(model: CharModel, layer: int, unit: int) -> None:

@@ -6,9 +6,12 @@ options, checks and --help come from these declarations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from charrnn.config import setting
+from charrnn.errors import ConfigError
 
 SAMPLING = "Sampling"
 DYNAMIC = "Dynamic evaluation"
@@ -48,6 +51,35 @@ class SampleConfig:
         (), "a sample ends at the first of these strings it writes, which is kept at its end",
         SAMPLING, item=str,
     )  # fmt: skip
+
+
+# What shapes a draw from the distribution, and the seed that draws it: greedy decoding takes
+# the largest entry instead, so one of these given beside it is a mistake.
+IGNORED_BY_GREEDY = ("temperature", "top_k", "top_p", "seed")
+
+
+def check_greedy(given: dict[str, Any], spell: Callable[[str], str] = str) -> None:
+    """Refuse sampling settings that `greedy` would make do nothing (ConfigError).
+
+    given: the settings the user gave (name -> value), not their defaults; spell: a setting's
+    name as the user writes it (a flag, a request field).
+    """
+    if not given.get("greedy"):
+        return
+    ignored = [spell(name) for name in IGNORED_BY_GREEDY if name in given]
+    if ignored:
+        named = ", ".join(ignored)
+        raise ConfigError(
+            f"{spell('greedy')} always writes the most likely character, so {named} would do "
+            f"nothing; leave out {spell('greedy')} or {named}"
+        )
+    samples = given.get("num_samples", 1)
+    if samples > 1:
+        raise ConfigError(
+            f"{spell('greedy')} writes the same text every time, so {spell('num_samples')} "
+            f"{samples} would write it {samples} times; leave out {spell('greedy')} or "
+            f"{spell('num_samples')}"
+        )
 
 
 @dataclass(frozen=True)

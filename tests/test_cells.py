@@ -306,7 +306,7 @@ def test_forward_with_gates_agrees_with_forward(batch_first: bool) -> None:
     assert_close(h_n_g, h_n, atol=0, rtol=0)
     assert_close(c_n_g, c_n, atol=0, rtol=0)
 
-    assert set(gates) == {"ignore", "combine", "forget", "use", "cell", "hidden"}
+    assert set(gates) == {"ignore", "combine", "learnt", "forget", "kept", "use", "cell", "hidden"}
     for key, value in gates.items():
         assert value.shape == (num_layers, BATCH_SIZE, SEQ_LENGTH, HIDDEN_SIZE), key
     for key in ("ignore", "forget", "use"):
@@ -320,8 +320,9 @@ def test_forward_with_gates_agrees_with_forward(batch_first: bool) -> None:
 
     # The recorded gates obey the lesson's equations, step by step.
     cell_before = torch.cat([state[1].unsqueeze(2), gates["cell"][:, :, :-1]], dim=2)
-    remember = cell_before * gates["forget"] + gates["combine"] * gates["ignore"]
-    assert_close(gates["cell"], remember, atol=ATOL, rtol=RTOL)
+    assert_close(gates["kept"], cell_before * gates["forget"], atol=ATOL, rtol=RTOL)
+    assert_close(gates["learnt"], gates["combine"] * gates["ignore"], atol=ATOL, rtol=RTOL)
+    assert_close(gates["cell"], gates["kept"] + gates["learnt"], atol=ATOL, rtol=RTOL)
     assert_close(gates["hidden"], gates["use"] * torch.tanh(gates["cell"]), atol=ATOL, rtol=RTOL)
 
 

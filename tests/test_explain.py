@@ -203,7 +203,7 @@ def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():
 
 
 @pytest.mark.parametrize("cell", ["gru", "gate-gru"])
-def test_a_grus_gates_follow_its_forward_pass_and_its_equations(cell):
+def test_a_grus_gates_follow_its_forward_pass_and_its_equations(cell, monkeypatch):
     vocab_size, text_ids = 7, torch.tensor([1, 4, 2, 6, 0, 3, 3, 5])
     reading = scoring.Reading("abcdefgh", text_ids, torch.arange(8))
     torch.manual_seed(0)
@@ -221,6 +221,11 @@ def test_a_grus_gates_follow_its_forward_pass_and_its_equations(cell):
     before = torch.cat([torch.zeros(2, 1, 8), gates["hidden"][:, :-1]], dim=1)
     blended = (1 - gates["update"]) * gates["candidate"] + gates["update"] * before
     torch.testing.assert_close(gates["hidden"], blended)
+    # Read three characters at a time, the state carries over between chunks.
+    monkeypatch.setattr(explain, "chunk_length", lambda *_, **__: 3)
+    chunked = explain.gate_activity(gru, reading)
+    for key, value in gates.items():
+        torch.testing.assert_close(chunked[key], value, msg=key)
     view = explain.unit_trace(gru, reading, "update", 1, 3)
     assert view.values == pytest.approx(gates["update"][1, :, 3].tolist(), abs=1e-6)
     assert view.title == "layer 1 unit 3: update gate z (how much of the old memory is kept)"
@@ -245,6 +250,10 @@ def test_explain_shows_a_trained_grus_gates_and_refuses_a_plain_rnns(tmp_path, c
     assert all(0 <= value <= 1 for value in found["values"])
     one_line_refusal(run_cli("explain", runs["gru"], "--text", SCENE, "--show", "gate", "--gate",
                              "forget"), "for this GRU; got 'forget' (an LSTM's gate")  # fmt: skip
+    # torch's LSTM names get the LSTM's hint only on an LSTM: a GRU's list is what helps here.
+    output = run_cli("explain", runs["gru"], "--text", SCENE, "--show", "gate", "--gate", "output")
+    refused = one_line_refusal(output, "candidate, hidden for this GRU; got 'output'")
+    assert "--gate use" not in refused
     one_line_refusal(
         run_cli("explain", runs["rnn"], "--text", SCENE, "--show", "gate"),
         "this model's core is rnn, which has none: --show surprise works for it",
@@ -261,6 +270,8 @@ def test_explain_refuses_bad_requests_with_one_line(tiny_run):
         (("--text", "Ay", "--show", "gate", "--gate", "colour"), "gate must be one of"),
         (("--text", "Ay\nme", "--find", "quotes"), "does not vary in quotes"),
         (("--text", "Ay\nme", "--find", "vowels"), "pattern must be one of"),
+        (("--text", "Ay", "--force"), "without --html it would do nothing"),
+        (("--text", "Ay", "--gate", "colour"), "gate must be one of an LSTM's or a GRU's (LSTM: "),
     ]:
         result = run_cli("explain", tiny_run, *args)
         assert result.exit_code == 1, args
@@ -450,7 +461,7 @@ def test_read_start_cuts_multibyte_text_at_characters(tmp_path, max_chars):
     assert start.text == text[:max_chars] and start.total_chars == len(text)
     # A file that ends inside a character is refused when that character would be shown.
     cut = tmp_path / "cut.txt"
-    cut.write_bytes(text.encode()[:-2])  # "z" and half of the last 4-byte character gone
+    cut.write_bytes(text.encode()[:-2])  # "z" and the last byte of the last 4-byte character gone
     if max_chars < len(text) - 1:
         assert read_start(cut, max_chars, "the text").text == text[:max_chars]
     else:

@@ -165,7 +165,7 @@ def test_runs_names_a_run_killed_before_its_first_checkpoint(tmp_path, tiny_run)
     assert alone.stdout.strip() == "no run has a checkpoint yet"
 
 
-def test_runs_where_no_run_can_be_read_fails_after_saying_why(tmp_path):
+def test_runs_where_no_run_can_be_read_fails_after_saying_why(tmp_path, tiny_run):
     folder = tmp_path / "checkpoints"
     for name in ("a", "b"):
         (folder / name).mkdir(parents=True)
@@ -176,7 +176,10 @@ def test_runs_where_no_run_can_be_read_fails_after_saying_why(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert [line.split(":")[0] for line in lines[:2]] == ["skipped a", "skipped b"]
         assert lines[2].startswith("error: none of the 2 run(s) in") and len(lines) == 3
+        assert "`charrnn inspect RUN` says more of one" in lines[2]
     assert json.loads(result.stdout)["unreadable"].keys() == {"a", "b"}  # --json still says it
+    killed_before_its_first_save(folder / "training", tiny_run)  # one still training: no error
+    assert run_cli("runs", folder).exit_code == 0
 
 
 def test_line_chart_places_points_on_their_rows_and_columns():

@@ -118,6 +118,16 @@ def test_a_typed_stop_the_model_never_writes_gets_the_note_sample_gives(session,
     assert "note:" not in capsys.readouterr().err
 
 
+def test_a_setting_greedy_ignores_is_taken_with_a_note_while_greedy_is_on(session, capsys):
+    session.command("/temperature 0.5")
+    assert "note:" not in capsys.readouterr().err  # greedy is off: it matters
+    session.command("/greedy on")
+    session.command("/temperature 0.7")
+    assert session.settings["temperature"] == 0.7  # kept for when greedy is off again
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: /greedy is on, so /temperature does nothing until /greedy off"]
+
+
 def test_keep_carries_the_text_on(session, generator, capsys):
     session.command("/seed 5")
     session.command("/length 30")

@@ -290,6 +290,13 @@ def test_mean_log_prob_is_the_models_own_at_temperature_one(tiny_run, generator)
             "--temperature would do nothing; leave out --greedy or --temperature",
         ),
         (("--top-p", "0.9", "--greedy", "--top-k", "3"), "so --top-k, --top-p would do nothing"),
+        (("--greedy", "--seed", "3"), "so --seed would do nothing; leave out --greedy or --seed"),
+        (("--greedy", "-m", "3"), "--greedy writes the same text every time, so --num-samples 3"),
+        (("--force",), "without --out-dir it would do nothing; add --out-dir or leave out --force"),
+        (
+            ("--prime-file", "{tmp}/sample-2.txt", "-m", "2", "--out-dir", "{tmp}", "--force"),
+            "--out-dir's '{tmp}/sample-2.txt' is the --prime-file being read",
+        ),
     ],
 )
 def test_cli_refusals_are_one_line_and_exit_1(tiny_run, tmp_path, args, message):
@@ -297,7 +304,9 @@ def test_cli_refusals_are_one_line_and_exit_1(tiny_run, tmp_path, args, message)
     (tmp_path / "bad.txt").write_bytes(b"abc\xffdef")
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "unknown.txt").write_text("Grüße", encoding="utf-8")
+    (tmp_path / "sample-2.txt").write_text("ROMEO", encoding="utf-8")
     result = run_cli("sample", tiny_run, *(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert result.exit_code == 1, result.output
-    assert message in result.stderr and result.stdout == ""
+    assert message.replace("{tmp}", str(tmp_path)) in result.stderr and result.stdout == ""
+    assert (tmp_path / "sample-2.txt").read_text(encoding="utf-8") == "ROMEO"  # never replaced
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

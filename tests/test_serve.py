@@ -60,9 +60,10 @@ def slowed(generator, delay: float = 0.01):
     return slow
 
 
-def sample_cli(run, prime: str, length: int, seed: int, *flags) -> str:
-    result = run_cli("sample", run, "--prime", prime, "--length", length, "--seed", seed,
-                     "--int8", *flags)  # fmt: skip
+def sample_cli(run, prime: str, length: int, seed: int | None, *flags) -> str:
+    seeded = () if seed is None else ("--seed", seed)  # greedy takes none: it draws nothing
+    result = run_cli("sample", run, "--prime", prime, "--length", length, *seeded, "--int8",
+                     *flags)  # fmt: skip
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -89,9 +90,10 @@ def test_generate_answers_the_prime_then_length_new_characters(client):
     ],
 )
 def test_seeded_request_equals_charrnn_sample(client, tiny_run, options, flags):
-    body = {"prime": "JULIET:", "length": 150, "seed": 42, **options}
+    seed = None if options.get("greedy") else 42
+    body = {"prime": "JULIET:", "length": 150, **options} | ({} if seed is None else {"seed": seed})
     text = client.post("/v1/generate", json=body).json()["text"]
-    assert text + "\n" == sample_cli(tiny_run, "JULIET:", 150, 42, *flags)
+    assert text + "\n" == sample_cli(tiny_run, "JULIET:", 150, seed, *flags)
 
 
 def test_several_samples_equal_charrnn_samples_batch(client, generator):
@@ -190,6 +192,11 @@ def test_the_page_and_its_files_are_served_from_the_package(client):
         ({"lenght": 5}, ["lenght", "Extra inputs are not permitted"]),
         ({"stop": [""]}, ["stop.0", "at least 1 character"]),
         ({"prime": "ROMEO\u263a"}, ["never saw", "\u263a", 'send "skip_unknown": true']),
+        (
+            {"greedy": True, "temperature": 0.5},
+            ["greedy always writes the most likely character, so temperature would do nothing"],
+        ),
+        ({"greedy": True, "num_samples": 2}, ["so num_samples 2 would write it 2 times"]),
     ],
 )
 def test_out_of_range_values_are_422_naming_the_field_and_the_bound(client, body, words):

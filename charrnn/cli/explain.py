@@ -17,8 +17,8 @@ MAX_CHARS, MAX_CHARS_LIMIT = 20_000, 10_000_000
 TOP_UNITS = 5  # per pattern: a few to try with --show gate, not a ranking of every unit
 
 
-# Typer reads a command's options from its signature, so most of this function's length is
-# its option list; the work is the dozen lines of its body.
+# Typer reads a command's options from its signature, so much of this function's length is
+# its option list; its body checks the options before any work, then reads and shows.
 def explain(
     checkpoint: CHECKPOINT,
     text: Annotated[str | None, typer.Option("--text", help="The text to read.")] = None,
@@ -102,9 +102,12 @@ def explain(
     if show is not None and show not in ("surprise", "gate"):
         raise ConfigError(f"--show must be surprise or gate; got {show!r}")
     if gate is not None:
-        explaining.gate_name(gate)  # a bad name is refused whatever else was asked
+        explaining.check_gate_name(gate)  # a bad name is refused whatever else was asked
     _refuse_ignored(show, layer, unit, gate, find, top_units)
     explaining.check_max_chars(max_chars)
+    if force and html_file is None:
+        raise ConfigError("--force replaces the --html file, so without --html it would do "
+                          "nothing; add --html or leave out --force")  # fmt: skip
     finding = find is not None or top_units is not None
     path = rundir.find_checkpoint(checkpoint, rundir.FOR_USING)
     if html_file is not None:  # before the work

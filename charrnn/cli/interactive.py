@@ -134,6 +134,9 @@ class Session:
                       style="dim")  # fmt: skip
             if name == "stop":
                 note_stops_never_written(self.settings[name], self.generator.vocab, "/stop")
+            if self.settings["greedy"] and name in use_config.IGNORED_BY_GREEDY:
+                err.print(f"note: /greedy is on, so /{name.replace('_', '-')} does nothing until "
+                          "/greedy off", style="yellow", markup=False)  # fmt: skip
         else:
             raise ConfigError(f"unknown command /{name.replace('_', '-')}; /help lists them")
         return True

@@ -98,8 +98,12 @@ def _curves(metrics, notes) -> None:
 
     lines = line_chart(insight.loss_curves(metrics), CURVE_MARKERS)
     if not lines:
-        why = ("none of its metrics.jsonl could be read (the note below says why)" if notes
-               else "it has no evaluation in a metrics.jsonl next to the checkpoint")  # fmt: skip
+        if metrics:  # evaluations, none with a finite loss: promise 14 logs a diverged one so
+            why = "its evaluations have no finite loss (the run diverged?)"
+        elif notes:  # a file, but no line of it could be read
+            why = "none of its metrics.jsonl could be read (the note below says why)"
+        else:
+            why = "it has no evaluation in a metrics.jsonl next to the checkpoint"
         out.print(f"no loss curves: {why}")
         return
     legend = Text("\nloss (nats/char) against step:  ")
@@ -133,9 +137,13 @@ def _show_runs(listing, folder: Path, as_json: bool) -> None:
         print_json({"runs": [run.to_json() for run in listing.runs],
                     "unreadable": listing.unreadable,
                     "not_saved_yet": listing.not_saved_yet})  # fmt: skip
-    if not listing.runs and listing.unreadable:  # nothing listed: a script must not read success
-        raise CheckpointError(f"none of the {len(listing.unreadable)} run(s) in {str(folder)!r} "
-                              "could be read (the skipped lines say why)")  # fmt: skip
+    if not listing.runs and not listing.not_saved_yet and listing.unreadable:
+        # Nothing to list, nothing still training: a script must not read success.
+        raise CheckpointError(
+            f"none of the {len(listing.unreadable)} run(s) in {str(folder)!r} could be read (the "
+            "skipped lines say why); `charrnn inspect RUN` says more of one, and a run with a "
+            "whole last.pt or best.pt is listed"
+        )
     if as_json:
         return
     if not listing.runs:

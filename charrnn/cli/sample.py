@@ -92,9 +92,17 @@ def sample(
     chosen = config.build(use_config.SampleConfig, given)
     StopStrings(chosen.stop)  # an empty one is refused before anything is loaded or written
     _refuse_combinations(given, prime, prime_file, out_dir, json_lines, interactive)
+    if force and out_dir is None:
+        raise ConfigError("--force replaces sample files in --out-dir, so without --out-dir it "
+                          "would do nothing; add --out-dir or leave out --force")  # fmt: skip
     check_fits(chosen.num_samples, chosen.length)  # before a million output paths are checked
     if out_dir is not None:  # before the work, not after it
-        files.check_outputs(sample_files(out_dir, chosen.num_samples), force, create_folder=True)
+        outputs = sample_files(out_dir, chosen.num_samples)
+        if prime_file is not None:  # --force must not write over the prime being read
+            for path in outputs:
+                files.refuse_replacing_inputs(path, "--out-dir's", {"the --prime-file": prime_file},
+                                              ConfigError, "another --out-dir")  # fmt: skip
+        files.check_outputs(outputs, force, create_folder=True)
     checkpoint = checkpoint if checkpoint is not None else str(rundir.latest())
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(checkpoint, device, int8=int8, threads=threads)
@@ -134,21 +142,10 @@ def sample(
         )
 
 
-# What shapes a draw from the distribution; greedy decoding takes its largest entry instead.
-IGNORED_BY_GREEDY = ("temperature", "top_k", "top_p")
-
-
 def _refuse_combinations(given, prime, prime_file, out_dir, json_lines, interactive) -> None:
     """Options that would be ignored beside others: one of them is a mistake, so say which.
     `given`: the sampling settings typed (the others are None, so they cannot be mistaken)."""
-    if given.get("greedy"):
-        ignored = [f"--{name.replace('_', '-')}" for name in IGNORED_BY_GREEDY if name in given]
-        if ignored:
-            named = ", ".join(ignored)
-            raise ConfigError(
-                f"--greedy always writes the most likely character, so {named} would do "
-                f"nothing; leave out --greedy or {named}"
-            )
+    use_config.check_greedy(given, spell=lambda name: f"--{name.replace('_', '-')}")
     if prime is not None and prime_file is not None:
         raise ConfigError("give --prime or --prime-file, not both")
     if json_lines and out_dir is not None:

@@ -316,6 +316,7 @@ def serve_forever(app: FastAPI, limits: use_config.ServeConfig, listener: socket
 def _job(generator: TextGenerator, body: Any) -> Job:
     """The checked request as the engine takes it (the prime cleaned as `charrnn sample` does:
     absent or empty is the default prime; unknown characters refused or skipped)."""
+    use_config.check_greedy({name: getattr(body, name) for name in body.model_fields_set})
     prime = generator.clean_prime(body.prime, body.skip_unknown)
     options = SamplingOptions(body.temperature, body.top_k, body.top_p, body.greedy)
     seed = new_seed() if body.seed is None else body.seed
