@@ -97,6 +97,13 @@ class CyclicBatches:
     def __len__(self) -> int:
         return self.n_batches
 
+    def row(self, r: int, count: int | None = None) -> torch.Tensor:
+        """The first `count` (all ``row_length``) ids of row `r`: the contiguous stream its
+        steps read one ``seq_length`` after another (the lesson's ``[1..6]`` and ``[7..12]``)."""
+        count = self.row_length if count is None else min(count, self.row_length)
+        start = int(self._row_starts[r, 0])
+        return self.data[(start + torch.arange(count)) % len(self.data)]
+
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not 0 <= step < self.n_batches:
             raise IndexError(step)

@@ -22,6 +22,7 @@ class CellKind:
     name: str
     state_count: int  # tensors in the hidden state: 2 (h, c) for the LSTM family, else 1 (h)
     gates: str  # whose gates explain can show ("lstm" or "gru"; "" for a plain RNN: none)
+    module: str  # the core's module, as `inspect` names it (charrnn.cores builds it)
     exportable: bool = False  # torch's own cores: ONNX has LSTM, GRU and RNN operators
 
     @property
@@ -32,12 +33,12 @@ class CellKind:
 KINDS: dict[str, CellKind] = {
     kind.name: kind
     for kind in (
-        CellKind("lstm", state_count=2, gates="lstm", exportable=True),  # torch's nn.LSTM
-        CellKind("gru", state_count=1, gates="gru", exportable=True),  # torch's nn.GRU
-        CellKind("rnn", state_count=1, gates="", exportable=True),  # nn.RNN, tanh/relu
-        CellKind("gate-lstm", state_count=2, gates="lstm"),  # cells.GateLSTM, the lesson's
-        CellKind("peephole-lstm", state_count=2, gates="lstm"),  # ... with peepholes
-        CellKind("gate-gru", state_count=1, gates="gru"),  # cells.GateGRU
+        CellKind("lstm", state_count=2, gates="lstm", module="nn.LSTM", exportable=True),
+        CellKind("gru", state_count=1, gates="gru", module="nn.GRU", exportable=True),
+        CellKind("rnn", state_count=1, gates="", module="nn.RNN", exportable=True),  # tanh/relu
+        CellKind("gate-lstm", state_count=2, gates="lstm", module="GateLSTM"),  # the lesson's
+        CellKind("peephole-lstm", state_count=2, gates="lstm", module="GateLSTM"),  # peephole=True
+        CellKind("gate-gru", state_count=1, gates="gru", module="GateGRU"),
     )
 }
 CELLS = tuple(KINDS)

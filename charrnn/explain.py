@@ -60,10 +60,13 @@ GATES = {
     "lstm": {"learn": "ignore", "ignore": "ignore", "combine": "combine", "learnt": "learnt",
              "forget": "forget", "kept": "kept", "remember": "cell", "use": "use",
              "cell": "cell", "hidden": "hidden"},
-    "gru": {"reset": "reset", "update": "update", "candidate": "candidate", "hidden": "hidden"},
+    # The lesson calls a GRU's reset gate its "combine" gate (an LSTM's combine is N).
+    "gru": {"reset": "reset", "combine": "reset", "update": "update", "candidate": "candidate",
+            "hidden": "hidden"},
 }  # fmt: skip
 DEFAULT_GATES = {"lstm": "cell", "gru": "hidden"}  # each family's memory
 TWINS = {"lstm": GateLSTM, "gru": GateGRU}  # the gate-level core that records a family's gates
+# A view's title, by the name asked for (a GRU's own where the same name means another gate).
 GATE_TITLES = {
     "learn": "learn gate (its ignore factor i)",
     "ignore": "learn gate's ignore factor i",
@@ -79,6 +82,8 @@ GATE_TITLES = {
     "update": "update gate z (how much of the old memory is kept)",
     "candidate": "candidate n (the new memory the update gate blends in)",
 }
+GRU_TITLES = {"combine": "reset gate r, the lesson's combine gate (how much of the memory the "
+              "candidate sees)"}  # fmt: skip
 # torch's names for the same gates: "output" could be read as the hidden state, so these are
 # refused with the lesson's name rather than guessed.
 TORCH_GATES = {"input": "learn", "candidate": "combine", "output": "use"}
@@ -277,7 +282,8 @@ def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: 
     key = gate_name(gate, gate_family(model))
     check_unit(model, layer, unit)
     trace = torch.cat([chunk[key][layer, :, unit] for chunk in gate_chunks(model, reading)])
-    title = f"layer {layer} unit {unit}: {GATE_TITLES[gate]}"
+    titles = GATE_TITLES | (GRU_TITLES if gate_family(model) == "gru" else {})
+    title = f"layer {layer} unit {unit}: {titles[gate]}"
     return _values_at(reading, trace.tolist(), title, key)
 
 

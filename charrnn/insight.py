@@ -17,6 +17,7 @@ from typing import Any
 
 from charrnn import checkpoint as ckpt
 from charrnn import config, rundir, validate
+from charrnn.cell_kinds import cell_kind
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.model import count_parameters
 from charrnn.scoring import bits_per_char
@@ -135,6 +136,34 @@ def _list_of_dicts(value: Any) -> list[dict[str, Any]]:
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def architecture(model_config: dict[str, Any], vocab_size: int) -> list[str]:
+    """The model as the lesson builds it, in its shapes: B rows of T characters a batch
+    (batch_size x seq_length), E the embedding, H the units, L the layers, V the vocabulary."""
+    kind = cell_kind(model_config["cell"])
+    hidden, layers, embedding = (model_config["hidden_size"], model_config["num_layers"],
+                                 model_config["embedding_dim"])  # fmt: skip
+    inputs = f"embedding (B, T, {embedding})" if embedding else f"one-hot (B, T, {vocab_size})"
+    extra = {"rnn": f", nonlinearity={model_config.get('nonlinearity')!r}",
+             "peephole-lstm": ", peephole=True"}.get(kind.name, "")  # fmt: skip
+    core = f"{kind.module}({embedding or vocab_size}, {hidden}, num_layers={layers}{extra})"
+    state = "(h, c), each" if kind.state_count == 2 else "h"
+    lines = [
+        f"ids (B, T) -> {inputs} -> {core} -> outputs (B, T, {hidden}) -> "
+        f"nn.Linear({hidden}, {vocab_size}) at every step -> logits (B, T, {vocab_size})",
+        f"state {state} ({layers}, B, {hidden}), carried from one batch to the next; the "
+        f"Linear over (B, T, {hidden}) is the lesson's reshape to (B*T, {hidden}) and Linear",
+    ]
+    if model_config["dropout"]:
+        lines.append(f"dropout {model_config['dropout']} between layers and on the outputs "
+                     "before the head")  # fmt: skip
+    if model_config.get("weight_drop"):
+        lines.append(f"weight drop {model_config['weight_drop']} on the hidden-to-hidden weights")
+    if kind.name == "peephole-lstm":
+        lines.append(f"peepholes: 3 x {hidden} diagonal weights a layer (i and f see c_{{t-1}}, "
+                     "o sees c_t)")  # fmt: skip
+    return lines
 
 
 def loss_curves(metrics: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:

@@ -21,6 +21,15 @@ def test_lesson_example_exactly():
     assert x2.tolist() == [[4, 5, 6], [10, 11, 12]]
     assert y2.tolist() == [[5, 6, 7], [11, 12, 1]]
     assert batches.used == 12 and batches.dropped == 0
+    # The rows the lesson first cuts the text into, which the steps then read in order.
+    assert [batches.row(r).tolist() for r in range(2)] == [
+        [1, 2, 3, 4, 5, 6],
+        [7, 8, 9, 10, 11, 12],
+    ]
+    assert torch.equal(batches.row(1), torch.cat([x1[1], x2[1]]))
+    assert batches.row(0, 4).tolist() == [1, 2, 3, 4]
+    rotated = CyclicBatches(torch.arange(1, 13), 2, 3, offset=2)
+    assert rotated.row(1).tolist() == [9, 10, 11, 12, 1, 2]  # along the cycle
 
 
 def test_leftover_characters_are_dropped_at_the_end_but_remain_targets():

@@ -32,6 +32,9 @@ def test_both_halves_name_the_same_kinds_in_the_same_order():
     assert tuple(CORES) == CELLS == tuple(MODULES)
     assert all(CORES[name].kind is KINDS[name] for name in CELLS)
     assert GATE_VIEW_CELLS == ("lstm", "gru", "gate-lstm", "peephole-lstm", "gate-gru")
+    # The module `inspect` names is the one the registry builds.
+    for name in CELLS:
+        assert KINDS[name].module.removeprefix("nn.") == MODULES[name].__name__, name
     # Each gate view's twin records the gates of the kind it stands for.
     assert {name: MODULES[name] for name in CELLS if KINDS[name].gates == "gru"} == {
         "gru": nn.GRU, "gate-gru": GateGRU}  # fmt: skip

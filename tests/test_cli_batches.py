@@ -48,10 +48,15 @@ def test_the_layout_shows_the_lessons_arithmetic_and_what_a_row_uses():
     result = run_cli("inspect-batches", "--demo", 14, "-b", 2, "-s", 3)
     assert result.exit_code == 0, result.output
     said = " ".join(result.stdout.split())
-    assert ("2 steps per epoch: 14 // batch_size 2 = 7 characters per row, 7 // seq_length 3 = 2 "
-            "(a row uses 6)") in said  # fmt: skip
+    assert "2 steps per epoch: 14 // (batch_size 2 x seq_length 3) = 2" in said
+    # The lesson's first picture: the text cut into batch_size contiguous rows.
+    assert "is cut into 2 rows of 6: row 0: 1 2 3 4 5 6 row 1: 7 8 9 10 11 12" in said
     assert "12 characters are inputs once per epoch; 2 dropped" in said
     assert "row r of step k+1 continues row r of step k" in said
+    short = run_cli("inspect-batches", "--demo", 10, "-b", 2, "-s", 3, "--steps", 3)
+    said = " ".join(short.stdout.split())
+    assert "1 step per epoch" in said and "rows of 3: row 0: 1 2 3 row 1: 4 5 6" in said
+    assert short.stderr.strip() == "note: an epoch has only 1 step; showing them all"
 
 
 def test_whitespace_is_visible(tmp_path):

@@ -229,8 +229,12 @@ def test_a_grus_gates_follow_its_forward_pass_and_its_equations(cell, monkeypatc
     view = explain.unit_trace(gru, reading, "update", 1, 3)
     assert view.values == pytest.approx(gates["update"][1, :, 3].tolist(), abs=1e-6)
     assert view.title == "layer 1 unit 3: update gate z (how much of the old memory is kept)"
+    # The lesson's "combine" gate of a GRU is its reset gate (an LSTM's combine is N).
+    combine = explain.unit_trace(gru, reading, "combine", 0, 2)
+    assert combine.values == pytest.approx(gates["reset"][0, :, 2].tolist(), abs=1e-6)
+    assert "reset gate r, the lesson's combine gate" in combine.title
     assert explain.default_gate(gru) == "hidden"
-    refused = "reset, update, candidate, hidden for this GRU; got 'forget' \\(an LSTM's gate"
+    refused = "combine, update, candidate, hidden for this GRU; got 'forget' \\(an LSTM's gate"
     with pytest.raises(ConfigError, match=refused):
         explain.unit_trace(gru, reading, "forget", 0, 0)
 
@@ -259,6 +263,14 @@ def test_explain_shows_a_trained_grus_gates_and_refuses_a_plain_rnns(tmp_path, c
         "this model's core is rnn, which has none: --show surprise works for it",
     )
     assert run_cli("explain", runs["rnn"], "--text", SCENE).exit_code == 0  # the surprise
+
+
+def test_the_legend_names_uncoloured_characters_only_where_there_are_some(tiny_run):
+    surprise = run_cli("explain", tiny_run, "--text", SCENE)
+    assert "(uncoloured: not scored)" in surprise.stderr  # the first character: nothing before
+    gate = run_cli("explain", tiny_run, "--text", SCENE, "--show", "gate", "--gate", "forget")
+    assert gate.exit_code == 0 and "forget gate" in gate.stderr
+    assert "uncoloured" not in gate.stderr  # every character read has its gate value
 
 
 def test_explain_refuses_bad_requests_with_one_line(tiny_run):

@@ -215,3 +215,36 @@ def test_counts_and_durations_never_show_a_unit_they_rounded_past():
     shown = {seconds: _duration(seconds) for seconds in (59.94, 59.97, 61, 3599.6)}
     assert shown == {59.94: "59.9 s", 59.97: "1 min 00 s", 61: "1 min 01 s",
                      3599.6: "1 h 00 min"}  # fmt: skip
+
+
+def test_inspect_shows_the_architecture_in_the_lessons_shapes(tiny_run):
+    from charrnn import checkpoint as ckpt
+
+    model, vocab = ckpt.restore_model(ckpt.load(tiny_run / "best.pt"))
+    config, size = model.config, len(vocab)
+    shown = " ".join(run_cli("inspect", tiny_run).stdout.split())
+    assert (f"ids (B, T) -> embedding (B, T, {config.embedding_dim}) -> nn.LSTM("
+            f"{config.embedding_dim}, {config.hidden_size}, num_layers={config.num_layers}) -> "
+            f"outputs (B, T, {config.hidden_size}) -> nn.Linear({config.hidden_size}, {size}) "
+            f"at every step -> logits (B, T, {size})") in shown  # fmt: skip
+    # The shapes named are the model's own, for a batch of B = 3 rows of T = 5 characters.
+    logits, (h, c) = model(torch.zeros(3, 5, dtype=torch.long))
+    assert tuple(logits.shape) == (3, 5, size)
+    assert tuple(h.shape) == tuple(c.shape) == (config.num_layers, 3, config.hidden_size)
+    assert f"state (h, c), each ({config.num_layers}, B, {config.hidden_size})" in shown
+
+
+def test_the_architecture_names_what_each_kind_of_model_adds():
+    from charrnn.insight import architecture
+
+    base = {"hidden_size": 8, "num_layers": 2, "embedding_dim": 0, "dropout": 0.3,
+            "weight_drop": 0.0, "nonlinearity": "relu"}  # fmt: skip
+    rnn = "\n".join(architecture({**base, "cell": "rnn"}, 5))
+    assert "one-hot (B, T, 5) -> nn.RNN(5, 8, num_layers=2, nonlinearity='relu')" in rnn
+    assert "state h (2, B, 8)" in rnn and "dropout 0.3 between layers and on the outputs" in rnn
+    peephole = "\n".join(architecture({**base, "cell": "peephole-lstm", "weight_drop": 0.2}, 5))
+    assert "GateLSTM(5, 8, num_layers=2, peephole=True)" in peephole
+    assert "peepholes: 3 x 8 diagonal weights a layer" in peephole
+    assert "weight drop 0.2 on the hidden-to-hidden weights" in peephole
+    quiet = "\n".join(architecture({**base, "cell": "gru", "dropout": 0.0}, 5))
+    assert "dropout" not in quiet and "nn.GRU(5, 8, num_layers=2)" in quiet

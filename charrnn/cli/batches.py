@@ -8,7 +8,7 @@ from rich.text import Text
 
 from charrnn import config
 from charrnn.cli import settings
-from charrnn.cli.common import VISIBLE_LEGEND, out, print_json, visible
+from charrnn.cli.common import VISIBLE_LEGEND, err, out, print_json, visible
 from charrnn.errors import ConfigError
 
 MAX_DEMO = 10**6  # the lesson's integers: a million of them is already more than anyone reads
@@ -84,7 +84,9 @@ def inspect_batches(
             ],
         })  # fmt: skip
         return
-    out.print(_layout(batches, source, len(data)))
+    if steps > len(batches):
+        err.print(f"note: an epoch has only {_steps(len(batches))}; showing them all")
+    out.print(_layout(batches, source, len(data), show if demo is None else None))
     # One width for every number, so inputs and targets line up column by column.
     width = len(str(len(data))) if demo is not None else 1
     for step, inputs, targets in shown:
@@ -100,19 +102,31 @@ def inspect_batches(
         out.print(VISIBLE_LEGEND, style="dim")
 
 
-def _layout(batches, source: str, characters: int) -> Table:
-    """The layout's numbers, each with what it means."""
+ROWS_SHOWN, ROW_CHARS_SHOWN = 4, 24  # of the rows line: enough to see the layout
+
+
+def _steps(count: int) -> str:
+    return f"{count:,} step" + ("" if count == 1 else "s")
+
+
+def _layout(batches, source: str, characters: int, decode) -> Table:
+    """The layout's numbers, each with what it means; `decode`: ids -> text (None: integers)."""
+    b, s, n = batches.batch_size, batches.seq_length, len(batches)
     summary = Table.grid(padding=(0, 2))
     summary.add_row("data", f"{source}: {characters:,} characters")
-    summary.add_row("batch_size", f"{batches.batch_size} contiguous rows")
-    summary.add_row("seq_length", f"{batches.seq_length} characters per row per step")
-    per_row = characters // batches.batch_size
-    summary.add_row(
-        "n_batches",
-        f"{len(batches):,} steps per epoch: {characters:,} // batch_size {batches.batch_size} = "
-        f"{per_row:,} characters per row, {per_row:,} // seq_length {batches.seq_length} = "
-        f"{len(batches):,} (a row uses {batches.row_length:,})",
-    )
+    summary.add_row("batch_size", f"{b} contiguous rows")
+    summary.add_row("seq_length", f"{s} characters per row per step")
+    summary.add_row("n_batches", f"{_steps(n)} per epoch: {characters:,} // (batch_size {b} x "
+                                 f"seq_length {s}) = {n:,}")  # fmt: skip
+    rows = Text(f"the text (from --offset) is cut into {b} rows of {batches.row_length:,}:")
+    for r in range(min(b, ROWS_SHOWN)):
+        ids = batches.row(r, ROW_CHARS_SHOWN).tolist()
+        shown = " ".join(map(str, ids)) if decode is None else "".join(map(visible, decode(ids)))
+        more = " ..." if batches.row_length > ROW_CHARS_SHOWN else ""
+        rows.append(f"\nrow {r}: {shown}{more}")
+    if b > ROWS_SHOWN:
+        rows.append(f"\n... {b - ROWS_SHOWN:,} more rows")
+    summary.add_row("rows", rows)
     summary.add_row(
         "used", f"{batches.used:,} characters are inputs once per epoch; {batches.dropped:,} "
         f"dropped at the end (they do not fill a whole step)",

@@ -59,8 +59,9 @@ def explain(
             help="For --show gate, --find and --top-units. An LSTM's, the lesson's names: learn "
             "(its ignore factor i; also ignore), combine (its candidate N), learnt (its output "
             "N*i), forget (f), kept (its output c_{t-1}*f), remember (its output, the cell "
-            "state), use, cell (state) or hidden (state). A GRU's: reset, update, candidate or "
-            "hidden.",
+            "state), use, cell (state) or hidden (state); a gate's name shows its factor, "
+            "learnt/kept/remember/hidden its output. A GRU's: reset (the lesson's combine), "
+            "update, candidate or hidden.",
             show_default="cell for an LSTM, hidden for a GRU",
         ),
     ] = None,
@@ -222,5 +223,10 @@ def _legend(view) -> None:
     mean = (
         f"; mean {sum(scored) / len(scored):.3f} over {len(scored):,} characters" if scored else ""
     )
-    err.print(Text.assemble(f"{view.title}: ", low, " to ", high,
-                            f" (uncoloured: not scored){mean}"))  # fmt: skip
+    # Uncoloured: the surprise's first character (nothing before it) and characters the model
+    # never saw (--skip-unknown); a gate view colours every character it read.
+    missing = ""
+    if len(scored) < len(view.values):
+        missing = " (uncoloured: not scored)" if view.title.startswith("surprise") else (
+            " (uncoloured: not read)")  # fmt: skip
+    err.print(Text.assemble(f"{view.title}: ", low, " to ", high, f"{missing}{mean}"))

@@ -52,6 +52,8 @@ def inspect_run(
     facts.add_row("vocabulary", f"{len(summary.vocab)} characters")
     facts.add_row("", Text("".join(visible(c) for c in summary.vocab)))
     facts.add_row("model", Text(_model_text(summary.model_config)))
+    architecture = insight.architecture(summary.model_config, len(summary.vocab))
+    facts.add_row("architecture", Text("\n".join(architecture)))
     facts.add_row("parameters", f"{summary.parameters:,} ({parts})")
     facts.add_row(
         "training",
