@@ -1,8 +1,8 @@
 """The kinds of recurrent cell a model can have, and the facts about each that need no torch.
 
 This is the one list of cell kinds: the config's choices (``CELLS``), the number of tensors in
-a model's hidden state, and whether ``charrnn explain --show gate`` can read its gates all come
-from here. What it takes to build and run each kind (its torch module and its fast sampling
+a model's hidden state, and what ``charrnn explain --show gate`` can read of it all come from
+here. What it takes to build and run each kind (its torch module and its fast sampling
 step) is the other half of the registry, ``charrnn.cores``, keyed by the same names; a test
 checks that the two halves name the same kinds.
 
@@ -21,13 +21,9 @@ from charrnn.errors import ConfigError
 class CellKind:
     name: str
     state_count: int  # tensors in the hidden state: 2 (h, c) for the LSTM family, else 1 (h)
-    gates: str  # whose gates explain can show ("lstm" or "gru"; "" for a plain RNN: none)
+    gates: str  # what explain shows: an "lstm"'s or a "gru"'s gates, an "rnn"'s hidden state
     module: str  # the core's module, as `inspect` names it (charrnn.cores builds it)
     exportable: bool = False  # torch's own cores: ONNX has LSTM, GRU and RNN operators
-
-    @property
-    def gate_views(self) -> bool:
-        return bool(self.gates)
 
 
 KINDS: dict[str, CellKind] = {
@@ -35,14 +31,13 @@ KINDS: dict[str, CellKind] = {
     for kind in (
         CellKind("lstm", state_count=2, gates="lstm", module="nn.LSTM", exportable=True),
         CellKind("gru", state_count=1, gates="gru", module="nn.GRU", exportable=True),
-        CellKind("rnn", state_count=1, gates="", module="nn.RNN", exportable=True),  # tanh/relu
+        CellKind("rnn", state_count=1, gates="rnn", module="nn.RNN", exportable=True),  # tanh/relu
         CellKind("gate-lstm", state_count=2, gates="lstm", module="GateLSTM"),  # the lesson's
         CellKind("peephole-lstm", state_count=2, gates="lstm", module="GateLSTM"),  # peephole=True
         CellKind("gate-gru", state_count=1, gates="gru", module="GateGRU"),
     )
 }
 CELLS = tuple(KINDS)
-GATE_VIEW_CELLS = tuple(name for name, kind in KINDS.items() if kind.gate_views)
 EXPORTABLE_CELLS = tuple(name for name, kind in KINDS.items() if kind.exportable)
 
 

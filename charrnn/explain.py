@@ -29,7 +29,8 @@ so that "output" is not mistaken for the hidden state (the output) or the use ga
 
 A GRU's gates come from ``GateGRU.forward_with_gates`` the same way (an nn.GRU's weights loaded
 into it), by cells.py's names: reset r and update z in [0, 1], the candidate n and the hidden
-state h_t (its one memory) in [-1, 1]. A plain RNN has no gates: only its surprise is shown.
+state h_t (its one memory) in [-1, 1]. A plain RNN has no gates: its hidden state is shown
+(``hidden``), each layer run as a one-layer nn.RNN of its weights.
 
 Interpretable units (Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
 Networks", 2015): a unit "follows" a pattern when its activity after each character correlates
@@ -47,7 +48,6 @@ from dataclasses import dataclass
 import torch
 
 from charrnn import scoring
-from charrnn.cell_kinds import GATE_VIEW_CELLS
 from charrnn.cells import LSTM_GATE_KEYS, GateGRU, GateLSTM
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
@@ -63,8 +63,9 @@ GATES = {
     # The lesson calls a GRU's reset gate its "combine" gate (an LSTM's combine is N).
     "gru": {"reset": "reset", "combine": "reset", "update": "update", "candidate": "candidate",
             "hidden": "hidden"},
+    "rnn": {"hidden": "hidden"},  # no gates: its memory alone, fed back beside each input
 }  # fmt: skip
-DEFAULT_GATES = {"lstm": "cell", "gru": "hidden"}  # each family's memory
+DEFAULT_GATES = {"lstm": "cell", "gru": "hidden", "rnn": "hidden"}  # each family's memory
 TWINS = {"lstm": GateLSTM, "gru": GateGRU}  # the gate-level core that records a family's gates
 # A view's title, by the name asked for (a GRU's own where the same name means another gate).
 GATE_TITLES = {
@@ -195,8 +196,11 @@ def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.
     cells.LSTM_GATE_KEYS or GRU_GATE_KEYS) -> (num_layers, n, hidden_size). The state carries
     over from chunk to chunk, so memory stays that of one chunk however long the text.
 
-    For LSTM and GRU models only.
+    A plain RNN has no gates: its chunks hold its hidden state alone.
     """
+    if gate_family(model) == "rnn":
+        yield from _rnn_hidden_chunks(model, reading)
+        return
     core, twin_class = model.core, TWINS[gate_family(model)]
     if not isinstance(core, twin_class):
         # torch's fused nn.LSTM and nn.GRU do not expose their gates; the gate-level twin takes
@@ -224,13 +228,34 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
     return {key: torch.cat([chunk[key] for chunk in chunks], dim=1) for key in chunks[0]}
 
 
+def _rnn_hidden_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.Tensor]]:
+    """gate_chunks for an nn.RNN: {"hidden": (num_layers, n, hidden_size)}. nn.RNN returns the
+    last layer's hidden states only, so each layer runs as a one-layer nn.RNN of its weights
+    (torch's own step, the same numbers), on the layer below's outputs."""
+    core = model.core
+    layers = []
+    for k in range(core.num_layers):
+        size = core.hidden_size if k else core.input_size
+        layer = torch.nn.RNN(size, core.hidden_size, nonlinearity=core.nonlinearity,
+                             bias=core.bias, batch_first=True)  # fmt: skip
+        layer.load_state_dict({name.replace(f"_l{k}", "_l0"): value
+                               for name, value in core.state_dict().items()
+                               if name.endswith(f"_l{k}")})  # fmt: skip
+        layers.append(layer.to(model.head.weight.device).eval())
+    ids, step = reading.ids.long(), chunk_length(model, gates=True)
+    states: list[torch.Tensor | None] = [None] * len(layers)
+    with evaluation_mode(model):
+        for start in range(0, len(ids), step):
+            x, hidden = model.encode_input(ids[start : start + step].unsqueeze(0)), []  # (1, n, E)
+            for k, layer in enumerate(layers):
+                x, states[k] = layer(x, states[k])  # (1, n, H): this layer's h_t, every step
+                hidden.append(x[0])
+            yield {"hidden": torch.stack(hidden)}
+
+
 def gate_family(model: CharModel) -> str:
-    """Whose gates the model has ("lstm" or "gru"); a plain RNN's, none, is refused."""
-    if not model.kind.gate_views:
-        raise ConfigError(
-            f"gates can be shown for LSTM and GRU models ({', '.join(GATE_VIEW_CELLS)}); this "
-            f"model's core is {model.config.cell}, which has none: --show surprise works for it"
-        )
+    """What explain can show of the model: an "lstm"'s or a "gru"'s gates, an "rnn"'s hidden
+    state (cell_kinds)."""
     return model.kind.gates
 
 
@@ -263,6 +288,9 @@ def gate_name(gate: str, family: str) -> str:
                 "gates, and its hidden state is its only memory)")  # fmt: skip
     elif family == "lstm" and gate in GATES["gru"]:
         hint = " (a GRU's gate)"
+    elif family == "rnn":
+        hint = (" (a plain RNN has no gates: it feeds its hidden state back beside each input, "
+                "and --gate hidden shows it)")  # fmt: skip
     raise ConfigError(
         f"gate must be one of {', '.join(names)} for this {family.upper()}; got {gate!r}{hint}"
     )
@@ -284,16 +312,21 @@ def unit_trace(model: CharModel, reading: Reading, gate: str, layer: int, unit: 
     trace = torch.cat([chunk[key][layer, :, unit] for chunk in gate_chunks(model, reading)])
     titles = GATE_TITLES | (GRU_TITLES if gate_family(model) == "gru" else {})
     title = f"layer {layer} unit {unit}: {titles[gate]}"
-    return _values_at(reading, trace.tolist(), title, key)
+    # A relu RNN's hidden state is unbounded above, like the cell state.
+    relu = model.config.cell == "rnn" and model.config.nonlinearity == "relu"
+    unbounded = key in ("cell", "kept") or (relu and key == "hidden")
+    return _values_at(reading, trace.tolist(), title, key, unbounded)
 
 
-def _values_at(reading: Reading, trace: list[float], title: str, key: str) -> CharValues:
+def _values_at(
+    reading: Reading, trace: list[float], title: str, key: str, unbounded: bool
+) -> CharValues:
     values: list[float | None] = [None] * len(reading.text)
     notes = ["not in the model's vocabulary: not read"] * len(reading.text)
     for position, value in zip(reading.positions.tolist(), trace, strict=True):
         values[position] = value
         notes[position] = f"{describe_char(reading.text[position])}: {value:.3f}"
-    if key in ("cell", "kept"):  # unbounded: a symmetric scale wide enough for this text
+    if unbounded:  # a symmetric scale wide enough for this text
         reach = max((abs(v) for v in trace), default=1.0) or 1.0
         scale = Scale(-reach, reach, diverging=True)
     elif key in ("hidden", "combine", "learnt", "candidate"):  # tanh's range (times [0, 1])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from charrnn.cell_kinds import CELLS, GATE_VIEW_CELLS, KINDS, cell_kind
+from charrnn.cell_kinds import CELLS, KINDS, cell_kind
 from charrnn.cells import GateGRU, GateLSTM
 from charrnn.config import ModelConfig
 from charrnn.cores import CORES, core_of
@@ -31,7 +31,10 @@ MODULES = {
 def test_both_halves_name_the_same_kinds_in_the_same_order():
     assert tuple(CORES) == CELLS == tuple(MODULES)
     assert all(CORES[name].kind is KINDS[name] for name in CELLS)
-    assert GATE_VIEW_CELLS == ("lstm", "gru", "gate-lstm", "peephole-lstm", "gate-gru")
+    # What explain shows of each: an LSTM's or a GRU's gates, a plain RNN's hidden state.
+    assert {name: KINDS[name].gates for name in CELLS} == {
+        "lstm": "lstm", "gru": "gru", "rnn": "rnn", "gate-lstm": "lstm",
+        "peephole-lstm": "lstm", "gate-gru": "gru"}  # fmt: skip
     # The module `inspect` names is the one the registry builds.
     for name in CELLS:
         assert KINDS[name].module.removeprefix("nn.") == MODULES[name].__name__, name

@@ -197,9 +197,36 @@ def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():
     assert gates["cell"].shape == (2, 6, 8)
     torch.testing.assert_close(gates["cell"][:, -1], c_n[:, 0])
 
-    rnn = CharModel(ModelConfig(cell="rnn", hidden_size=8, embedding_dim=4), vocab_size)
-    with pytest.raises(ConfigError, match="LSTM and GRU models .* rnn, which has none"):
-        explain.gate_activity(rnn, reading)
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_a_plain_rnns_hidden_state_is_every_layers_own(nonlinearity, monkeypatch):
+    """nn.RNN returns only its last layer's states; each layer's, run on its own, must be the
+    one the stacked core computes: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+    vocab_size, text_ids = 7, torch.tensor([1, 4, 2, 6, 0, 3, 3, 5])
+    reading = scoring.Reading("abcdefgh", text_ids, torch.arange(8))
+    torch.manual_seed(1)
+    rnn = CharModel(ModelConfig(cell="rnn", hidden_size=8, embedding_dim=4, num_layers=2,
+                                nonlinearity=nonlinearity, dropout=0.3), vocab_size)  # fmt: skip
+    hidden = explain.gate_activity(rnn, reading)["hidden"]  # (2, 8, 8)
+    with torch.no_grad():
+        logits, (h_n,) = rnn.eval()(text_ids.unsqueeze(0))
+        torch.testing.assert_close(hidden[:, -1], h_n[:, 0])  # both layers' last states
+        torch.testing.assert_close(rnn.head(hidden[-1]), logits[0])  # the last layer's outputs
+        core, x = rnn.core, rnn.encode_input(text_ids.unsqueeze(0))[0]
+        act = torch.tanh if nonlinearity == "tanh" else torch.relu
+        h = torch.zeros(8)
+        for t in range(8):  # layer 0 by the lesson's equation
+            h = act(core.weight_ih_l0 @ x[t] + core.bias_ih_l0 + core.weight_hh_l0 @ h
+                    + core.bias_hh_l0)  # fmt: skip
+            torch.testing.assert_close(hidden[0, t], h)
+    monkeypatch.setattr(explain, "chunk_length", lambda *_, **__: 3)  # carried across chunks
+    torch.testing.assert_close(explain.gate_activity(rnn, reading)["hidden"], hidden)
+    assert explain.default_gate(rnn) == "hidden"
+    scale = explain.unit_trace(rnn, reading, "hidden", 1, 2).scale
+    reach = hidden[1, :, 2].abs().max().item() if nonlinearity == "relu" else 1.0  # relu: no top
+    assert (scale.low, scale.high) == pytest.approx((-reach, reach))
+    with pytest.raises(ConfigError, match="for this RNN; got 'forget' \\(a plain RNN has no gates"):
+        explain.unit_trace(rnn, reading, "forget", 0, 0)
 
 
 @pytest.mark.parametrize("cell", ["gru", "gate-gru"])
@@ -239,7 +266,7 @@ def test_a_grus_gates_follow_its_forward_pass_and_its_equations(cell, monkeypatc
         explain.unit_trace(gru, reading, "forget", 0, 0)
 
 
-def test_explain_shows_a_trained_grus_gates_and_refuses_a_plain_rnns(tmp_path, corpus_file):
+def test_explain_shows_a_trained_grus_gates_and_a_plain_rnns_hidden_state(tmp_path, corpus_file):
     runs = {}
     for cell in ("gru", "rnn"):
         runs[cell] = tmp_path / cell
@@ -258,11 +285,11 @@ def test_explain_shows_a_trained_grus_gates_and_refuses_a_plain_rnns(tmp_path, c
     output = run_cli("explain", runs["gru"], "--text", SCENE, "--show", "gate", "--gate", "output")
     refused = one_line_refusal(output, "candidate, hidden for this GRU; got 'output'")
     assert "--gate use" not in refused
-    one_line_refusal(
-        run_cli("explain", runs["rnn"], "--text", SCENE, "--show", "gate"),
-        "this model's core is rnn, which has none: --show surprise works for it",
-    )
-    assert run_cli("explain", runs["rnn"], "--text", SCENE).exit_code == 0  # the surprise
+    state = json_of(run_cli("explain", runs["rnn"], "--text", SCENE, "--show", "gate", "--json"))
+    assert state["title"] == "layer 0 unit 0: hidden" and len(state["values"]) == len(SCENE)
+    assert state["scale"] == {"low": -1.0, "high": 1.0}
+    one_line_refusal(run_cli("explain", runs["rnn"], "--text", SCENE, "--show", "gate", "--gate",
+                             "use"), "one of hidden for this RNN; got 'use'")  # fmt: skip
 
 
 def test_the_legend_names_uncoloured_characters_only_where_there_are_some(tiny_run):

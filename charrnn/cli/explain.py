@@ -61,8 +61,8 @@ def explain(
             "N*i), forget (f), kept (its output c_{t-1}*f), remember (its output, the cell "
             "state), use, cell (state) or hidden (state); a gate's name shows its factor, "
             "learnt/kept/remember/hidden its output. A GRU's: reset (the lesson's combine), "
-            "update, candidate or hidden.",
-            show_default="cell for an LSTM, hidden for a GRU",
+            "update, candidate or hidden. A plain RNN's: hidden.",
+            show_default="cell for an LSTM, else hidden",
         ),
     ] = None,
     find: Annotated[
