@@ -151,11 +151,15 @@ def export_run(run: str | Path, out: str | Path | None = None, force: bool = Fal
     target = default_out(source) if out is None else Path(out).expanduser()
     if target.is_dir():
         raise ExportError(f"--out {str(target)!r} is a directory; name the .onnx file to write")
+    checkpoint = ckpt.load(source)  # first: what the input is (an .onnx given?) comes first
+    # Neither the checkpoint read nor any file of its run is replaced, --force or not.
+    run_files = {f"the run's {name}": source.parent / name
+                 for name in (rundir.LAST, rundir.BEST, rundir.CONFIG, rundir.METRICS)}  # fmt: skip
     instead = f"another file, such as {str(default_out(source))!r}"
-    files.refuse_replacing_inputs(target, "--out", {"the checkpoint": source}, ExportError, instead)
+    files.refuse_replacing_inputs(target, "--out", {"the checkpoint": source} | run_files,
+                                  ExportError, instead)  # fmt: skip
     if target.exists() and not force:
         raise ExportError(f"{str(target)!r} already exists; pass --force to replace it")
-    checkpoint = ckpt.load(source)
     model_config, vocab = ckpt.describe_model(checkpoint)
     check_cell(model_config.cell)
     require_extra()

@@ -42,9 +42,14 @@ if TYPE_CHECKING:
 SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (charrnn.use_config.SampleConfig.seed)
 
 
+# A drawn seed stays below 2**53: JavaScript's numbers (the web page, most JSON clients, jq
+# before 1.7) hold integers exactly only that far, and a rounded seed repeats no text.
+DRAWN_SEED_LIMIT = 2**53
+
+
 def new_seed() -> int:
     """A seed for a generation that was given none, to be reported so it can be repeated."""
-    return secrets.randbelow(SEED_LIMIT)
+    return secrets.randbelow(DRAWN_SEED_LIMIT)
 
 
 # Memory per character a generation keeps: a slot in its sample's list of characters, and a

@@ -301,6 +301,25 @@ def test_out_that_is_the_checkpoint_being_exported_is_refused(tiny_run, tmp_path
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != "link.onnx"} == before
 
 
+@pytest.mark.parametrize("name", ["last.pt", "config.toml", "metrics.jsonl"])
+def test_out_that_is_a_file_of_the_run_is_refused_even_with_force(tiny_run, tmp_path, name):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    result = run_cli("export", run, "--out", run / name, "--force")
+    assert result.exit_code == 1, result.output
+    assert f"is the run's {name} being read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_an_onnx_file_given_to_export_says_what_it_is_not_that_it_collides(tiny_run, tmp_path):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x08\x12\x07pytorch")  # how an exported file starts
+    result = run_cli("export", onnx)  # its default --out is itself
+    assert result.exit_code == 1 and "is an ONNX file, not a checkpoint" in result.stderr
+    assert "being read" not in result.stderr
+
+
 def test_without_the_export_extra_one_line_says_what_to_install(monkeypatch, tmp_path, tiny_run):
     # Whichever of the extra's packages is imported first is missing (so is all of it in a
     # clone installed without the extra): `import onnx...` now fails.

@@ -193,6 +193,9 @@ def test_cli_prime_file_is_echoed_and_continued_like_the_same_prime(tiny_run, tm
     several = run_cli("sample", tiny_run, "--prime-file", path, "-n", 20, "-m", 2, "--seed", 1,
                       "--out-dir", tmp_path / "out")  # fmt: skip
     assert several.exit_code == 0, several.output
+    out = tmp_path / "out"
+    assert several.stderr.strip() == f"wrote {out / 'sample-1.txt'} .. sample-2.txt (seed 1)"
+    assert several.stdout == ""
     for n in (1, 2):
         written = (tmp_path / "out" / f"sample-{n}.txt").read_text(encoding="utf-8")
         assert written.startswith(text) and len(written) == len(text) + 20

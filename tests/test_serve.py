@@ -103,7 +103,13 @@ def test_several_samples_equal_charrnn_samples_batch(client, generator):
 
 
 def test_without_a_seed_the_reply_names_the_seed_that_repeats_it(client):
+    from charrnn.generation import new_seed
+
+    # Drawn below 2**53: a JavaScript client (the page) holds it exactly, so it repeats.
+    assert all(0 <= new_seed() < 2**53 for _ in range(1000))
+    assert max(new_seed() for _ in range(1000)) > 2**50  # drawn from the whole range
     first = client.post("/v1/generate", json={"length": 80}).json()
+    assert first["seed"] == int(float(first["seed"]))  # a double holds it exactly
     again = client.post("/v1/generate", json={"length": 80, "seed": first["seed"]}).json()
     assert again["text"] == first["text"] and first["text"].startswith("\n")  # default prime
 
@@ -526,3 +532,11 @@ def test_a_host_that_names_no_address_is_one_line(tiny_run):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot listen on host '999.1.1.1': ")
     assert lines[0].endswith("; check --host")
+
+
+def test_the_address_printed_is_one_a_browser_opens():
+    from charrnn.cli.serve import _url_host
+
+    shown = {host: _url_host(host) for host in ("0.0.0.0", "::", "127.0.0.1", "::1", "example")}
+    assert shown == {"0.0.0.0": "127.0.0.1", "::": "[::1]", "127.0.0.1": "127.0.0.1",
+                     "::1": "[::1]", "example": "example"}  # fmt: skip

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from charrnn import config, files, use_config
 from charrnn.cli import settings
@@ -192,6 +193,9 @@ def _show(generation, priming, chosen, echo, out_dir, json_lines, generator) -> 
         files.make_folder(out_dir)
         paths = sample_files(out_dir, len(samples))
         files.write_all({path: writer(one.text) for path, one in zip(paths, samples, strict=True)})
+        # Nothing went to stdout: say where the text went, and the seed that writes it again.
+        named = str(paths[0]) if len(paths) == 1 else f"{paths[0]} .. {paths[-1].name}"
+        err.print(Text(f"wrote {named} (seed {generation.seed})"))
         return
     for n, one in enumerate(samples, 1):
         _write(f"{'' if n == 1 else chr(10)}==> sample {n} <==\n")

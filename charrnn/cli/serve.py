@@ -51,4 +51,6 @@ def serve(
 
 
 def _url_host(host: str) -> str:
+    # Every address (0.0.0.0, ::) is no address a browser opens: this machine's is one.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     return f"[{host}]" if ":" in host else host

@@ -244,8 +244,8 @@ class Engine:
                 self._admit(stream)
             elif len(self._waiting) >= self.limits.max_queue:
                 raise Busy(
-                    f"busy: {self._rows_in_use} streams are running and {len(self._waiting)} "
-                    "requests wait; try again shortly"
+                    f"busy: {self._rows_in_use} stream(s) running and {len(self._waiting)} "
+                    "request(s) waiting; try again shortly"
                 )
             else:
                 self._waiting.append(stream)

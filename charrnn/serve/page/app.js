@@ -54,6 +54,9 @@ async function generate() {
     top_p: Number($("top-p").value),
     length: Number($("length").value),
     stream: true,
+    // As the Surprise button: a character the model never saw (a pasted curly quote) is
+    // left out of the prime rather than refused, since the page has no other way to say so.
+    skip_unknown: true,
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   const output = $("output");
