@@ -6,7 +6,7 @@ documents. Its vocabulary (charrnn.vocab) is chosen from the character counts of
 of a separate validation text, if any. The training and validation ids are tensors over the
 cache's memory map: a run's own memory does not grow with the corpus, whatever its size.
 
-``read_text`` reads one whole file as a string (for ``eval`` and ``explain``), through a
+``read_text`` reads one whole file as a string (for ``eval``), through a
 read-only memory map of the file, so it holds the text and nothing beside it; ``read_start``
 decodes only a file's first characters (``explain --file``).
 """
@@ -80,10 +80,7 @@ def open_text_file(path: Path, what: str) -> Iterator[BinaryIO]:
 
 
 def not_utf8(named: str, data: bytes, start: int) -> CorpusError:
-    return CorpusError(
-        f"{named} is not valid UTF-8: byte {start} (0x{data[start]:02x}) cannot be decoded; "
-        "convert the file to UTF-8"
-    )
+    return tokens.not_utf8(named, start, data[start])
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""What a model makes of a text, character by character: its surprise at each one, one LSTM
-or GRU unit's gates along the way, and the units that follow a simple pattern of the text. (Its loss
-over the whole text is ``charrnn.scoring.score``, what ``charrnn eval`` prints.)
+"""What a model makes of a text, character by character: its surprise at each one, one unit's
+gates (an LSTM's, a GRU's) or hidden state (a plain RNN's) along the way, and the units that
+follow a simple pattern of the text. (Its loss over the whole text is
+``charrnn.scoring.score``, what ``charrnn eval`` prints.)
 
 A text is read (``scoring.read``) from a zero state, left to right, one character after
 another. Characters the model never saw cannot be fed to it: they are refused by name, or
@@ -150,12 +151,6 @@ def chunk_length(model: CharModel, gates: bool = False) -> int:
     return max(16, min(4096, CHUNK_BYTES // per_char))
 
 
-def check_max_chars(max_chars: int) -> None:
-    """Refuse showing fewer than one character (explain shows one value per character)."""
-    if max_chars < 1:
-        raise ConfigError(f"the number of characters to show must be at least 1, got {max_chars}")
-
-
 def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValues:
     """The model's loss on each character given the ones before it (nats). The first character
     read has nothing before it, so it is not scored; nor are skipped unknown characters."""
@@ -261,7 +256,7 @@ def gate_family(model: CharModel) -> str:
 
 def default_gate(model: CharModel) -> str:
     """The gate shown when none is named: the model's memory (cell for an LSTM, else hidden)."""
-    return DEFAULT_GATES.get(model.kind.gates, "hidden")
+    return DEFAULT_GATES[gate_family(model)]
 
 
 def check_gate_name(gate: str) -> None:

@@ -154,7 +154,7 @@ def export_run(run: str | Path, out: str | Path | None = None, force: bool = Fal
     checkpoint = ckpt.load(source)  # first: what the input is (an .onnx given?) comes first
     # Neither the checkpoint read nor any file of its run is replaced, --force or not.
     run_files = {f"the run's {name}": source.parent / name
-                 for name in (rundir.LAST, rundir.BEST, rundir.CONFIG, rundir.METRICS)}  # fmt: skip
+                 for name in (*rundir.RUN_FILES, rundir.CONFIG)}  # fmt: skip
     instead = f"another file, such as {str(default_out(source))!r}"
     files.refuse_replacing_inputs(target, "--out", {"the checkpoint": source} | run_files,
                                   ExportError, instead)  # fmt: skip

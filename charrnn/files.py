@@ -214,8 +214,7 @@ def writer_is_gone(temporary: Path) -> bool | None:
 
 
 def process_exists(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no safe liveness probe (os.kill(pid, 0) signals on Windows): keep it
+    """Whether process `pid` runs (POSIX: os.kill(pid, 0) only asks; on Windows it would signal)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -200,7 +200,9 @@ def _read(source: SourceFile, bar: tqdm) -> Iterator[tuple[bytes, np.ndarray]]:
                         text = decoder.decode(chunk, final=False)
                     except UnicodeDecodeError as error:
                         at = offset - len(pending) + error.start
-                        raise _not_utf8(source.path, at, error.object[error.start]) from None
+                        raise not_utf8(
+                            f"corpus {str(source.path)!r}", at, error.object[error.start]
+                        ) from None
                     codes = code_points(text)
                 yield chunk, codes
                 offset += len(chunk)
@@ -209,7 +211,9 @@ def _read(source: SourceFile, bar: tqdm) -> Iterator[tuple[bytes, np.ndarray]]:
                 decoder.decode(b"", final=True)
             except UnicodeDecodeError as error:
                 at = offset - len(error.object) + error.start
-                raise _not_utf8(source.path, at, error.object[error.start]) from None
+                raise not_utf8(
+                    f"corpus {str(source.path)!r}", at, error.object[error.start]
+                ) from None
     except OSError as error:
         raise CorpusError(f"cannot read corpus {str(source.path)!r}: {error.strerror}") from None
     if offset != source.size:
@@ -219,10 +223,11 @@ def _read(source: SourceFile, bar: tqdm) -> Iterator[tuple[bytes, np.ndarray]]:
         )
 
 
-def _not_utf8(path: Path, at: int, value: int) -> CorpusError:
+def not_utf8(named: str, at: int, value: int) -> CorpusError:
+    """The refusal of a text file (`named`: what it is and its path) that is not UTF-8."""
     return CorpusError(
-        f"corpus {str(path)!r} is not valid UTF-8: byte {at} (0x{value:02x}) cannot be "
-        "decoded; convert the file to UTF-8"
+        f"{named} is not valid UTF-8: byte {at} (0x{value:02x}) cannot be decoded; convert "
+        "the file to UTF-8"
     )
 
 

@@ -105,7 +105,6 @@ def explain(
     if gate is not None:
         explaining.check_gate_name(gate)  # a bad name is refused whatever else was asked
     _refuse_ignored(show, layer, unit, gate, find, top_units)
-    explaining.check_max_chars(max_chars)
     if force and html_file is None:
         raise ConfigError("--force replaces the --html file, so without --html it would do "
                           "nothing; add --html or leave out --force")  # fmt: skip
