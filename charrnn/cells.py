@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 # Over ~400 lines on purpose: the 50-line docstring above is the lesson's gate table, which the
 # README's lesson-to-code table sends readers to; the code itself is about 410 lines.
-__all__ = ["GRU_GATE_KEYS", "LSTM_GATE_KEYS", "GateGRU", "GateLSTM"]
+__all__ = ["GRU_GATE_KEYS", "LSTM_GATE_KEYS", "GateGRU", "GateLSTM", "StepRNN"]
 
 # Keys of the dict that GateLSTM.forward_with_gates returns, in the order _lstm_step yields them.
 LSTM_GATE_KEYS = ("ignore", "combine", "learnt", "forget", "kept", "use", "cell", "hidden")
@@ -434,5 +434,50 @@ class GateGRU(_GateRNNBase):
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Like forward, and also "reset" (r), "update" (z), "candidate" (n) and "hidden" (h_t)
         at every step, each (num_layers, B, T, H) (batch-first, for analysis)."""
+        out, (h_n,), gates = self._run(x, None if hx is None else (hx,), record=True)
+        return out, h_n, gates
+
+
+class StepRNN(_GateRNNBase):
+    """A plain RNN written step by step, ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``:
+    nn.RNN's names, shapes and initialisation, so it takes an nn.RNN's weights. It has no gates;
+    ``forward_with_gates`` records every layer's "hidden" state, which nn.RNN keeps only for
+    its last layer (``charrnn explain`` shows them)."""
+
+    gate_count = 1
+    state_count = 1
+    gate_keys = ("hidden",)
+
+    def __init__(self, *args, nonlinearity: str = "tanh", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be tanh or relu, got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+
+    def _scan_layer(
+        self, layer: int, inputs: Tensor, state: tuple[Tensor, ...], record: list | None
+    ) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+        weight_ih, weight_hh, bias_ih, bias_hh = self._layer_weights(layer)
+        x_proj = F.linear(inputs, weight_ih, bias_ih)  # (T, B, H): the input half, at once
+        act = torch.tanh if self.nonlinearity == "tanh" else torch.relu
+        (h,) = state
+        outputs = []
+        for x_proj_t in x_proj.unbind(0):
+            h = act(F.linear(h, weight_hh, bias_hh) + x_proj_t)
+            outputs.append(h)
+            if record is not None:
+                record.append((h,))
+        return outputs, (h,)
+
+    def forward(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``out, h_n = rnn(x, h_0)``, as nn.RNN."""
+        out, (h_n,), _ = self._run(x, None if hx is None else (hx,), record=False)
+        return out, h_n
+
+    def forward_with_gates(
+        self, x: Tensor, hx: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Like forward, and also "hidden" (h_t) of every layer at every step,
+        (num_layers, B, T, H)."""
         out, (h_n,), gates = self._run(x, None if hx is None else (hx,), record=True)
         return out, h_n, gates

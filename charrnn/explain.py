@@ -31,7 +31,7 @@ so that "output" is not mistaken for the hidden state (the output) or the use ga
 A GRU's gates come from ``GateGRU.forward_with_gates`` the same way (an nn.GRU's weights loaded
 into it), by cells.py's names: reset r and update z in [0, 1], the candidate n and the hidden
 state h_t (its one memory) in [-1, 1]. A plain RNN has no gates: its hidden state is shown
-(``hidden``), each layer run as a one-layer nn.RNN of its weights.
+(``hidden``, every layer's), through ``StepRNN`` the same way.
 
 Interpretable units (Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
 Networks", 2015): a unit "follows" a pattern when its activity after each character correlates
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn import scoring
-from charrnn.cells import LSTM_GATE_KEYS, GateGRU, GateLSTM
+from charrnn.cells import LSTM_GATE_KEYS, GateGRU, GateLSTM, StepRNN
 from charrnn.corpus import Vocabulary, describe_char
 from charrnn.errors import ConfigError, CorpusError
 from charrnn.model import CharModel
@@ -67,7 +67,8 @@ GATES = {
     "rnn": {"hidden": "hidden"},  # no gates: its memory alone, fed back beside each input
 }  # fmt: skip
 DEFAULT_GATES = {"lstm": "cell", "gru": "hidden", "rnn": "hidden"}  # each family's memory
-TWINS = {"lstm": GateLSTM, "gru": GateGRU}  # the gate-level core that records a family's gates
+# The step-level core that records a family's gates (a plain RNN's: every layer's hidden state).
+TWINS = {"lstm": GateLSTM, "gru": GateGRU, "rnn": StepRNN}
 # A view's title, by the name asked for (a GRU's own where the same name means another gate).
 GATE_TITLES = {
     "learn": "learn gate (its ignore factor i)",
@@ -193,15 +194,13 @@ def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.
 
     A plain RNN has no gates: its chunks hold its hidden state alone.
     """
-    if gate_family(model) == "rnn":
-        yield from _rnn_hidden_chunks(model, reading)
-        return
     core, twin_class = model.core, TWINS[gate_family(model)]
     if not isinstance(core, twin_class):
-        # torch's fused nn.LSTM and nn.GRU do not expose their gates; the gate-level twin takes
-        # their weights (same names, shapes and gate order).
+        # torch's fused nn.LSTM, nn.GRU and nn.RNN do not expose their gates (nn.RNN not even
+        # every layer's hidden state); the twin takes their weights (same names and shapes).
+        extra = {"nonlinearity": core.nonlinearity} if twin_class is StepRNN else {}
         twin = twin_class(core.input_size, core.hidden_size, core.num_layers, core.bias,
-                          batch_first=True)  # fmt: skip
+                          batch_first=True, **extra)  # fmt: skip
         twin.load_state_dict(core.state_dict())
         core = twin.to(model.head.weight.device)
     ids, step, state = reading.ids.long(), chunk_length(model, gates=True), None
@@ -221,31 +220,6 @@ def gate_activity(model: CharModel, reading: Reading) -> dict[str, torch.Tensor]
     """
     chunks = list(gate_chunks(model, reading))
     return {key: torch.cat([chunk[key] for chunk in chunks], dim=1) for key in chunks[0]}
-
-
-def _rnn_hidden_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.Tensor]]:
-    """gate_chunks for an nn.RNN: {"hidden": (num_layers, n, hidden_size)}. nn.RNN returns the
-    last layer's hidden states only, so each layer runs as a one-layer nn.RNN of its weights
-    (torch's own step, the same numbers), on the layer below's outputs."""
-    core = model.core
-    layers = []
-    for k in range(core.num_layers):
-        size = core.hidden_size if k else core.input_size
-        layer = torch.nn.RNN(size, core.hidden_size, nonlinearity=core.nonlinearity,
-                             bias=core.bias, batch_first=True)  # fmt: skip
-        layer.load_state_dict({name.replace(f"_l{k}", "_l0"): value
-                               for name, value in core.state_dict().items()
-                               if name.endswith(f"_l{k}")})  # fmt: skip
-        layers.append(layer.to(model.head.weight.device).eval())
-    ids, step = reading.ids.long(), chunk_length(model, gates=True)
-    states: list[torch.Tensor | None] = [None] * len(layers)
-    with evaluation_mode(model):
-        for start in range(0, len(ids), step):
-            x, hidden = model.encode_input(ids[start : start + step].unsqueeze(0)), []  # (1, n, E)
-            for k, layer in enumerate(layers):
-                x, states[k] = layer(x, states[k])  # (1, n, H): this layer's h_t, every step
-                hidden.append(x[0])
-            yield {"hidden": torch.stack(hidden)}
 
 
 def gate_family(model: CharModel) -> str:

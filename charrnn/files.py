@@ -46,6 +46,11 @@ def target_of(temporary: Path) -> Path | None:
     return None if target in ("", ".", "..") else temporary.with_name(target)
 
 
+def writer_of(temporary: Path) -> str:
+    """What follows the mark in a temporary's name: its writer's process id, if it is one."""
+    return temporary.name.rsplit(TEMPORARY_MARK, 1)[1] if TEMPORARY_MARK in temporary.name else ""
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Let `write` fill a temporary file beside `path`, make it durable, then put it in place.
 
@@ -200,7 +205,7 @@ def remove_stale_temporaries(folder: Path) -> int:
 def writer_is_gone(temporary: Path) -> bool | None:
     """Whether the process whose id ends a temporary file's name has exited: True or False,
     or None when that cannot be told (no id in the name; no liveness probe on this system)."""
-    pid = temporary.name.rsplit(TEMPORARY_MARK, 1)[1] if TEMPORARY_MARK in temporary.name else ""
+    pid = writer_of(temporary)
     # isdigit alone takes "²", which int() refuses; an id past 31 bits names no process (and
     # would overflow os.kill).
     if not (pid.isascii() and pid.isdigit()):

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from charrnn.errors import CorpusError
-from charrnn.files import TEMPORARY_MARK, target_of, writer_is_gone
+from charrnn.files import target_of, writer_is_gone, writer_of
 from charrnn.tokens import can_lock, folder, is_locked, lock_path, read_header
 
 ABANDONED_AFTER = 3600  # seconds without a write after which a temporary is abandoned
@@ -205,7 +205,7 @@ def _abandoned(path: Path, mtime: float) -> str:
         return "no build holds its entry's lock: its build was stopped"
     gone = writer_is_gone(path)
     if gone:
-        return f"its writer (process {path.name.rsplit(TEMPORARY_MARK, 1)[1]}) is gone"
+        return f"its writer (process {writer_of(path)}) is gone"
     quiet = time.time() - mtime
     if gone is None and quiet >= ABANDONED_AFTER:  # a live writer may be paused: leave it
         return f"not written to for {quiet / 60:,.0f} minutes"

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from charrnn.cells import GateGRU, GateLSTM
+from charrnn.cells import GateGRU, GateLSTM, StepRNN
 
 INPUT_SIZE, HIDDEN_SIZE, SEQ_LENGTH, BATCH_SIZE = 5, 7, 6, 3
 ATOL, RTOL = 1e-5, 1e-5
@@ -339,3 +339,18 @@ def test_gru_forward_with_gates_agrees_with_forward() -> None:
     assert_close(gates["hidden"][:, :, -1], h_n, atol=0, rtol=0)
     for key in ("reset", "update"):
         assert gates[key].min() >= 0 and gates[key].max() <= 1, key
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_step_rnn_takes_nn_rnns_weights_and_gives_its_numbers(nonlinearity: str) -> None:
+    torch.manual_seed(0)
+    reference = nn.RNN(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, nonlinearity=nonlinearity)
+    rnn = StepRNN(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, nonlinearity=nonlinearity)
+    rnn.load_state_dict(reference.state_dict())
+    x = make_input(batch_first=False, requires_grad=False)
+    out, h_n = reference(x)
+    out_s, h_n_s, gates = rnn.forward_with_gates(x)
+    assert_close(out_s, out, atol=ATOL, rtol=RTOL)
+    assert_close(h_n_s, h_n, atol=ATOL, rtol=RTOL)
+    assert_close(gates["hidden"][:, :, -1], h_n, atol=ATOL, rtol=RTOL)  # every layer's, kept
+    assert_close(gates["hidden"][-1], out.transpose(0, 1), atol=ATOL, rtol=RTOL)
