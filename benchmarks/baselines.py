@@ -11,12 +11,13 @@
 
 Both train in fp32, or with --precision bf16 under the same bf16 autocast charrnn uses on CPUs
 that are fast at it (weights, optimiser and loss in fp32), so a comparison can be made at equal
-precision. Adam runs its fused kernel, as charrnn's optimiser does, so that part of a step is as
-fast as charrnn's too. Both use the classic char-rnn batching (rows of the training text,
-targets shifted by one), carry the hidden state between batches, clip gradients at 5, and
-finish with the mean cross-entropy (fp32) over the whole validation text (the last
---val-fraction, cut as charrnn cuts it), scored statefully in 32 rows. Prints one JSON object:
-the final validation loss and a (seconds, val loss) curve.
+precision; `--device cuda` trains and scores on a GPU (fp32 there without TF32). Adam runs its
+fused kernel, as charrnn's optimiser does, so that part of a step is as fast as charrnn's too.
+Both use the classic char-rnn batching (rows of the training text, targets shifted by one),
+carry the hidden state between batches, clip gradients at 5, and finish with the mean
+cross-entropy (fp32) over the whole validation text (the last --val-fraction, cut as charrnn
+cuts it), scored statefully in 32 rows. Prints one JSON object: the final validation loss, the
+seconds it trained, and a (seconds, val loss) curve.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ RECIPES = {
 }  # fmt: skip
 
 
+def synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 @torch.no_grad()
 def validation_loss(net: Net, val: torch.Tensor, rows: int = 32, seq: int = 1000) -> float:
     net.eval()
@@ -72,15 +78,17 @@ def validation_loss(net: Net, val: torch.Tensor, rows: int = 32, seq: int = 1000
 
 
 def train(recipe: str, corpus: str, seconds: float, eval_every: float, precision: str = "fp32",
-          val_fraction: float = 0.1, threads: int = 0) -> dict:  # fmt: skip
+          val_fraction: float = 0.1, threads: int = 0, device: str = "cpu") -> dict:  # fmt: skip
     r = RECIPES[recipe]
     if threads:
         torch.set_num_threads(threads)
+    # fp32 is fp32 on a GPU too (no TF32), as in charrnn's fp32 scoring
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(1337)
     text = Path(corpus).read_text(encoding="utf-8")
     chars = sorted(set(text))
     index = {c: i for i, c in enumerate(chars)}
-    data = torch.tensor([index[c] for c in text], dtype=torch.long)
+    data = torch.tensor([index[c] for c in text], dtype=torch.long, device=device)
     split = len(data) - int(len(data) * val_fraction)
     amp = torch.bfloat16 if precision == "bf16" else None
     train_data, val = data[:split], data[split:]
@@ -90,7 +98,7 @@ def train(recipe: str, corpus: str, seconds: float, eval_every: float, precision
     x_all = kept.view(batch, -1)
     y_all = torch.cat([kept[1:], kept[:1]]).view(batch, -1)
 
-    net = Net(len(chars), r["hidden"], r["layers"], r["embedding"], r["dropout"])
+    net = Net(len(chars), r["hidden"], r["layers"], r["embedding"], r["dropout"]).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=r["lr"], fused=True)
     start = time.perf_counter()
     curve, step, state, next_eval = [], 0, None, eval_every
@@ -102,7 +110,7 @@ def train(recipe: str, corpus: str, seconds: float, eval_every: float, precision
         decay = 0.5 * (1 + math.cos(math.pi * min(1.0, elapsed / seconds))) if r["cosine"] else 1
         for group in optimizer.param_groups:
             group["lr"] = r["lr"] * warm * decay
-        with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+        with torch.autocast(torch.device(device).type, dtype=amp, enabled=amp is not None):
             logits, state = net(x_all[:, k * seq : (k + 1) * seq], state)
         targets = y_all[:, k * seq : (k + 1) * seq].flatten()
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets)
@@ -113,10 +121,14 @@ def train(recipe: str, corpus: str, seconds: float, eval_every: float, precision
         state = tuple(s.detach() for s in state)
         step += 1
         if eval_every and time.perf_counter() - start >= next_eval:
+            synchronize(device)  # a GPU's queued steps count before the clock is read
             curve.append((round(time.perf_counter() - start, 1), validation_loss(net, val)))
             next_eval += eval_every
+    synchronize(device)
+    seconds = time.perf_counter() - start  # the budget, and a GPU's last queued steps
     final = validation_loss(net, val)
     return {
+        "device": device,
         "recipe": recipe,
         "precision": precision,
         "threads": torch.get_num_threads(),
@@ -138,9 +150,11 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = torch's default")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     print(json.dumps(train(args.recipe, args.corpus, args.seconds, args.eval_every,
-                           args.precision, args.val_fraction, args.threads)))  # fmt: skip
+                           args.precision, args.val_fraction, args.threads,
+                           args.device)))  # fmt: skip
 
 
 if __name__ == "__main__":

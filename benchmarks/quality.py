@@ -46,8 +46,10 @@ def run_name(config: str, sets: list[str]) -> str:
     return f"ours-{Path(config).stem}" + (f"-{slug}" if slug else "")
 
 
-def ours(config: str, corpus: Path, seconds: float, workdir: Path, sets: list[str]) -> dict:
-    """Train with the driver, then measure everything after the run (see the docstring)."""
+def ours(config: str, corpus: Path, seconds: float, workdir: Path, sets: list[str], *,
+         device: str = "cpu", dynamic: bool = True) -> dict:  # fmt: skip
+    """Train with the driver, then measure everything after the run (see the docstring) on
+    `device` (a GPU run is scored on its GPU, in fp32 with TF32 off)."""
     run_dir = workdir / run_name(config, sets)
     shutil.rmtree(run_dir, ignore_errors=True)
     command = [sys.executable, "-m", "benchmarks.driver", "--config", config, "--corpus",
@@ -74,7 +76,7 @@ def ours(config: str, corpus: Path, seconds: float, workdir: Path, sets: list[st
         "curve": [(x["time"], x["val_loss"]) for x in lines],
         "settings": settings,  # as trained (auto_size's choice in place)
         "sizing": driver.get("sizing"),
-        **after_the_run(run_dir, settings, driver),
+        **after_the_run(run_dir, settings, driver, torch.device(device), dynamic),
     }
 
 
@@ -101,17 +103,20 @@ def real_speed(lines: list[dict], driver: dict, settings: dict) -> dict:
     }
 
 
-def after_the_run(run_dir: Path, settings: dict, driver: dict) -> dict:
+def after_the_run(run_dir: Path, settings: dict, driver: dict, device: torch.device,
+                  dynamic: bool) -> dict:  # fmt: skip
     """fp32 scores of best.pt, last.pt and the snapshots; dynamic evaluation of best.pt."""
     start = time.perf_counter()
     val = load_data(settings["corpus"], settings["val_fraction"]).val
     batch, seq = settings["batch_size"], settings["seq_length"]
     best, last = ckpt.load(run_dir / rundir.BEST), ckpt.load(run_dir / rundir.LAST)
     model, _ = ckpt.restore_model(best)
+    model.to(device)
+    exact_fp32()
 
     def fp32(weights: dict[str, torch.Tensor]) -> float:
         model.load_state_dict(weights)
-        return evaluate(model, val, batch, seq, torch.device("cpu"), None)[0]
+        return evaluate(model, val, batch, seq, device, None)[0]
 
     scores = {
         "final_val_loss": fp32(last["model"]),
@@ -127,12 +132,20 @@ def after_the_run(run_dir: Path, settings: dict, driver: dict) -> dict:
         "target": time_to_target(curve),
     }
     scores["eval_seconds"] = time.perf_counter() - start
-    model.load_state_dict(best["model"])
-    begun = time.perf_counter()
-    dynamic = dynamic_evaluate(model, val, device=torch.device("cpu"))
-    scores["dynamic"] = {**dynamic.to_json(), "checkpoint": rundir.BEST,
-                         "seconds": time.perf_counter() - begun}  # fmt: skip
+    if dynamic:
+        model.load_state_dict(best["model"])
+        begun = time.perf_counter()
+        score = dynamic_evaluate(model, val, device=device)
+        scores["dynamic"] = {**score.to_json(), "checkpoint": rundir.BEST,
+                             "seconds": time.perf_counter() - begun}  # fmt: skip
     return scores
+
+
+def exact_fp32() -> None:
+    """On a GPU, fp32 means fp32: torch lets cuDNN (and may let matrix products) round inputs
+    to TF32, which `charrnn eval` on a CPU never does. No effect on a CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def time_to_target(curve: list[tuple[int, float, float]]) -> dict[str, Any]:
@@ -153,13 +166,13 @@ def time_to_target(curve: list[tuple[int, float, float]]) -> dict[str, Any]:
 
 
 def baseline(recipe: str, corpus: Path, seconds: float, precision: str, val_fraction: float,
-             threads: int = 0):  # fmt: skip
-    # Scored every tenth of the budget (inside it, as charrnn's own evaluations are), so the
-    # baseline is also reported at its best moment, as early stopping would keep it.
+             threads: int = 0, device: str = "cpu", evaluations: int = 10):  # fmt: skip
+    # Scored `evaluations` times in its budget (inside it, as charrnn's own evaluations are),
+    # so the baseline is also reported at its best moment, as early stopping would keep it.
     command = [sys.executable, "-m", "benchmarks.baselines", recipe, "--corpus", str(corpus),
                "--seconds", str(seconds), "--precision", precision,
                "--val-fraction", str(val_fraction), "--threads", str(threads),
-               "--eval-every", str(seconds / 10)]  # fmt: skip
+               "--eval-every", str(seconds / evaluations), "--device", device]  # fmt: skip
     stdout, _, _ = run_child(command)
     result = json.loads(stdout)
     scores = [(loss, at) for at, loss in result["curve"]] + [(result["final_val_loss"], seconds)]
