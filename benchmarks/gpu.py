@@ -23,9 +23,8 @@ tiny --seconds 5` checks the script on a CPU; without either flag it refuses to 
 CUDA. Back on the machine that keeps the results, `python -m benchmarks.gpu --record FILE`
 adds FILE as the GPU section of benchmarks/results.json and rewrites RESULTS.md.
 
-On a GPU machine where nothing can be installed, run it from the checkout with the folders an
-install puts into the package linked in: `ln -s ../configs charrnn/configs; ln -s ../corpora
-charrnn/corpora` (how the 2026-12-04 run on an H200 was made, under that machine's torch).
+On a GPU machine where nothing can be installed, run it from the checkout's root under that
+machine's torch (charrnn then finds its configs and corpora beside the package).
 """
 
 from __future__ import annotations
