@@ -122,3 +122,8 @@ class ServeConfig:
     grace: float = setting(
         5.0, "seconds that running streams get to finish after SIGTERM", SERVING, min=0.0
     )
+    cors_origin: tuple[str, ...] = setting(
+        (), "a web origin (https://example.org, or * for any) whose pages may call the API "
+        "from a browser; none = only the page served here", SERVING, item=str,
+    )  # fmt: skip
+    access_log: bool = setting(False, "print a line for each request on stderr", SERVING)

@@ -7,14 +7,16 @@ colour it by surprise. Screenshots are saved in pytest's temporary folder.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import shutil
 
 import pytest
 
 from charrnn import load_model, rundir, use_config
-from tests.serving import live_server, need
+from tests.serving import SlowStepper, live_server, need
 
 pytestmark = pytest.mark.browser
 
@@ -112,3 +114,67 @@ def test_surprise_colours_each_scored_character(browser, server, tmp_path):
     coloured = [span.value_of_css_property("background-color") for span in spans[1:]]
     assert len(set(coloured)) > 5  # a range of reds, not one flat colour
     assert json.loads(values[1]) > 0
+
+
+def generate_on_page(browser, url: str, prime: str, length: int, **fields) -> object:
+    """Fill the Write form (`fields`: element id -> value typed or set) and press Generate;
+    the output element, once the stream has ended."""
+    browser.get(url + "/")
+    box = browser.find_element(By.ID, "prime")
+    box.clear()
+    box.send_keys(prime)
+    set_range(browser, "length", length)
+    for element_id, value in fields.items():
+        element = browser.find_element(By.ID, element_id)
+        if value is True:
+            element.click()  # a checkbox
+        else:
+            element.clear()
+            element.send_keys(str(value))
+    browser.find_element(By.ID, "generate").click()
+    output = browser.find_element(By.ID, "output")
+    WebDriverWait(browser, 30).until(lambda _: output.get_attribute("data-state") != "running")
+    assert output.get_attribute("data-state") == "done", browser.find_element(By.ID, "status").text
+    return output
+
+
+def test_several_samples_with_a_stop_string_each_in_a_block_of_its_own(browser, server):
+    url, generator = server
+    output = generate_on_page(browser, url, "JULIET:", 300, seed=5, samples=3, **{
+        "top-k": 10, "stop-at": "e "})  # fmt: skip
+    blocks = [b.get_attribute("textContent") for b in output.find_elements(By.TAG_NAME, "pre")]
+    assert blocks == generator.generate("JULIET:", 300, seed=5, num_samples=3, top_k=10,
+                                        stop=["e "])  # fmt: skip
+    assert any(block.endswith("e ") for block in blocks)  # the stop string ended one at least
+    assert "3 samples of" in browser.find_element(By.ID, "status").text
+
+
+def test_greedy_sets_the_draw_aside_and_writes_the_most_likely_text(browser, server):
+    url, generator = server
+    output = generate_on_page(browser, url, "ROMEO:", 120, greedy=True)
+    assert all(not browser.find_element(By.ID, name).is_enabled()
+               for name in ("temperature", "top-p", "top-k", "seed"))  # fmt: skip
+    assert output.get_attribute("textContent") == generator.generate("ROMEO:", 120, greedy=True)
+    assert browser.find_element(By.ID, "status").text.endswith("; greedy")
+
+
+def test_a_stopped_stream_shows_its_prime_and_keeps_its_seed(browser, tiny_run):
+    generator = load_model(str(tiny_run), "cpu", int8=True)
+    slow = copy.copy(generator)
+    slow.stepper = SlowStepper(generator.stepper, 0.01)  # 1,000 characters: 10 s at least
+    with live_server(create_app(slow, use_config.ServeConfig(max_length=1000))) as url:
+        browser.get(url + "/")
+        set_range(browser, "length", 1000)
+        browser.find_element(By.ID, "generate").click()
+        prime = WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.CSS_SELECTOR, "#output .prime"))  # fmt: skip
+        assert prime.get_attribute("textContent") == "ROMEO:"  # shown while it streams
+        sample = browser.find_element(By.CSS_SELECTOR, "#output pre")
+        WebDriverWait(browser, 30).until(
+            lambda _: len(sample.get_attribute("textContent")) > len("ROMEO:") + 5)  # fmt: skip
+        browser.find_element(By.ID, "stop").click()
+        status = browser.find_element(By.ID, "status")
+        WebDriverWait(browser, 30).until(lambda _: status.text.startswith("stopped"))
+        seed = int(re.fullmatch(r"stopped; seed (\d+)", status.text).group(1))
+        written = sample.get_attribute("textContent")
+    assert written == generator.generate("ROMEO:", len(written) - len("ROMEO:"), seed=seed)

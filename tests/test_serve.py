@@ -125,7 +125,7 @@ def test_a_stop_string_ends_the_text_after_it(client, generator):
     assert reply["finish_reasons"] == ["stop"]
 
 
-def test_stream_sends_the_new_text_in_events_then_done(client):
+def test_stream_sends_start_then_the_new_text_in_events_then_done(client):
     body = {"prime": "ROMEO:", "length": 200, "seed": 3}
     whole = client.post("/v1/generate", json=body).json()
     reply = client.post("/v1/generate", json={**body, "stream": True})
@@ -133,10 +133,44 @@ def test_stream_sends_the_new_text_in_events_then_done(client):
     assert reply.headers["content-type"].startswith("text/event-stream")
     events = list(sse_events(iter(reply.text.split("\n"))))
     kinds = [kind for kind, _ in events]
-    assert kinds[-1] == "done" and set(kinds[:-1]) == {"message"}
-    pieces = [json.loads(data)["text"] for _, data in events[:-1]]
+    assert kinds[0] == "start" and kinds[-1] == "done" and set(kinds[1:-1]) == {"message"}
+    start = json.loads(events[0][1])  # before any text: what a client shows, and can repeat
+    assert start == {"prime": "ROMEO:", "seed": 3, "settings": whole["settings"]}
+    pieces = [json.loads(data)["text"] for _, data in events[1:-1]]
     done = json.loads(events[-1][1])
     assert "ROMEO:" + "".join(pieces) == done["text"] == whole["text"]
+
+
+def test_the_start_event_names_a_drawn_seed_and_the_prime_as_read(client):
+    body = {"prime": "RO\u201cMEO", "length": 5, "stream": True, "skip_unknown": True}
+    events = list(sse_events(iter(client.post("/v1/generate", json=body).text.split("\n"))))
+    start, done = json.loads(events[0][1]), json.loads(events[-1][1])
+    assert start["prime"] == done["prime"] == "ROMEO"  # the unseen quote left out
+    assert start["seed"] == done["seed"] and done["text"].startswith("ROMEO")
+
+
+def test_the_reply_says_the_prime_and_settings_it_used(client):
+    body = {"length": 30, "seed": 2, "top_k": 4, "stop": ["\n\n"], "num_samples": 2}
+    reply = client.post("/v1/generate", json=body).json()
+    assert reply["prime"] == "\n"  # none given: sample's default
+    assert reply["settings"] == {"temperature": 0.8, "top_k": 4, "top_p": 1.0, "greedy": False,
+                                 "length": 30, "num_samples": 2, "stop": ["\n\n"]}  # fmt: skip
+    assert reply["mean_log_probs"] is None  # not asked for: not computed
+
+
+@pytest.mark.parametrize("stop", [[], ["e "]])
+def test_mean_log_probs_equal_charrnn_samples(client, tiny_run, stop):
+    body = {"prime": "JULIET:", "length": 150, "seed": 8, "num_samples": 3, "score": True,
+            "stop": stop}  # fmt: skip
+    reply = client.post("/v1/generate", json=body).json()
+    flags = [x for s in stop for x in ("--stop", s)]
+    result = run_cli("sample", tiny_run, "--prime", "JULIET:", "--length", 150, "--seed", 8,
+                     "--num-samples", 3, "--int8", "--json", *flags)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [x["prime"] + x["text"] for x in lines] == reply["texts"]
+    assert reply["mean_log_probs"] == pytest.approx([x["mean_log_prob"] for x in lines], rel=1e-5)
+    assert all(-10 < mean < 0 for mean in reply["mean_log_probs"])
 
 
 def test_score_gives_explains_surprise(client, tiny_run):
@@ -151,11 +185,39 @@ def test_score_gives_explains_surprise(client, tiny_run):
     assert served["mean"] == pytest.approx(sum(served["values"][1:]) / (len(text) - 1))
 
 
-def test_model_gives_inspect_json_of_the_served_checkpoint(client, tiny_run):
+def test_model_gives_inspect_json_of_the_served_checkpoint_with_names_for_paths(client, tiny_run):
     served = rundir.find_checkpoint(tiny_run)  # what sample and serve read: best.pt
     result = run_cli("inspect", served, "--json")
     assert result.exit_code == 0, result.output
-    assert client.get("/v1/model").json() == json.loads(result.stdout)
+    inspected, described = json.loads(result.stdout), client.get("/v1/model").json()
+    assert described["checkpoint"] == served.name and inspected["checkpoint"] == str(served)
+    assert described["corpus"] == Path(inspected["corpus"]).name
+    same = ("checkpoint", "corpus", "corpus_files", "train_config")
+    assert {k: v for k, v in described.items() if k not in same} == {
+        k: v for k, v in inspected.items() if k not in same
+    }
+    assert str(ROOT) not in json.dumps(described) and str(tiny_run) not in json.dumps(described)
+
+
+def test_cors_lets_the_named_origins_call_from_a_browser_and_no_others(generator):
+    limits = use_config.ServeConfig(cors_origin=("https://example.org",))
+    asked = {"Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "content-type"}  # fmt: skip
+    with TestClient(create_app(generator, limits)) as http:
+        allowed = http.options("/v1/generate", headers={"Origin": "https://example.org", **asked})
+        other = http.options("/v1/generate", headers={"Origin": "https://evil.example", **asked})
+        reply = http.post(
+            "/v1/generate", json={"length": 3}, headers={"Origin": "https://example.org"}
+        )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://example.org"
+    assert "access-control-allow-origin" not in other.headers
+    assert reply.headers["access-control-allow-origin"] == "https://example.org"
+
+
+def test_without_cors_origins_no_page_elsewhere_may_read_the_replies(client):
+    reply = client.post("/v1/generate", json={"length": 3}, headers={"Origin": "https://a.org"})
+    assert reply.status_code == 200 and "access-control-allow-origin" not in reply.headers
 
 
 def test_health_says_up_and_how_busy(client, generator):
@@ -379,6 +441,7 @@ def test_two_seeded_requests_joining_mid_run_each_equal_their_solo_text(generato
         with httpx.Client(base_url=url, timeout=30) as http:
             with http.stream("POST", "/v1/generate", json={**alone, "stream": True}) as reply:
                 events = sse_events(reply.iter_lines())
+                assert next(events)[0] == "start"
                 first = next(events)  # the first request is generating: the second joins it
                 thread = threading.Thread(target=join)
                 thread.start()
@@ -428,7 +491,7 @@ def test_a_full_batch_queues_then_answers_503(generator):
 
         with http.stream("POST", "/v1/generate", json={"length": 100, "stream": True}) as running:
             events = sse_events(running.iter_lines())  # kept: dropping it would close the stream
-            next(events)
+            assert [next(events)[0], next(events)[0]] == ["start", "message"]
             thread = threading.Thread(target=wait_in_queue)
             thread.start()
             wait_for(lambda: http.get("/health").json()["queued"] == 1)
@@ -449,7 +512,7 @@ def test_a_client_that_disconnects_frees_its_slot_at_once(generator, streamed):
         if streamed:
             with http.stream("POST", "/v1/generate", json=long) as reply:
                 events = sse_events(reply.iter_lines())  # kept: dropping it closes the stream
-                next(events)
+                assert [next(events)[0], next(events)[0]] == ["start", "message"]
                 assert http.get("/health").json()["streams"] == 1
         else:
             with pytest.raises(httpx.ReadTimeout):
@@ -472,7 +535,8 @@ def wait_for(condition, seconds: float = 10) -> None:
 def test_charrnn_serve_answers_on_127_0_0_1_and_ends_cleanly_on_sigterm(tiny_run):
     port, grace = free_port(), 1.0
     command = [sys.executable, "-m", "charrnn", "serve", str(tiny_run), "--port", str(port),
-               "--grace", str(grace), "--max-length", "100000", "--int8"]  # fmt: skip
+               "--grace", str(grace), "--max-length", "100000", "--int8",
+               "--access-log"]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -485,7 +549,7 @@ def test_charrnn_serve_answers_on_127_0_0_1_and_ends_cleanly_on_sigterm(tiny_run
             long = {"length": 100000, "seed": 1, "stream": True}
             with http.stream("POST", "/v1/generate", json=long) as reply:
                 events = sse_events(reply.iter_lines())
-                assert next(events)[0] == "message"
+                assert [next(events)[0], next(events)[0]] == ["start", "message"]
                 server.send_signal(signal.SIGTERM)
                 signalled = time.monotonic()
                 last = list(events)[-1]  # the response ends cleanly: no protocol error
@@ -498,6 +562,8 @@ def test_charrnn_serve_answers_on_127_0_0_1_and_ends_cleanly_on_sigterm(tiny_run
         stderr = server.communicate()[1]
     assert server.returncode == 143, stderr  # terminated, as every charrnn command
     assert "terminated" in stderr and "Traceback" not in stderr
+    assert '"POST /v1/generate HTTP/1.1" 200' in stderr  # --access-log: a line a request
+    assert "Uvicorn running" not in stderr  # and none of uvicorn's start-up chatter
 
 
 def _up(url: str) -> bool:

@@ -2,7 +2,7 @@
 
     POST /v1/generate   the prime and new characters (JSON), or streamed (text/event-stream)
     POST /v1/score      the model's surprise at each character of a text (as `explain --json`)
-    GET  /v1/model      the served checkpoint's facts (as `inspect --json`)
+    GET  /v1/model      the served checkpoint's facts (as `inspect --json`, paths as names)
     GET  /health        up, and how busy
     GET  /              the page (charrnn/serve/page/)
 
@@ -17,9 +17,11 @@ request models are made inside create_app.
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import errno
 import json
+import logging
 import math
 import socket
 from collections.abc import AsyncIterator
@@ -107,6 +109,15 @@ def request_models(limits: use_config.ServeConfig) -> tuple[type[BaseModel], typ
             ),
         ),  # fmt: skip
         skip_unknown=_skip_unknown("drop prime characters the model never saw (else 422)"),
+        score=(
+            bool,
+            Field(
+                False,
+                description="also give each sample's mean log-probability per new character "
+                "(`mean_log_probs`, under the model at temperature 1, as `charrnn sample "
+                "--json`); costs a little time per character",
+            ),
+        ),  # fmt: skip
     )
     score = create_model(
         "ScoreRequest",
@@ -129,9 +140,17 @@ class GenerateReply(BaseModel):
 
     text: str = Field(description="the prime followed by the new characters (sample 1)")
     texts: list[str] = Field(description="every sample's text, prime included")
+    prime: str = Field(description="the prime as read (the default, or unseen characters left out)")
     finish_reasons: list[str] = Field(description="per sample: length or stop")
     new_characters: list[int] = Field(description="new characters per sample")
+    mean_log_probs: list[float | None] | None = Field(
+        description='per sample, with "score": true: the mean log-probability of its new '
+        "characters under the model (temperature 1); null for a sample with none"
+    )
     seed: int = Field(description="the seed used (drawn when none was given): ask again with it")
+    settings: dict[str, Any] = Field(
+        description="temperature, top_k, top_p, greedy, length, num_samples, stop as used"
+    )
     seconds: float = Field(description="from the prime's reading to the last character")
     queued_seconds: float = Field(description="time spent waiting for a place in the batch")
     chars_per_second: float | None = Field(description="new characters per second")
@@ -171,6 +190,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    if limits.cors_origin:  # pages of these origins may call the API from a browser
+        from fastapi.middleware.cors import CORSMiddleware
+
+        origins = list(limits.cors_origin)
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type"])  # fmt: skip
     errors = {422: {"model": Problem}, 503: {"model": Problem}}
 
     @app.exception_handler(RequestValidationError)
@@ -308,9 +333,23 @@ def serve_forever(app: FastAPI, limits: use_config.ServeConfig, listener: socket
             port=limits.port,
             timeout_graceful_shutdown=limits.grace + 2,
             log_level="warning",
+            log_config=_log_config(),
+            access_log=limits.access_log,
         )
     )
+    if limits.access_log:  # uvicorn's own request lines; its start-up chatter stays quiet
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server.run(sockets=[listener])
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with its request lines on stderr (where charrnn says everything
+    else) rather than stdout."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
 
 
 def _job(generator: TextGenerator, body: Any) -> Job:
@@ -320,12 +359,17 @@ def _job(generator: TextGenerator, body: Any) -> Job:
     prime = generator.clean_prime(body.prime, body.skip_unknown)
     options = SamplingOptions(body.temperature, body.top_k, body.top_p, body.greedy)
     seed = new_seed() if body.seed is None else body.seed
-    return Job(prime, body.length, options, seed, body.num_samples, tuple(body.stop))
+    return Job(prime, body.length, options, seed, body.num_samples, tuple(body.stop), body.score)
 
 
 async def _events(engine: Engine, stream: Stream) -> AsyncIterator[str]:
-    """Server-sent events: the new text in pieces, then `done` (or `error`)."""
-    several = stream.job.num_samples > 1
+    """Server-sent events: `start` (the prime as read, the seed and the settings, so a client
+    can show them before any text and keep the seed of a stream it stops), the new text in
+    pieces, then `done` (or `error`)."""
+    job = stream.job
+    several = job.num_samples > 1
+    start = {"prime": job.prime, "seed": job.seed, "settings": job.settings()}
+    yield f"event: start\ndata: {json.dumps(start, ensure_ascii=False)}\n\n"
     try:
         async for event in stream:
             if event[0] == "text":
@@ -418,11 +462,27 @@ def _problem(error: dict) -> str:
 
 
 def _describe(checkpoint: str | Path | None) -> dict | None:
+    """`charrnn inspect --json` of the checkpoint, with every path cut to its file name: a
+    server tells its clients what the model is, not where its files lie on this machine."""
     if checkpoint is None:
         return None
     from charrnn import insight
 
-    return jsonable_encoder(insight.summarize(checkpoint).to_json())
+    return _names_only(jsonable_encoder(insight.summarize(checkpoint).to_json()))
+
+
+# The keys of inspect's JSON (at any depth) whose strings are paths of this machine.
+PATH_KEYS = {"checkpoint", "corpus", "path", "val_corpus", "init_from"}
+
+
+def _names_only(value: Any, is_path: bool = False) -> Any:
+    if isinstance(value, str) and is_path and value:
+        return Path(value).name or value
+    if isinstance(value, dict):
+        return {key: _names_only(item, key in PATH_KEYS) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_names_only(item, is_path) for item in value]
+    return value
 
 
 def _page_file(name: str) -> str:

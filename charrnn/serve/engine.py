@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -78,6 +78,12 @@ class Job:
     seed: int
     num_samples: int = 1
     stops: tuple[str, ...] = ()
+    score: bool = False  # also each sample's mean log-probability (a little more per step)
+
+    def settings(self) -> dict[str, Any]:
+        """What shaped the text, as `charrnn sample --json` names it (the seed beside it)."""
+        return {**asdict(self.options), "length": self.length,
+                "num_samples": self.num_samples, "stop": list(self.stops)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- the sampler
@@ -141,6 +147,7 @@ class Stream:
     unsent: list[list[str]] = field(default_factory=list)
     stops: list[StopStrings] = field(default_factory=list)
     reasons: list[str | None] = field(default_factory=list)
+    log_prob_sums: list[float] = field(default_factory=list)  # of the kept new characters
 
     @property
     def rows(self) -> int:
@@ -166,12 +173,19 @@ class Stream:
         now = time.monotonic()
         seconds = now - (self.started or now)
         new = sum(len(chars) for chars in self.texts)
+        means = None
+        if self.job.score:  # as charrnn sample --json: None for a sample with no new text
+            sums = zip(self.log_prob_sums, self.texts, strict=True)
+            means = [total / len(chars) if chars else None for total, chars in sums]
         return {
             "text": texts[0],
             "texts": texts,
+            "prime": self.job.prime,
             "finish_reasons": self.reasons,
             "new_characters": [len(chars) for chars in self.texts],
+            "mean_log_probs": means,
             "seed": self.job.seed,
+            "settings": self.job.settings(),
             "seconds": seconds,
             "queued_seconds": (self.started or now) - self.submitted,
             "chars_per_second": new / seconds if seconds > 0 else None,
@@ -407,6 +421,7 @@ class Engine:
             stream.unsent = [[] for _ in range(job.num_samples)]
             stream.stops = [StopStrings(job.stops) for _ in range(job.num_samples)]
             stream.reasons = [None] * job.num_samples
+            stream.log_prob_sums = [0.0] * job.num_samples
         piece = stream.prime_ids[stream.primed : stream.primed + PRIME_CHUNK]
         self._use_threads(job.num_samples, self._prime_bytes)
         context = read_ids(self.generator.model, piece, stream.state)
@@ -438,10 +453,14 @@ class Engine:
         ids = self._draw_all()
         chars = self.chars
         drawn = ids.tolist()
+        log_probs = None
+        if any(stream.job.score for stream in self._active):  # at temperature 1, as sample's
+            log_probs = torch.log_softmax(self._logits, -1).gather(1, ids[:, None])[:, 0].tolist()
         keep, kept_streams, row = [], [], 0
         for stream in self._active:
             if not stream.cancelled:
-                self._advance(stream, [chars[i] for i in drawn[row : row + stream.rows]])
+                mine = log_probs[row : row + stream.rows] if stream.job.score else None
+                self._advance(stream, [chars[i] for i in drawn[row : row + stream.rows]], mine)
             if stream.cancelled or stream.finished:
                 self._leave(stream, None)
             else:
@@ -481,7 +500,7 @@ class Engine:
             )
         return ids
 
-    def _advance(self, stream: Stream, chars: list[str]) -> None:
+    def _advance(self, stream: Stream, chars: list[str], log_probs: list[float] | None) -> None:
         stream.position += 1
         for index, char in enumerate(chars):
             if stream.reasons[index] is not None:
@@ -490,6 +509,8 @@ class Engine:
             if kept is None or kept > 0:
                 stream.texts[index].append(char)
                 stream.unsent[index].append(char)
+                if log_probs is not None:
+                    stream.log_prob_sums[index] += log_probs[index]
             if kept is not None:
                 stream.reasons[index] = "stop"
             elif stream.position == stream.job.length:

@@ -12,6 +12,12 @@ for (const id of ["temperature", "top-p", "length"]) {
   show();
 }
 
+// Greedy decoding draws nothing: the settings that shape a draw (and its seed) do not apply.
+const DRAW_SETTINGS = ["temperature", "top-p", "top-k", "seed"];
+$("greedy").addEventListener("change", () => {
+  for (const id of DRAW_SETTINGS) $(id).disabled = $("greedy").checked;
+});
+
 async function describe() {
   try {
     const health = await (await fetch("/health")).json();
@@ -19,9 +25,11 @@ async function describe() {
     length.max = health.limits.max_length;
     if (Number(length.value) > health.limits.max_length) length.value = health.limits.max_length;
     $("length-value").textContent = length.value;
+    $("samples").max = Math.min(health.limits.max_samples, health.limits.max_streams);
     const model = await fetch("/v1/model");
     if (model.ok) {
       const m = await model.json();
+      $("top-k").max = m.vocab_size;
       $("model").textContent = `${m.run}: ${m.cell} ${m.num_layers}x${m.hidden_size}, ` +
         `${m.vocab_size} characters, trained on ${m.corpus} (${health.device})`;
     }
@@ -44,27 +52,65 @@ function parseEvent(block) {
   return [event, data.length ? JSON.parse(data.join("\n")) : null];
 }
 
-async function generate() {
-  if (running) running.abort();
-  const controller = new AbortController();
-  running = controller;
+// "\n" typed in the stop box is a new line, "\t" a tab, "\\" a backslash.
+function fromTyped(typed) {
+  return typed.replace(/\\([nt\\])/g, (_, c) => ({ n: "\n", t: "\t", "\\": "\\" })[c]);
+}
+
+function request() {
   const body = {
     prime: $("prime").value,
-    temperature: Number($("temperature").value),
-    top_p: Number($("top-p").value),
     length: Number($("length").value),
     stream: true,
     // As the Surprise button: a character the model never saw (a pasted curly quote) is
     // left out of the prime rather than refused, since the page has no other way to say so.
     skip_unknown: true,
   };
-  if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if ($("greedy").checked) {
+    body.greedy = true;
+  } else {
+    body.temperature = Number($("temperature").value);
+    body.top_p = Number($("top-p").value);
+    if (Number($("top-k").value) > 0) body.top_k = Number($("top-k").value);
+    if ($("seed").value !== "") body.seed = Number($("seed").value);
+  }
+  if (Number($("samples").value) > 1) body.num_samples = Number($("samples").value);
+  if ($("stop-at").value !== "") body.stop = [fromTyped($("stop-at").value)];
+  return body;
+}
+
+// One block a sample: the prime (grey) and the new text, which grows as it streams in.
+function showSamples(prime, count) {
+  const texts = [];
+  const blocks = [];
+  for (let i = 0; i < count; i++) {
+    const block = document.createElement("pre");
+    block.className = "sample";
+    const shown = document.createElement("span");
+    shown.className = "prime";
+    shown.textContent = prime;
+    const text = document.createTextNode("");
+    block.append(shown, text);
+    blocks.push(block);
+    texts.push(text);
+  }
+  $("output").replaceChildren(...blocks);
+  return texts;
+}
+
+async function generate() {
+  if (running) running.abort();
+  const controller = new AbortController();
+  running = controller;
+  const body = request();
   const output = $("output");
-  output.textContent = "";
+  output.replaceChildren();
   output.dataset.state = "running";
   $("stop").disabled = false;
   setStatus("status", "writing...");
-  const newText = document.createTextNode("");
+  let texts = [];
+  let seed = null; // known from the start event: kept when the stream is stopped
+  const seedWords = () => (body.greedy ? "greedy" : `seed ${seed}`);
   try {
     const response = await fetch("/v1/generate", {
       method: "POST",
@@ -76,9 +122,6 @@ async function generate() {
       const problem = await response.json().catch(() => ({}));
       throw new Error(problem.error || `HTTP ${response.status}`);
     }
-    const prime = document.createElement("span");
-    prime.className = "prime";
-    output.append(prime, newText);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -90,14 +133,18 @@ async function generate() {
       while ((end = buffer.indexOf("\n\n")) >= 0) {
         const [event, data] = parseEvent(buffer.slice(0, end));
         buffer = buffer.slice(end + 2);
-        if (event === "message") {
-          newText.appendData(data.text);
+        if (event === "start") {
+          seed = data.seed;
+          texts = showSamples(data.prime, data.settings.num_samples);
+          setStatus("status", `writing... (${seedWords()})`);
+        } else if (event === "message") {
+          texts[data.index || 0].appendData(data.text);
         } else if (event === "done") {
-          prime.textContent = data.text.slice(0, data.text.length - data.new_characters[0]);
           output.dataset.state = "done";
           const rate = data.chars_per_second ? `, ${Math.round(data.chars_per_second)} chars/s` : "";
-          setStatus("status", `${data.new_characters[0]} characters (${data.finish_reasons[0]})` +
-            `${rate}; seed ${data.seed}`);
+          const each = data.new_characters.map((n, i) => `${n} (${data.finish_reasons[i]})`);
+          const what = each.length > 1 ? `${each.length} samples of ${each.join(", ")}` : each[0];
+          setStatus("status", `${what} characters${rate}; ${seedWords()}`);
         } else if (event === "error") {
           throw new Error(data.error);
         }
@@ -107,7 +154,7 @@ async function generate() {
   } catch (error) {
     output.dataset.state = "error";
     if (error.name !== "AbortError") setStatus("status", String(error.message || error), true);
-    else setStatus("status", "stopped");
+    else setStatus("status", seed === null ? "stopped" : `stopped; ${seedWords()}`);
   } finally {
     if (running === controller) running = null;
     $("stop").disabled = true;
