@@ -133,6 +133,7 @@ def test_an_epoch_budget_beyond_any_count_leaves_a_run_its_readers_take(tmp_path
         assert result.exit_code == 0, result.output
 
 
+@pytest.mark.slow  # 7 s: a real budget of seconds is trained out
 def test_the_timing_is_spent_inside_max_time(tmp_path, corpus_file, monkeypatch):
     """--max-time counts from the command's start: the precisions' timing is part of it, and
     a budget the timing used up is refused before a run directory is made."""
