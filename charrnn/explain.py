@@ -295,14 +295,76 @@ def _values_at(
     for position, value in zip(reading.positions.tolist(), trace, strict=True):
         values[position] = value
         notes[position] = f"{describe_char(reading.text[position])}: {value:.3f}"
+    return CharValues(reading.text, values, notes, gate_scale(key, trace, unbounded), title)
+
+
+def gate_scale(key: str, trace: list[float], unbounded: bool) -> Scale:
+    """The colours of a gate's values: its function's range, or this text's reach."""
     if unbounded:  # a symmetric scale wide enough for this text
         reach = max((abs(v) for v in trace), default=1.0) or 1.0
-        scale = Scale(-reach, reach, diverging=True)
-    elif key in ("hidden", "combine", "learnt", "candidate"):  # tanh's range (times [0, 1])
-        scale = Scale(-1.0, 1.0, diverging=True)
-    else:  # the gates' sigmoid factors
-        scale = Scale(0.0, 1.0)
-    return CharValues(reading.text, values, notes, scale, title)
+        return Scale(-reach, reach, diverging=True)
+    if key in ("hidden", "combine", "learnt", "candidate"):  # tanh's range (times [0, 1])
+        return Scale(-1.0, 1.0, diverging=True)
+    return Scale(0.0, 1.0)  # the gates' sigmoid factors
+
+
+# `--show gates`: one unit's step, every gate of it, in the order the lesson computes them, by
+# family: (the lesson's name, the key the twin records).
+STEP_COLUMNS = {
+    "lstm": (("learn", "ignore"), ("combine", "combine"), ("learnt", "learnt"),
+             ("forget", "forget"), ("kept", "kept"), ("remember", "cell"), ("use", "use"),
+             ("hidden", "hidden")),
+    "gru": (("reset", "reset"), ("update", "update"), ("candidate", "candidate"),
+            ("hidden", "hidden")),
+    "rnn": (("hidden", "hidden"),),
+}  # fmt: skip
+STEP_EQUATIONS = {
+    "lstm": "learnt = learn x combine; kept = forget x the last remember; remember = kept + "
+    "learnt (the cell state); hidden = use x tanh(remember)",
+    "gru": "hidden = (1 - update) x candidate + update x the last hidden; the candidate sees "
+    "reset x the last hidden",
+    "rnn": "hidden = tanh(W x input + U x the last hidden + b)",
+}
+
+
+@dataclass(frozen=True)
+class UnitSteps:
+    """Every gate of one unit after each character read: the lesson's step, a row a
+    character. `columns`: the lesson's name -> one value per character read."""
+
+    layer: int
+    unit: int
+    family: str
+    chars: list[str]  # the characters read (unknown ones skipped are not)
+    columns: dict[str, list[float]]
+    scales: dict[str, Scale]
+
+    @property
+    def title(self) -> str:
+        return f"layer {self.layer} unit {self.unit}: every gate of its step"
+
+    def to_json(self) -> dict:
+        return {"title": self.title, "layer": self.layer, "unit": self.unit,
+                "cell": self.family, "equations": STEP_EQUATIONS[self.family],
+                "chars": self.chars, "gates": self.columns}  # fmt: skip
+
+
+def unit_steps(model: CharModel, reading: Reading, layer: int, unit: int) -> UnitSteps:
+    """One unit's every gate (or a plain RNN's hidden state) after each character it read."""
+    family = gate_family(model)
+    check_unit(model, layer, unit)
+    picked: dict[str, list[torch.Tensor]] = {name: [] for name, _ in STEP_COLUMNS[family]}
+    for chunk in gate_chunks(model, reading):
+        for name, key in STEP_COLUMNS[family]:
+            picked[name].append(chunk[key][layer, :, unit])
+    columns = {name: torch.cat(parts).tolist() for name, parts in picked.items()}
+    relu = model.config.cell == "rnn" and model.config.nonlinearity == "relu"
+    scales = {
+        name: gate_scale(key, columns[name], key in ("cell", "kept") or (relu and key == "hidden"))
+        for name, key in STEP_COLUMNS[family]
+    }
+    chars = [reading.text[position] for position in reading.positions.tolist()]
+    return UnitSteps(layer, unit, family, chars, columns, scales)
 
 
 # --------------------------------------------------------------------------- interpretable units

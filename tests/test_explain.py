@@ -185,6 +185,68 @@ def test_explain_gate_gives_one_value_in_0_1_per_character(tiny_run, loaded, gat
     assert view["values"] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
+def test_show_gates_gives_one_units_whole_step_by_the_lessons_equations(tiny_run, loaded):
+    model, vocab = loaded
+    steps = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--show", "gates", "--unit", 5,
+                            "--json"))  # fmt: skip
+    assert steps["chars"] == list(SCENE) and (steps["layer"], steps["unit"]) == (0, 5)
+    g = {name: torch.tensor(values) for name, values in steps["gates"].items()}
+    assert list(g) == ["learn", "combine", "learnt", "forget", "kept", "remember", "use", "hidden"]
+    torch.testing.assert_close(g["learnt"], g["learn"] * g["combine"])
+    last = torch.cat([torch.zeros(1), g["remember"][:-1]])
+    torch.testing.assert_close(g["kept"], g["forget"] * last)
+    torch.testing.assert_close(g["remember"], g["kept"] + g["learnt"])
+    torch.testing.assert_close(g["hidden"], g["use"] * torch.tanh(g["remember"]))
+    activity = explain.gate_activity(model, scoring.read(vocab, SCENE))
+    assert steps["gates"]["forget"] == pytest.approx(activity["forget"][0, :, 5].tolist(), abs=1e-6)
+
+
+def test_show_gates_prints_a_row_a_character_and_the_equations(tiny_run):
+    result = run_cli("explain", tiny_run, "--text", "ab c", "--show", "gates")
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.strip().splitlines()
+    assert rows[0].split() == ["char", "learn", "combine", "learnt", "forget", "kept", "remember",
+                               "use", "hidden"]  # fmt: skip
+    assert [row.split()[0] for row in rows[1:]] == ["a", "b", "\u2423", "c"]  # the space, seen
+    assert all(len(row.split()) == 9 for row in rows[1:])
+    assert "remember = kept + learnt" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--gate", "forget"), "--show gates shows every gate of the unit, so --gate would do"),
+        (("--html", "x.html"), "--html draws one coloured view, and --show gates is a table"),
+        (("--unit", 99), "unit must be 0 to 31"),
+    ],
+)
+def test_show_gates_refuses_what_it_cannot_do(tiny_run, tmp_path, flags, message):
+    result = run_cli("explain", tiny_run, "--text", "abc", "--show", "gates", *flags)
+    assert result.exit_code == 1 and message in result.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_show_gates_with_find_shows_the_best_units_step(tiny_run):
+    found = json_of(run_cli("explain", tiny_run, "--text", SCENE, "--find", "newline",
+                            "--show", "gates", "--json"))  # fmt: skip
+    best = max(found["units"], key=lambda unit: abs(unit["correlation"]))
+    assert (found["layer"], found["unit"]) == (best["layer"], best["unit"])
+    assert len(found["gates"]["remember"]) == len(SCENE)
+
+
+def test_a_grus_and_a_plain_rnns_steps_are_their_own_gates():
+    reading = scoring.Reading("abcdefgh", torch.tensor([1, 4, 2, 6, 0, 3, 3, 5]), torch.arange(8))
+    torch.manual_seed(0)
+    gru = CharModel(ModelConfig(cell="gru", hidden_size=8, embedding_dim=4), 7).eval()
+    steps = explain.unit_steps(gru, reading, 0, 3)
+    g = {name: torch.tensor(values) for name, values in steps.columns.items()}
+    assert list(g) == ["reset", "update", "candidate", "hidden"]
+    last = torch.cat([torch.zeros(1), g["hidden"][:-1]])
+    torch.testing.assert_close(g["hidden"], (1 - g["update"]) * g["candidate"] + g["update"] * last)
+    rnn = CharModel(ModelConfig(cell="rnn", hidden_size=8, embedding_dim=4), 7).eval()
+    assert list(explain.unit_steps(rnn, reading, 0, 1).columns) == ["hidden"]
+
+
 def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():
     vocab_size, text_ids = 7, torch.tensor([1, 4, 2, 6, 0, 3])
     reading = scoring.Reading("abcdef", text_ids, torch.arange(6))
@@ -303,7 +365,7 @@ def test_the_legend_names_uncoloured_characters_only_where_there_are_some(tiny_r
 def test_explain_refuses_bad_requests_with_one_line(tiny_run):
     for args, message in [
         (("--text", "Ay", "--file", "x.txt"), "exactly one of --text or --file"),
-        (("--text", "Ay", "--show", "colour"), "--show must be surprise or gate"),
+        (("--text", "Ay", "--show", "colour"), "--show must be surprise, gate or gates"),
         (("--text", "Ay", "--show", "gate", "--layer", 1), "layer must be 0 to 0"),
         (("--text", "Ay", "--show", "gate", "--unit", 32), "unit must be 0 to 31"),
         (("--text", "Ay", "--show", "gate", "--gate", "colour"), "gate must be one of"),

@@ -15,6 +15,7 @@ from charrnn.errors import ConfigError
 # One value, a note and a coloured character each: 20,000 is pages of text, a few MB of HTML.
 MAX_CHARS, MAX_CHARS_LIMIT = 20_000, 10_000_000
 TOP_UNITS = 5  # per pattern: a few to try with --show gate, not a ranking of every unit
+SHOWS = ("surprise", "gate", "gates")
 
 
 # Typer reads a command's options from its signature, so much of this function's length is
@@ -39,18 +40,21 @@ def explain(
     show: Annotated[
         str | None,
         typer.Option(
-            help="surprise (the loss on each character) or gate (one unit's gate).",
+            help="surprise (the loss on each character), gate (one unit's gate) or gates "
+            "(every gate of one unit, a row a character: the lesson's step).",
             show_default="surprise",
         ),
     ] = None,
     layer: Annotated[
         int | None,
-        typer.Option(help="Layer of the unit for --show gate (0 = the first).", show_default="0"),
+        typer.Option(
+            help="Layer of the unit for --show gate(s) (0 = the first).", show_default="0"
+        ),
     ] = None,
     unit: Annotated[
         int | None,
         typer.Option(
-            help="Unit within the layer for --show gate (0 = the first).", show_default="0"
+            help="Unit within the layer for --show gate(s) (0 = the first).", show_default="0"
         ),
     ] = None,
     gate: Annotated[
@@ -100,11 +104,14 @@ def explain(
 
     if (text is None) == (file is None):
         raise ConfigError("give the text to read with exactly one of --text or --file")
-    if show is not None and show not in ("surprise", "gate"):
-        raise ConfigError(f"--show must be surprise or gate; got {show!r}")
+    if show is not None and show not in SHOWS:
+        raise ConfigError(f"--show must be surprise, gate or gates; got {show!r}")
     if gate is not None:
         explaining.check_gate_name(gate)  # a bad name is refused whatever else was asked
     _refuse_ignored(show, layer, unit, gate, find, top_units)
+    if show == "gates" and html_file is not None:
+        raise ConfigError("--html draws one coloured view, and --show gates is a table of "
+                          "every gate; use --show gate --gate NAME with --html")  # fmt: skip
     if force and html_file is None:
         raise ConfigError("--force replaces the --html file, so without --html it would do "
                           "nothing; add --html or leave out --force")  # fmt: skip
@@ -118,7 +125,7 @@ def explain(
     if finding or show == "gate":  # before reading the text
         gate = explaining.default_gate(model) if gate is None else gate
         explaining.gate_name(gate, explaining.gate_family(model))  # an LSTM's name for a GRU?
-    if not finding and show == "gate":
+    if not finding and show in ("gate", "gates"):
         layer, unit = (0 if layer is None else layer), (0 if unit is None else unit)
         explaining.check_unit(model, layer, unit)
     if text is not None:
@@ -140,9 +147,15 @@ def explain(
             model, reading, patterns, gate, TOP_UNITS if top_units is None else top_units
         )
         best = explaining.best_match(matches)
-        view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
-    elif show == "gate":
-        view = explaining.unit_trace(model, reading, gate, layer, unit)
+        if show == "gates":
+            view = explaining.unit_steps(model, reading, best.layer, best.unit)
+        else:
+            view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
+    elif show in ("gate", "gates"):
+        if show == "gates":
+            view = explaining.unit_steps(model, reading, layer, unit)
+        else:
+            view = explaining.unit_trace(model, reading, gate, layer, unit)
     else:
         view = explaining.surprise(model, vocab, reading)
 
@@ -157,6 +170,10 @@ def explain(
         return
     if matches is not None:
         out.print(_units_table(matches, gate))
+    if isinstance(view, explaining.UnitSteps):
+        out.print(_steps_table(view))
+        err.print(f"{view.title}: {explaining.STEP_EQUATIONS[view.family]}")
+        return
     out.print(_coloured(view))
     _legend(view)
 
@@ -166,7 +183,8 @@ def _refuse_ignored(show, layer, unit, gate, find, top_units) -> None:
 
     --find and --top-units pick their units (and show the best one's gate), so --layer, --unit
     and --show surprise would be overridden; without them the view is the surprise unless
-    --show gate, and then --layer, --unit and --gate have nothing to choose.
+    --show gate, and then --layer, --unit and --gate have nothing to choose; --show gates shows
+    every gate, so --gate has nothing to choose there either.
     """
     typed = [flag for flag, value in (("--layer", layer), ("--unit", unit)) if value is not None]
     if find is not None or top_units is not None:
@@ -179,6 +197,12 @@ def _refuse_ignored(show, layer, unit, gate, find, top_units) -> None:
                 f"{picker} picks its own units and shows the best one's gate, so {named} would "
                 f"do nothing; leave out {picker} or {named}"
             )
+    elif show == "gates":
+        if gate is not None:
+            raise ConfigError(
+                "--show gates shows every gate of the unit, so --gate would do nothing; leave "
+                "out --gate, or use --show gate --gate NAME"
+            )
     elif show != "gate":
         typed += ["--gate"] if gate is not None else []
         if typed:
@@ -189,6 +213,21 @@ def _refuse_ignored(show, layer, unit, gate, find, top_units) -> None:
                 f"without {wanted} the view is the surprise at each character, so {named} "
                 f"would do nothing; add {wanted} or leave out {named}"
             )
+
+
+def _steps_table(steps) -> Table:
+    """A row a character read, a column a gate, each value on its gate's colours."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("char", justify="left")
+    for name in steps.columns:
+        table.add_column(name, justify="right")
+    for row, char in enumerate(steps.chars):
+        cells = [Text(f"{steps.columns[name][row]:+.3f}",
+                      style=_background(steps.scales[name], steps.columns[name][row]))
+                 for name in steps.columns]  # fmt: skip
+        shown = "\u2423" if char == " " else visible(char) if not char.isprintable() else char
+        table.add_row(shown, *cells)  # a space as a visible box: a blank cell says nothing
+    return table
 
 
 def _units_table(matches, gate: str) -> Table:
