@@ -128,6 +128,9 @@ class CharValues:
     notes: list[str]
     scale: Scale
     title: str  # what the values are, e.g. "surprise (nats)" or "layer 0 unit 3: forget gate"
+    # Why a character has no value: the surprise's first one and unknown ones are "not scored";
+    # a gate view has a value for every character it read, so its gaps are "not read".
+    missing: str = "not read"
 
     def to_json(self) -> dict:
         return {
@@ -184,7 +187,7 @@ def surprise(model: CharModel, vocab: Vocabulary, reading: Reading) -> CharValue
     # Full red at the loss of a uniform guess over the vocabulary: anything that surprising
     # means the model learnt nothing that helps here.
     return CharValues(reading.text, values, notes, Scale(0.0, math.log(len(vocab))),
-                      "surprise (nats per character)")  # fmt: skip
+                      "surprise (nats per character)", missing="not scored")  # fmt: skip
 
 
 def gate_chunks(model: CharModel, reading: Reading) -> Iterator[dict[str, torch.Tensor]]:

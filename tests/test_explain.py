@@ -360,6 +360,9 @@ def test_the_legend_names_uncoloured_characters_only_where_there_are_some(tiny_r
     gate = run_cli("explain", tiny_run, "--text", SCENE, "--show", "gate", "--gate", "forget")
     assert gate.exit_code == 0 and "forget gate" in gate.stderr
     assert "uncoloured" not in gate.stderr  # every character read has its gate value
+    unseen = run_cli("explain", tiny_run, "--text", "Ay\u2603 me", "--show", "gate",
+                     "--skip-unknown")  # fmt: skip
+    assert unseen.exit_code == 0 and "(uncoloured: not read)" in unseen.stderr  # the snowman
 
 
 def test_explain_refuses_bad_requests_with_one_line(tiny_run):

@@ -261,10 +261,5 @@ def _legend(view) -> None:
     mean = (
         f"; mean {sum(scored) / len(scored):.3f} over {len(scored):,} characters" if scored else ""
     )
-    # Uncoloured: the surprise's first character (nothing before it) and characters the model
-    # never saw (--skip-unknown); a gate view colours every character it read.
-    missing = ""
-    if len(scored) < len(view.values):
-        missing = " (uncoloured: not scored)" if view.title.startswith("surprise") else (
-            " (uncoloured: not read)")  # fmt: skip
+    missing = f" (uncoloured: {view.missing})" if len(scored) < len(view.values) else ""
     err.print(Text.assemble(f"{view.title}: ", low, " to ", high, f"{missing}{mean}"))
