@@ -94,7 +94,8 @@ def test_generate_streams_the_text_in(browser, server, tmp_path):
     text = output.get_attribute("textContent")
     assert text.startswith("JULIET:") and len(text) == len("JULIET:") + 300
     assert text == generator.generate("JULIET:", 300, temperature=0.6, seed=7)
-    assert "seed 7" in browser.find_element(By.ID, "status").text
+    status = browser.find_element(By.ID, "status").text
+    assert "seed 7" in status and "mean log-prob -" in status
 
 
 def test_surprise_colours_each_scored_character(browser, server, tmp_path):
@@ -147,6 +148,12 @@ def test_several_samples_with_a_stop_string_each_in_a_block_of_its_own(browser, 
                                         stop=["e "])  # fmt: skip
     assert any(block.endswith("e ") for block in blocks)  # the stop string ended one at least
     assert "3 samples of" in browser.find_element(By.ID, "status").text
+    captions = [c.text for c in output.find_elements(By.CLASS_NAME, "caption")]
+    shape = r"sample (\d): mean log-prob (-\d+\.\d+) per character"
+    read = [re.fullmatch(shape, caption).groups() for caption in captions]
+    assert [int(number) for number, _ in read] == [1, 2, 3]
+    means = [float(mean) for _, mean in read]
+    assert len(means) == 3 and all(-10 < mean < 0 for mean in means)
 
 
 def test_greedy_sets_the_draw_aside_and_writes_the_most_likely_text(browser, server):

@@ -65,6 +65,7 @@ function request() {
     // As the Surprise button: a character the model never saw (a pasted curly quote) is
     // left out of the prime rather than refused, since the page has no other way to say so.
     skip_unknown: true,
+    score: true, // how likely the model finds each sample: shown beside it
   };
   if ($("greedy").checked) {
     body.greedy = true;
@@ -79,7 +80,8 @@ function request() {
   return body;
 }
 
-// One block a sample: the prime (grey) and the new text, which grows as it streams in.
+// One block a sample: the prime (grey) and the new text, which grows as it streams in; with
+// several, a caption above each says how likely the model finds it once it is done.
 function showSamples(prime, count) {
   const texts = [];
   const blocks = [];
@@ -91,12 +93,22 @@ function showSamples(prime, count) {
     shown.textContent = prime;
     const text = document.createTextNode("");
     block.append(shown, text);
+    if (count > 1) {
+      const caption = document.createElement("p");
+      caption.className = "caption";
+      caption.textContent = `sample ${i + 1}`;
+      blocks.push(caption);
+    }
     blocks.push(block);
     texts.push(text);
   }
   $("output").replaceChildren(...blocks);
   return texts;
 }
+
+// "mean log-prob -1.234 per character": the model's own score of a sample's new text.
+const likelihood = (mean) => (mean === null ? "no new text" :
+  `mean log-prob ${mean.toFixed(3)} per character`);
 
 async function generate() {
   if (running) running.abort();
@@ -144,7 +156,14 @@ async function generate() {
           const rate = data.chars_per_second ? `, ${Math.round(data.chars_per_second)} chars/s` : "";
           const each = data.new_characters.map((n, i) => `${n} (${data.finish_reasons[i]})`);
           const what = each.length > 1 ? `${each.length} samples of ${each.join(", ")}` : each[0];
-          setStatus("status", `${what} characters${rate}; ${seedWords()}`);
+          const means = data.mean_log_probs;
+          if (each.length > 1) {
+            output.querySelectorAll(".caption").forEach((caption, i) => {
+              caption.textContent = `sample ${i + 1}: ${likelihood(means[i])}`;
+            });
+          }
+          const scored = each.length === 1 ? `, ${likelihood(means[0])}` : "";
+          setStatus("status", `${what} characters${scored}${rate}; ${seedWords()}`);
         } else if (event === "error") {
           throw new Error(data.error);
         }
