@@ -327,6 +327,7 @@ STEP_EQUATIONS = {
     "gru": "hidden = (1 - update) x candidate + update x the last hidden; the candidate sees "
     "reset x the last hidden",
     "rnn": "hidden = tanh(W x input + U x the last hidden + b)",
+    "rnn-relu": "hidden = relu(W x input + U x the last hidden + b)",
 }
 
 
@@ -338,18 +339,20 @@ class UnitSteps:
     layer: int
     unit: int
     family: str
-    chars: list[str]  # the characters read (unknown ones skipped are not)
-    columns: dict[str, list[float]]
+    equations: str
+    chars: list[str]  # every character of the text
+    columns: dict[str, list[float | None]]  # None: a character the model never saw, not read
     scales: dict[str, Scale]
 
     @property
     def title(self) -> str:
-        return f"layer {self.layer} unit {self.unit}: every gate of its step"
+        what = "its hidden state" if self.family == "rnn" else "every gate of its step"
+        return f"layer {self.layer} unit {self.unit}: {what}"
 
     def to_json(self) -> dict:
         return {"title": self.title, "layer": self.layer, "unit": self.unit,
-                "cell": self.family, "equations": STEP_EQUATIONS[self.family],
-                "chars": self.chars, "gates": self.columns}  # fmt: skip
+                "cell": self.family, "equations": self.equations, "chars": self.chars,
+                "gates": self.columns}  # fmt: skip
 
 
 def unit_steps(model: CharModel, reading: Reading, layer: int, unit: int) -> UnitSteps:
@@ -360,14 +363,19 @@ def unit_steps(model: CharModel, reading: Reading, layer: int, unit: int) -> Uni
     for chunk in gate_chunks(model, reading):
         for name, key in STEP_COLUMNS[family]:
             picked[name].append(chunk[key][layer, :, unit])
-    columns = {name: torch.cat(parts).tolist() for name, parts in picked.items()}
+    read = {name: torch.cat(parts).tolist() for name, parts in picked.items()}
     relu = model.config.cell == "rnn" and model.config.nonlinearity == "relu"
     scales = {
-        name: gate_scale(key, columns[name], key in ("cell", "kept") or (relu and key == "hidden"))
+        name: gate_scale(key, read[name], key in ("cell", "kept") or (relu and key == "hidden"))
         for name, key in STEP_COLUMNS[family]
     }
-    chars = [reading.text[position] for position in reading.positions.tolist()]
-    return UnitSteps(layer, unit, family, chars, columns, scales)
+    columns: dict[str, list[float | None]] = {}
+    for name, values in read.items():
+        columns[name] = [None] * len(reading.text)
+        for position, value in zip(reading.positions.tolist(), values, strict=True):
+            columns[name][position] = value
+    equations = STEP_EQUATIONS["rnn-relu" if relu else family]
+    return UnitSteps(layer, unit, family, equations, list(reading.text), columns, scales)
 
 
 # --------------------------------------------------------------------------- interpretable units

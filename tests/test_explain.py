@@ -244,7 +244,23 @@ def test_a_grus_and_a_plain_rnns_steps_are_their_own_gates():
     last = torch.cat([torch.zeros(1), g["hidden"][:-1]])
     torch.testing.assert_close(g["hidden"], (1 - g["update"]) * g["candidate"] + g["update"] * last)
     rnn = CharModel(ModelConfig(cell="rnn", hidden_size=8, embedding_dim=4), 7).eval()
-    assert list(explain.unit_steps(rnn, reading, 0, 1).columns) == ["hidden"]
+    steps = explain.unit_steps(rnn, reading, 0, 1)
+    assert list(steps.columns) == ["hidden"] and steps.title.endswith("its hidden state")
+    assert steps.equations.startswith("hidden = tanh(")
+    relu = CharModel(ModelConfig(cell="rnn", hidden_size=8, embedding_dim=4,
+                                 nonlinearity="relu"), 7).eval()  # fmt: skip
+    assert explain.unit_steps(relu, reading, 0, 1).equations.startswith("hidden = relu(")
+
+
+def test_show_gates_keeps_a_row_for_a_character_it_did_not_read(tiny_run):
+    result = run_cli("explain", tiny_run, "--text", "a\u2603b", "--show", "gates",
+                     "--skip-unknown", "--json")  # fmt: skip
+    steps = json_of(result)
+    assert steps["chars"] == ["a", "\u2603", "b"]
+    assert all(values[1] is None and None not in (values[0], values[2])
+               for values in steps["gates"].values())  # fmt: skip
+    table = run_cli("explain", tiny_run, "--text", "a\u2603b", "--show", "gates", "--skip-unknown")
+    assert "never saw, not read" in table.stderr and "\u2603" in table.stdout
 
 
 def test_gate_level_cores_give_their_own_gates_and_other_cores_are_refused():

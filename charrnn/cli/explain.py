@@ -172,7 +172,9 @@ def explain(
         out.print(_units_table(matches, gate))
     if isinstance(view, explaining.UnitSteps):
         out.print(_steps_table(view))
-        err.print(f"{view.title}: {explaining.STEP_EQUATIONS[view.family]}")
+        unread = " (blank: a character the model never saw, not read)" if any(
+            value is None for value in next(iter(view.columns.values()))) else ""  # fmt: skip
+        err.print(f"{view.title}: {view.equations}{unread}")
         return
     out.print(_coloured(view))
     _legend(view)
@@ -222,9 +224,10 @@ def _steps_table(steps) -> Table:
     for name in steps.columns:
         table.add_column(name, justify="right")
     for row, char in enumerate(steps.chars):
-        cells = [Text(f"{steps.columns[name][row]:+.3f}",
-                      style=_background(steps.scales[name], steps.columns[name][row]))
-                 for name in steps.columns]  # fmt: skip
+        values = [steps.columns[name][row] for name in steps.columns]
+        cells = [Text("") if value is None else Text(f"{value:+.3f}",
+                 style=_background(steps.scales[name], value))
+                 for name, value in zip(steps.columns, values, strict=True)]  # fmt: skip
         shown = "\u2423" if char == " " else visible(char) if not char.isprintable() else char
         table.add_row(shown, *cells)  # a space as a visible box: a blank cell says nothing
     return table
