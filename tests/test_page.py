@@ -160,7 +160,7 @@ def test_greedy_sets_the_draw_aside_and_writes_the_most_likely_text(browser, ser
     url, generator = server
     output = generate_on_page(browser, url, "ROMEO:", 120, greedy=True)
     assert all(not browser.find_element(By.ID, name).is_enabled()
-               for name in ("temperature", "top-p", "top-k", "seed"))  # fmt: skip
+               for name in ("temperature", "top-p", "top-k", "seed", "samples"))  # fmt: skip
     assert output.get_attribute("textContent") == generator.generate("ROMEO:", 120, greedy=True)
     assert browser.find_element(By.ID, "status").text.endswith("; greedy")
 
@@ -185,3 +185,28 @@ def test_a_stopped_stream_shows_its_prime_and_keeps_its_seed(browser, tiny_run):
         seed = int(re.fullmatch(r"stopped; seed (\d+)", status.text).group(1))
         written = sample.get_attribute("textContent")
     assert written == generator.generate("ROMEO:", len(written) - len("ROMEO:"), seed=seed)
+
+
+def test_generate_pressed_again_mid_stream_gives_the_page_to_the_new_run(browser, tiny_run):
+    generator = load_model(str(tiny_run), "cpu", int8=True)
+    slow = copy.copy(generator)
+    slow.stepper = SlowStepper(generator.stepper, 0.01)
+    with live_server(create_app(slow, use_config.ServeConfig(max_length=1000))) as url:
+        browser.get(url + "/")
+        set_range(browser, "length", 150)
+        browser.find_element(By.ID, "seed").send_keys("4")
+        browser.find_element(By.ID, "generate").click()
+        WebDriverWait(browser, 30).until(
+            lambda b: len(b.find_element(By.ID, "output").get_attribute("textContent")) > 10
+        )
+        browser.find_element(By.ID, "generate").click()  # the first run is aborted
+        status = browser.find_element(By.ID, "status")
+        WebDriverWait(browser, 30).until(lambda _: status.text.startswith("writing... (seed"))
+        writing_stop_enabled = browser.find_element(By.ID, "stop").is_enabled()
+        output = browser.find_element(By.ID, "output")
+        WebDriverWait(browser, 30).until(lambda _: output.get_attribute("data-state") == "done")
+        status = browser.find_element(By.ID, "status").text
+        stop_enabled = browser.find_element(By.ID, "stop").is_enabled()
+    assert output.get_attribute("textContent") == generator.generate("ROMEO:", 150, seed=4)
+    assert writing_stop_enabled  # the aborted run's ending did not disable the new run's Stop
+    assert "stopped" not in status and "seed 4" in status and not stop_enabled

@@ -12,11 +12,14 @@ for (const id of ["temperature", "top-p", "length"]) {
   show();
 }
 
-// Greedy decoding draws nothing: the settings that shape a draw (and its seed) do not apply.
-const DRAW_SETTINGS = ["temperature", "top-p", "top-k", "seed"];
-$("greedy").addEventListener("change", () => {
+// Greedy decoding draws nothing: the settings that shape a draw (and its seed) do not apply,
+// and every sample would be the same text. Also run at load: a browser may restore the box.
+const DRAW_SETTINGS = ["temperature", "top-p", "top-k", "seed", "samples"];
+function greedyChanged() {
   for (const id of DRAW_SETTINGS) $(id).disabled = $("greedy").checked;
-});
+}
+$("greedy").addEventListener("change", greedyChanged);
+greedyChanged();
 
 async function describe() {
   try {
@@ -75,7 +78,7 @@ function request() {
     if (Number($("top-k").value) > 0) body.top_k = Number($("top-k").value);
     if ($("seed").value !== "") body.seed = Number($("seed").value);
   }
-  if (Number($("samples").value) > 1) body.num_samples = Number($("samples").value);
+  if (!body.greedy && Number($("samples").value) > 1) body.num_samples = Number($("samples").value);
   if ($("stop-at").value !== "") body.stop = [fromTyped($("stop-at").value)];
   return body;
 }
@@ -171,12 +174,15 @@ async function generate() {
     }
     if (output.dataset.state !== "done") throw new Error("the stream ended early");
   } catch (error) {
+    if (running !== controller) return; // replaced by a newer run: the page is that one's now
     output.dataset.state = "error";
     if (error.name !== "AbortError") setStatus("status", String(error.message || error), true);
     else setStatus("status", seed === null ? "stopped" : `stopped; ${seedWords()}`);
   } finally {
-    if (running === controller) running = null;
-    $("stop").disabled = true;
+    if (running === controller) {
+      running = null;
+      $("stop").disabled = true;
+    }
   }
 }
 
