@@ -6,6 +6,7 @@ options, checks and --help come from these declarations.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,3 +128,14 @@ class ServeConfig:
         "from a browser; none = only the page served here", SERVING, item=str,
     )  # fmt: skip
     access_log: bool = setting(False, "print a line for each request on stderr", SERVING)
+
+
+def check_cors_origins(origins: tuple[str, ...]) -> None:
+    """A browser sends its page's origin as scheme://host[:port], nothing after it; anything
+    else (a trailing slash, a path, no scheme) would match no request and allow nothing."""
+    for origin in origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(
+                f"--cors-origin {origin!r} is no web origin; give scheme://host[:port] with "
+                "nothing after it (https://example.org), or * for any"
+            )

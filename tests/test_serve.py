@@ -200,6 +200,7 @@ def test_model_gives_inspect_json_of_the_served_checkpoint_with_names_for_paths(
 
 
 def test_cors_lets_the_named_origins_call_from_a_browser_and_no_others(generator):
+    use_config.check_cors_origins(("*", "https://example.org", "http://localhost:3000"))
     limits = use_config.ServeConfig(cors_origin=("https://example.org",))
     asked = {"Access-Control-Request-Method": "POST",
              "Access-Control-Request-Headers": "content-type"}  # fmt: skip
@@ -213,6 +214,14 @@ def test_cors_lets_the_named_origins_call_from_a_browser_and_no_others(generator
     assert allowed.headers["access-control-allow-origin"] == "https://example.org"
     assert "access-control-allow-origin" not in other.headers
     assert reply.headers["access-control-allow-origin"] == "https://example.org"
+
+
+@pytest.mark.parametrize("origin", ["https://a.example/", "a.example", "", "https://a.example/x"])
+def test_a_cors_origin_no_browser_sends_is_refused_in_one_line(tiny_run, origin):
+    result = run_cli("serve", tiny_run, "--cors-origin", origin, "--port", free_port())
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: --cors-origin {origin!r} is no web origin")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_without_cors_origins_no_page_elsewhere_may_read_the_replies(client):
