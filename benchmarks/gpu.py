@@ -42,7 +42,8 @@ import torch
 from benchmarks import machine, quality
 from benchmarks.report import report
 from benchmarks.run import CORPUS_HELP, FORMAT, corpus_or_exit
-from charrnn import rundir
+from charrnn import config, rundir
+from charrnn.errors import CharRNNError
 from charrnn.sample import load_model
 
 THRESHOLDS = (1.88, 1.47, 1.42)
@@ -72,10 +73,19 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     args = parse_args(argv)
     if args.record:
-        record(args.record, HERE)
+        try:
+            record(args.record, HERE)
+        except (OSError, ValueError, KeyError) as error:
+            sys.exit(f"benchmarks.gpu: {args.record} not recorded: {error}")
         return
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("benchmarks.gpu needs a CUDA GPU (or --device cpu to check the script)")
+    if args.seconds <= 0:
+        sys.exit(f"benchmarks.gpu: --seconds must be positive, got {args.seconds:g}")
+    try:  # before a child process would stop on it with its traceback
+        config.resolve(args.config, {})
+    except CharRNNError as error:
+        sys.exit(f"benchmarks.gpu: {error}")
     corpus = corpus_or_exit(args.corpus)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -149,6 +159,11 @@ def record(path: Path, folder: Path) -> None:
     """`path` (a gpu-results.json) as the "gpu" section of folder/results.json, and
     folder/RESULTS.md rewritten from it; the other sections are kept as they are."""
     measured = json.loads(path.read_text())
+    if not measured["machine"].get("gpu"):
+        raise ValueError("it was measured without a GPU (a check of the script, --device cpu)")
+    failed = [name for name in ("ours", "plain") if "error" in measured.get(name, {"error": 1})]
+    if failed:
+        raise ValueError(f"its stage(s) {', '.join(failed)} failed or are missing")
     section = {"mode": "gpu", "command": "python -m benchmarks.gpu", **measured}
     saved = folder / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
@@ -156,8 +171,9 @@ def record(path: Path, folder: Path) -> None:
         results = {"format": FORMAT, "tune": False, "machine": measured["machine"],
                    "corpus": "tinyshakespeare.txt", "sections": {}}  # fmt: skip
     results["sections"]["gpu"] = section
+    text = report(results)  # first: a file it cannot report leaves both files as they were
     saved.write_text(json.dumps(results, indent=2) + "\n")
-    (folder / "RESULTS.md").write_text(report(results))
+    (folder / "RESULTS.md").write_text(text)
 
 
 if __name__ == "__main__":

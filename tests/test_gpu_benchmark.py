@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -112,3 +113,36 @@ def test_the_baseline_reports_the_seconds_it_trained_not_its_budget(corpus_file)
     result = baselines.train("plain", str(corpus_file), 0.5, 0.0, val_fraction=0.1)
     assert result["seconds"] >= 0.5 and result["device"] == "cpu"
     assert result["chars_per_sec"] == pytest.approx(result["steps"] * 32 * 100 / result["seconds"])
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda r: r["machine"].update(gpu=None), "measured without a GPU"),
+        (lambda r: r.update(plain={"error": "RuntimeError: x"}), "stage(s) plain failed"),
+        (lambda r: r.pop("ours"), "stage(s) ours failed or are missing"),
+    ],
+)
+def test_a_check_run_or_a_failed_one_is_not_recorded(tmp_path, change, why):
+    shutil.copy(SHIPPED, tmp_path / "results.json")
+    measured = copy.deepcopy(shipped_gpu_section())
+    change(measured)
+    (tmp_path / "gpu-results.json").write_text(json.dumps(measured))
+    with pytest.raises(ValueError, match=re.escape(why)):
+        gpu.record(tmp_path / "gpu-results.json", tmp_path)
+    assert (tmp_path / "results.json").read_bytes() == SHIPPED.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--record", "/nonexistent/gpu-results.json"], "not recorded"),
+        (["--device", "cpu", "--seconds", "0"], "--seconds must be positive"),
+        (["--device", "cpu", "--config", "nosuch"], "nosuch"),
+    ],
+)
+def test_bad_arguments_are_one_line_before_any_run(argv, message, monkeypatch):
+    monkeypatch.setattr(gpu, "train", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit, match=message) as stopped:
+        gpu.main(argv)
+    assert "\n" not in str(stopped.value.code)
