@@ -140,6 +140,11 @@ def explain(
         err.print(f"showing the first {len(shown):,} of {total:,} characters (--max-chars)")
     reading = read(vocab, shown, skip_unknown)
 
+    def unit_view(layer: int, unit: int):
+        if show == "gates":  # the unit's whole step
+            return explaining.unit_steps(model, reading, layer, unit)
+        return explaining.unit_trace(model, reading, gate, layer, unit)
+
     matches = None
     if finding:
         patterns = (find,) if find is not None else explaining.PATTERNS
@@ -147,15 +152,9 @@ def explain(
             model, reading, patterns, gate, TOP_UNITS if top_units is None else top_units
         )
         best = explaining.best_match(matches)
-        if show == "gates":
-            view = explaining.unit_steps(model, reading, best.layer, best.unit)
-        else:
-            view = explaining.unit_trace(model, reading, gate, best.layer, best.unit)
+        view = unit_view(best.layer, best.unit)
     elif show in ("gate", "gates"):
-        if show == "gates":
-            view = explaining.unit_steps(model, reading, layer, unit)
-        else:
-            view = explaining.unit_trace(model, reading, gate, layer, unit)
+        view = unit_view(layer, unit)
     else:
         view = explaining.surprise(model, vocab, reading)
 
