@@ -35,7 +35,6 @@ def serve(
 
     settings.check(device=device, threads=threads)
     chosen = config.build(use_config.ServeConfig, settings.typed(limits))
-    use_config.check_cors_origins(chosen.cors_origin)
     path = rundir.find_checkpoint(checkpoint or rundir.latest(), rundir.FOR_USING)
     threads = available_cores() if threads == 0 else threads  # the declared "0 = all cores"
     generator = load_model(str(path), device, int8=int8, threads=threads)

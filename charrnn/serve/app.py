@@ -190,6 +190,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    use_config.check_cors_origins(limits.cors_origin)
     if limits.cors_origin:  # pages of these origins may call the API from a browser
         from fastapi.middleware.cors import CORSMiddleware
 
