@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from benchmarks import machine, quality
+from benchmarks.baselines import synchronize
 from benchmarks.report import report
 from benchmarks.run import CORPUS_HELP, FORMAT, corpus_or_exit
 from charrnn import config, rundir
@@ -139,18 +140,13 @@ def train(args: argparse.Namespace, corpus: Path, sets: list[str]) -> dict[str, 
 def sampling_speed(run_dir: str, device: str) -> dict[str, float]:
     """Characters per second of `charrnn sample` on the device, at batch 1 and 64."""
     generator = load_model(run_dir, device=device)
-
-    def synchronize() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     speeds = {}
     for samples in (1, 64):
         generator.generate("\n", 50, num_samples=samples, seed=0)  # warm-up
-        synchronize()
+        synchronize(device)
         begun = time.perf_counter()
         generator.generate("\n", 1000, num_samples=samples, seed=0)
-        synchronize()
+        synchronize(device)
         speeds[f"batch{samples}"] = samples * 1000 / (time.perf_counter() - begun)
     return speeds
 
